@@ -1,0 +1,53 @@
+//! The origin: `publish` turns a music folder into an encrypted CDN library, `serve` answers the
+//! wire protocol of DESIGN.md §1 over it (control plane + CDN), with fault knobs for tests.
+//!
+//! It shares `proto`, `model` and `crypto` with the client but never the client's fetch code,
+//! so a misreading of the protocol cannot hide on both sides at once.
+
+pub mod faults;
+pub mod publish;
+pub mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use faults::{FaultConfig, FaultKind};
+pub use publish::{publish, PublishOptions, PublishSummary};
+pub use serve::{start, RunningOrigin};
+
+/// Everything `trackfs serve` needs, as plain data (built from flags by `cli`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub library: PathBuf,
+    pub listen: SocketAddr,
+    /// Lifetime of signed CDN URLs.
+    pub url_ttl: Duration,
+    /// `expiresIn` of access tokens.
+    pub token_ttl: Duration,
+    /// When set, storage-resolve answers URLs on this base (e.g. nginx over `LIBRARY/audio`).
+    pub cdn_base: Option<String>,
+    /// Extra `cdnurl`s put before the real one (for failover tests), e.g. a dead port.
+    pub extra_cdn_urls: Vec<String>,
+    /// Whether `/head/<id>` serves head files (off answers 404 for all).
+    pub head_files: bool,
+    /// Added before answering every request.
+    pub latency: Duration,
+    pub faults: FaultConfig,
+}
+
+impl ServeConfig {
+    pub fn new(library: PathBuf) -> Self {
+        ServeConfig {
+            library,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            url_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(3600),
+            cdn_base: None,
+            extra_cdn_urls: Vec::new(),
+            head_files: true,
+            latency: Duration::ZERO,
+            faults: FaultConfig::default(),
+        }
+    }
+}
