@@ -1,0 +1,705 @@
+#!/usr/bin/env python3
+"""Independent trackfs origin, written from DESIGN.md only (stdlib + openssl).
+
+The Rust test suite runs the trackfs client against this server (and
+client_check.py against the Rust origin) so that client and origin are each
+checked against the contract instead of against each other. It is deliberately
+less friendly than the Rust origin: it sends unknown protobuf fields, unknown
+enum values, duplicate formats, fields out of order, all four URL-expiry forms
+and, on request, seeded CDN faults.
+
+Usage: see --help and README.md in this directory.
+"""
+
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pb  # noqa: E402  (hand-written protobuf codec next to this file)
+
+IV_HEX = "72e067fbddcbcf77ebe8bc643f630d93"
+OGG_HEADER_LEN = 167
+AUDIO_EXTS = (".ogg", ".mp3", ".flac", ".m4a")
+DEFAULT_USER = "trackfs"
+# A colon (Basic auth splits on the first one only), a quote and a '?', all
+# ASCII so every Basic-auth implementation agrees on the bytes.
+DEFAULT_PASSWORD = 'pa:ss"w0rd?'
+
+# AudioFile.Format values (DESIGN.md §2).
+OGG_VORBIS_160, OGG_VORBIS_320 = 1, 2
+MP3_256, MP3_320 = 3, 4
+AAC_48 = 9
+FLAC_FLAC, FLAC_FLAC_24BIT = 16, 22
+UNKNOWN_FORMAT = 77  # not in the enum: clients must ignore such files
+
+ID_FID = re.compile(r"[0-9a-f]{40}")
+ID_GID = re.compile(r"[0-9a-f]{32}")
+
+
+# ================================================================ catalogue
+
+class FileEntry:
+    """One encrypted file: stored plaintext = header + source bytes."""
+
+    def __init__(self, source, header, key):
+        self.source = source
+        self.header = header          # b"" or 167 bytes for Ogg Vorbis
+        self.key = key                # 16 random bytes
+        self.fid = None               # 20 bytes, set after encryption
+        self.cipher_path = None
+        self.size = None              # stored (= ciphertext) size
+        self.sha256 = None            # of the source file
+        self.head_len = None
+
+
+class Track:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def parse_name(stem):
+    """'NN Title', 'NN - Title' or 'D-NN Title' -> (disc, number, title).
+    Without a leading number, number is None (assigned from order later)."""
+    m = re.match(r"^(?:(\d+)-)?(\d+)\s+(?:-\s+)?(.+)$", stem)
+    if not m:
+        return 1, None, stem
+    disc = int(m.group(1)) if m.group(1) else 1
+    return disc, int(m.group(2)), m.group(3)
+
+
+def scan_sources(source_dir):
+    """All audio files as dicts with artist/album/disc/number/title/ext/path,
+    taking Artist and Album from the two enclosing folders."""
+    found = []
+    for root, dirs, files in os.walk(source_dir):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in AUDIO_EXTS:
+                continue
+            path = os.path.join(root, name)
+            parts = os.path.relpath(path, source_dir).split(os.sep)
+            artist = parts[-3] if len(parts) >= 3 else (parts[0] if len(parts) == 2 else "Unknown Artist")
+            album = parts[-2] if len(parts) >= 2 else "Unknown Album"
+            disc, number, title = parse_name(stem)
+            found.append(dict(artist=artist, album=album, disc=disc, number=number,
+                              title=title, ext=ext.lower(), path=path))
+    return found
+
+
+def formats_for(ext, index):
+    """Known formats advertised for a file: alternate between qualities, and
+    every third track advertises the same bytes under two known formats."""
+    base = {".ogg": [OGG_VORBIS_320, OGG_VORBIS_160], ".mp3": [MP3_320, MP3_256],
+            ".flac": [FLAC_FLAC, FLAC_FLAC_24BIT], ".m4a": [AAC_48, AAC_48]}[ext]
+    if index % 3 == 2 and base[0] != base[1]:
+        return list(base)
+    return [base[index % 2]]
+
+
+def make_header(rng):
+    """167 opaque bytes that must not look like an Ogg page."""
+    header = bytearray(rng.randbytes(OGG_HEADER_LEN))
+    if header[:4] == b"OggS":
+        header[0] ^= 0xFF
+    return bytes(header)
+
+
+def build_catalogue(source_dir, rng):
+    """-> (albums, tracks): albums as dicts in library order; random gids."""
+    entries = scan_sources(source_dir)
+    if not entries:
+        raise SystemExit("origin.py: no audio files (%s) under %s" % ("/".join(AUDIO_EXTS), source_dir))
+    artists, albums, tracks = {}, {}, []
+    for i, e in enumerate(entries):
+        artist = artists.setdefault(e["artist"], {"gid": rng.randbytes(16), "name": e["artist"]})
+        album = albums.setdefault((e["artist"], e["album"]), {
+            "gid": rng.randbytes(16), "name": e["album"], "artist": artist, "tracks": []})
+        header = make_header(rng) if e["ext"] == ".ogg" else b""
+        track = Track(gid=rng.randbytes(16), title=e["title"], number=e["number"], disc=e["disc"],
+                      ext=e["ext"], artist=artist, album=album, index=i,
+                      file=FileEntry(e["path"], header, rng.randbytes(16)),
+                      formats=formats_for(e["ext"], i),
+                      # Track 3k+1: an AudioFile of unknown format whose id is
+                      # served nowhere; a client that picks it fails loudly.
+                      decoy_fid=rng.randbytes(20) if i % 3 == 1 else None)
+        album["tracks"].append(track)
+        tracks.append(track)
+    for album in albums.values():
+        number_missing_tracks(album["tracks"])
+        album["tracks"].sort(key=lambda t: (t.disc, t.number, t.title))
+    return list(albums.values()), tracks
+
+
+def number_missing_tracks(album_tracks):
+    used = {t.number for t in album_tracks if t.number is not None}
+    n = 1
+    for t in album_tracks:
+        if t.number is None:
+            while n in used:
+                n += 1
+            t.number = n
+            used.add(n)
+
+
+# ================================================================ encryption
+
+def encrypt_file(entry, out_dir, rng_seed):
+    """Encrypt header+source with openssl into out_dir/audio/<file id>.
+    The file id is content-addressed: SHA-1 of the ciphertext."""
+    audio_dir = os.path.join(out_dir, "audio")
+    fd, tmp = tempfile.mkstemp(dir=audio_dir, prefix=".enc-")
+    os.close(fd)
+    cmd = ["openssl", "enc", "-aes-128-ctr", "-K", entry.key.hex(), "-iv", IV_HEX,
+           "-nosalt", "-out", tmp]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    sha = hashlib.sha256()
+    try:
+        proc.stdin.write(entry.header)
+        with open(entry.source, "rb") as src:
+            while chunk := src.read(1 << 20):
+                sha.update(chunk)
+                proc.stdin.write(chunk)
+        proc.stdin.close()
+    finally:
+        if proc.wait() != 0:
+            raise RuntimeError("openssl failed on %s" % entry.source)
+    digest = hashlib.sha1()
+    with open(tmp, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    entry.fid = digest.digest()
+    entry.cipher_path = os.path.join(audio_dir, entry.fid.hex())
+    os.replace(tmp, entry.cipher_path)
+    entry.size = os.path.getsize(entry.cipher_path)
+    entry.sha256 = sha.hexdigest()
+    if entry.size != len(entry.header) + os.path.getsize(entry.source):
+        raise RuntimeError("ciphertext size mismatch for %s" % entry.source)
+    # Head files are 64 KiB..128 KiB (or the whole file when shorter).
+    entry.head_len = min(entry.size, 65536 + random.Random(rng_seed).randrange(65537))
+
+
+def encrypt_all(tracks, out_dir, rng):
+    os.makedirs(os.path.join(out_dir, "audio"), exist_ok=True)
+    workers = max(2, os.cpu_count() or 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        jobs = [pool.submit(encrypt_file, t.file, out_dir, rng.random()) for t in tracks]
+        for job in jobs:
+            job.result()
+
+
+# ================================================================ protobuf
+
+def unknown_fields(seed):
+    """Fields no schema defines, of every wire type: clients must skip them."""
+    return (pb.f_varint(99, 150 + seed) + pb.f_bytes(100, b"\x00unknown\xff" + bytes([seed & 0xFF]))
+            + pb.f_fixed64(101, 0x0123456789ABCDEF) + pb.f_fixed32(102, 0xDEADBEEF))
+
+
+def enc_artist(artist):
+    return pb.f_bytes(1, artist["gid"]) + pb.f_bytes(2, artist["name"])
+
+
+def enc_audio_file(fid, fmt, seed):
+    body = pb.f_bytes(1, fid) + pb.f_varint(2, fmt)
+    # Unknowns before the known fields on every other file: order is free.
+    return unknown_fields(seed) + body if seed % 2 else body + unknown_fields(seed)
+
+
+def enc_track_files(t):
+    files = [pb.f_bytes(12, enc_audio_file(t.file.fid, fmt, t.index + k))
+             for k, fmt in enumerate(t.formats)]
+    if t.decoy_fid:     # unknown format listed *first*, with an unserved id
+        files.insert(0, pb.f_bytes(12, enc_audio_file(t.decoy_fid, UNKNOWN_FORMAT, t.index)))
+    if len(t.formats) > 1:  # the same bytes again under an unknown format
+        files.append(pb.f_bytes(12, enc_audio_file(t.file.fid, UNKNOWN_FORMAT, t.index)))
+    return b"".join(files)
+
+
+def enc_album_stub(album):
+    """Album as embedded in a Track: identity only, no discs."""
+    return pb.f_bytes(1, album["gid"]) + pb.f_bytes(2, album["name"]) + pb.f_bytes(3, enc_artist(album["artist"]))
+
+
+def enc_track(t):
+    head = pb.f_bytes(1, t.gid) + pb.f_bytes(2, t.title)
+    rest = (pb.f_bytes(3, enc_album_stub(t.album)) + pb.f_bytes(4, enc_artist(t.artist))
+            + pb.f_sint(5, t.number) + pb.f_sint(6, t.disc))
+    files = enc_track_files(t)
+    # Odd tracks put the file list first and unknown fields in between.
+    if t.index % 2:
+        return files + unknown_fields(t.index) + head + rest
+    return head + rest + files + unknown_fields(t.index)
+
+
+def enc_album(album, seed):
+    discs = {}
+    for t in album["tracks"]:
+        # Disc.track entries carry the gid only (DESIGN.md §2); the client
+        # must fetch each Track for its name and files.
+        discs.setdefault(t.disc, []).append(pb.f_bytes(3, pb.f_bytes(1, t.gid)))
+    out = [pb.f_bytes(1, album["gid"]), pb.f_bytes(2, album["name"]),
+           pb.f_bytes(3, enc_artist(album["artist"])),
+           pb.f_bytes(6, pb.f_sint(1, 2024) + pb.f_sint(2, 2) + pb.f_sint(3, 29)),
+           unknown_fields(seed)]
+    for number in sorted(discs):
+        out.append(pb.f_bytes(11, pb.f_sint(1, number) + b"".join(discs[number])))
+    return b"".join(out)
+
+
+def enc_library(albums):
+    return b"".join(pb.f_bytes(1, a["gid"]) for a in albums) + unknown_fields(len(albums))
+
+
+def enc_resolve(urls, fid, explicit_result):
+    # proto3 omits result=CDN(0); send it explicitly only sometimes so clients
+    # must treat "absent" as CDN.
+    out = pb.f_varint(1, 0) if explicit_result else b""
+    return out + b"".join(pb.f_bytes(2, u) for u in urls) + pb.f_bytes(4, fid)
+
+
+# ================================================================ URL signing
+
+class Signer:
+    """Signs CDN URLs with an HMAC over (file id, expiry), in the four expiry
+    forms DESIGN.md lists; verification accepts any of them."""
+
+    FORMS = ("plain", "verify", "akamai", "expires")
+
+    def __init__(self, secret, ttl):
+        self.secret, self.ttl = secret, ttl
+
+    def _sig(self, fid_hex, exp):
+        return hmac.new(self.secret, ("%s/%d" % (fid_hex, exp)).encode(), hashlib.sha256).hexdigest()[:40]
+
+    def query(self, fid_hex, form):
+        exp = int(time.time()) + self.ttl
+        sig = self._sig(fid_hex, exp)
+        return {"plain": "%d_%s" % (exp, sig),
+                "verify": "verify=%d-%s" % (exp, sig),
+                "akamai": "__token__=exp=%d~hmac=%s" % (exp, sig),
+                "expires": "Expires=%d~Key-Pair-Id=trackfs~Signature=%s" % (exp, sig)}[form]
+
+    @staticmethod
+    def parse(query):
+        """-> (expiry, signature) or None."""
+        m = re.fullmatch(r"(\d+)_([0-9a-f]+)", query)
+        if m:
+            return int(m.group(1)), m.group(2)
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        if m := re.fullmatch(r"(\d+)-([0-9a-f]+)", params.get("verify", "")):
+            return int(m.group(1)), m.group(2)
+        if m := re.fullmatch(r"exp=(\d+)~hmac=([0-9a-f]+)", params.get("__token__", "")):
+            return int(m.group(1)), m.group(2)
+        if "Expires" in params:
+            parts = params["Expires"].split("~")
+            kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            if parts[0].isdigit() and "Signature" in kv:
+                return int(parts[0]), kv["Signature"]
+        return None
+
+    def verify(self, fid_hex, query):
+        """True when the signature matches and has not expired."""
+        parsed = self.parse(query)
+        if not parsed:
+            return False
+        exp, sig = parsed
+        return hmac.compare_digest(sig, self._sig(fid_hex, exp)) and time.time() <= exp
+
+
+# ================================================================ faults
+
+class Faults:
+    """Seeded choice of a fault (or None) for each CDN request."""
+
+    KINDS = ("500", "503", "reset", "truncate", "stall", "no-range")
+
+    def __init__(self, rate, kinds, seed):
+        bad = [k for k in kinds if k not in self.KINDS]
+        if bad:
+            raise SystemExit("origin.py: unknown fault kind(s): %s" % ",".join(bad))
+        self.rate, self.kinds = rate, kinds
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def pick(self):
+        with self.lock:
+            if self.rate <= 0 or not self.kinds or self.rng.random() >= self.rate:
+                return None
+            return self.rng.choice(self.kinds)
+
+    def cut(self, length):
+        """Where a faulty body stops (always before its end when non-empty)."""
+        with self.lock:
+            return self.rng.randrange(length) if length > 0 else 0
+
+
+def parse_range(header, total):
+    """RFC 9110 single byte range -> None (ignore: serve 200), "unsat" (416)
+    or (first, last) clamped to the file."""
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not m or not (m.group(1) or m.group(2)):
+        return None                         # invalid or multi-range: ignore
+    first, last = m.group(1), m.group(2)
+    if not first:                           # suffix: the last n bytes
+        n = int(last)
+        return "unsat" if n == 0 or total == 0 else (max(0, total - n), total - 1)
+    first = int(first)
+    last = int(last) if last else total - 1
+    if last < first:
+        return None
+    if first >= total:
+        return "unsat"
+    return first, min(last, total - 1)
+
+
+# ================================================================ HTTP
+
+class Origin:
+    """Everything the request handler needs, shared by all threads."""
+
+    def __init__(self, args, albums, tracks):
+        self.args = args
+        self.albums = {a["gid"].hex(): a for a in albums}
+        self.album_order = albums
+        self.tracks = {t.gid.hex(): t for t in tracks}
+        self.files = {t.file.fid.hex(): t.file for t in tracks}
+        self.signer = Signer(secrets.token_bytes(32), args.url_ttl)
+        self.faults = Faults(args.fault_rate, args.fault_kinds, args.seed)
+        self.tokens = {}                    # access token -> expiry (unix s)
+        self.lock = threading.Lock()
+        self.resolves = 0                   # rotates signature forms
+        self.dead_port = None               # a bound, never-listening socket
+
+    def new_token(self):
+        token = secrets.token_urlsafe(24)
+        with self.lock:
+            now = time.time()
+            self.tokens = {k: v for k, v in self.tokens.items() if v > now}
+            self.tokens[token] = now + self.args.token_ttl
+        return token
+
+    def token_valid(self, token):
+        with self.lock:
+            exp = self.tokens.get(token)
+        return exp is not None and time.time() < exp
+
+    def next_resolve(self):
+        with self.lock:
+            self.resolves += 1
+            return self.resolves
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"          # keep-alive, as a CDN would
+    server_version = "trackfs-independent-origin"
+    timeout = 60                           # idle keep-alive connections die
+    origin = None                          # set in main()
+
+    # ---------------------------------------------------------- plumbing
+
+    def log_message(self, fmt, *args):
+        if self.origin.args.verbose:
+            sys.stderr.write("origin.py: %s %s\n" % (self.address_string(), fmt % args))
+
+    def reply(self, status, body=b"", ctype="text/plain; charset=utf-8", headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def not_found(self):
+        self.reply(404, b"not found\n")
+
+    def dispatch(self, routes):
+        if self.origin.args.latency_ms:
+            time.sleep(self.origin.args.latency_ms / 1000)
+        url = urllib.parse.urlsplit(self.path)
+        for pattern, fn in routes:
+            m = re.fullmatch(pattern, url.path)
+            if m:
+                return fn(*m.groups(), query=url.query)
+        return self.not_found()
+
+    def do_GET(self):
+        self.dispatch([
+            (r"/library", self.get_library),
+            (r"/metadata/4/album/([^/]*)", self.get_album),
+            (r"/metadata/4/track/([^/]*)", self.get_track),
+            (r"/storage-resolve/files/audio/interactive/([^/]*)", self.get_resolve),
+            (r"/audiokey/([^/]*)", self.get_key),
+            (r"/head/([^/]*)", self.get_head),
+            (r"/audio/([^/]*)", self.get_cdn),
+            (r"/keymaster/token", lambda query: self.reply(405, b"use POST\n", headers=[("Allow", "POST")])),
+        ])
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        # Drain any body so the keep-alive connection stays in sync.
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.dispatch([(r"/keymaster/token", self.post_token)])
+
+    # ---------------------------------------------------------- control plane
+
+    def post_token(self, query):
+        if not self.basic_auth_ok():
+            return self.reply(401, b"bad credentials\n", headers=[("WWW-Authenticate", 'Basic realm="trackfs"')])
+        body = json.dumps({"accessToken": self.origin.new_token(), "tokenType": "Bearer",
+                           "expiresIn": self.origin.args.token_ttl}).encode()
+        self.reply(200, body, "application/json")
+
+    def basic_auth_ok(self):
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except ValueError:
+            return False
+        user, sep, password = decoded.partition(":")   # password may hold ':'
+        args = self.origin.args
+        return bool(sep) and hmac.compare_digest(user.encode(), args.user.encode()) \
+            and hmac.compare_digest(password.encode(), args.password.encode())
+
+    def bearer_ok(self):
+        """Sends 401 and returns False unless a live Bearer token is present."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and self.origin.token_valid(token.strip()):
+            return True
+        self.reply(401, b"missing, wrong or expired token\n", headers=[("WWW-Authenticate", "Bearer")])
+        return False
+
+    def proto(self, body):
+        self.reply(200, body, "application/x-protobuf")
+
+    def get_library(self, query):
+        if self.bearer_ok():
+            self.proto(enc_library(self.origin.album_order))
+
+    def get_album(self, gid, query):
+        if self.bearer_ok():
+            album = self.origin.albums.get(gid) if ID_GID.fullmatch(gid) else None
+            self.proto(enc_album(album, len(gid))) if album else self.not_found()
+
+    def get_track(self, gid, query):
+        if self.bearer_ok():
+            track = self.origin.tracks.get(gid) if ID_GID.fullmatch(gid) else None
+            self.proto(enc_track(track)) if track else self.not_found()
+
+    def lookup_file(self, fid):
+        return self.origin.files.get(fid) if ID_FID.fullmatch(fid) else None
+
+    def get_resolve(self, fid, query):
+        if not self.bearer_ok():
+            return
+        if not self.lookup_file(fid):
+            return self.not_found()
+        n = self.origin.next_resolve()
+        forms = Signer.FORMS
+        urls = [self.cdn_base() + "/audio/%s?%s" % (fid, self.origin.signer.query(fid, forms[(n + k) % 4]))
+                for k in range(2)]
+        if self.origin.dead_port:
+            urls.insert(0, "http://127.0.0.1:%d/audio/%s?%s" % (
+                self.origin.dead_port, fid, self.origin.signer.query(fid, "plain")))
+        self.proto(enc_resolve(urls, bytes.fromhex(fid), explicit_result=n % 2 == 0))
+
+    def cdn_base(self):
+        if self.origin.args.cdn_base:
+            return self.origin.args.cdn_base.rstrip("/")
+        host = self.headers.get("Host") or "127.0.0.1:%d" % self.server.server_address[1]
+        return "http://" + host
+
+    def get_key(self, fid, query):
+        if self.bearer_ok():
+            entry = self.lookup_file(fid)
+            self.reply(200, entry.key, "application/octet-stream") if entry else self.not_found()
+
+    def get_head(self, fid, query):
+        entry = self.lookup_file(fid)
+        if not entry or self.origin.args.no_head_files:
+            return self.not_found()
+        head = entry.header[:entry.head_len]
+        with open(entry.source, "rb") as f:
+            head += f.read(entry.head_len - len(head))
+        self.reply(200, head, "application/octet-stream")
+
+    # ---------------------------------------------------------- CDN
+
+    def get_cdn(self, fid, query):
+        entry = self.lookup_file(fid)
+        if not entry:
+            return self.not_found()
+        if not self.origin.signer.verify(fid, query):
+            return self.reply(403, b"expired or bad signature\n")
+        fault = self.origin.faults.pick()
+        if fault in ("500", "503"):
+            return self.reply(int(fault), b"injected fault\n", headers=[("Retry-After", "0")])
+        rng = None if fault == "no-range" else parse_range(self.headers.get("Range") or "", entry.size)
+        if rng == "unsat":
+            return self.reply(416, b"range not satisfiable\n", headers=[("Content-Range", "bytes */%d" % entry.size)])
+        first, last = rng if rng else (0, entry.size - 1)
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        if rng:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (first, last, entry.size))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.send_file_range(entry.cipher_path, first, last - first + 1, fault)
+
+    def send_file_range(self, path, offset, length, fault):
+        with open(path, "rb") as f:
+            if fault not in ("reset", "truncate", "stall"):
+                self.connection.sendfile(f, offset, length)   # zero-copy, fast
+                return
+            cut = self.origin.faults.cut(length)
+            self.connection.sendfile(f, offset, cut)
+            if fault == "stall":
+                time.sleep(self.origin.args.stall_ms / 1000)
+                self.connection.sendfile(f, offset + cut, length - cut)
+                return
+        self.close_connection = True
+        if fault == "reset":   # SO_LINGER 0: close() sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True                  # never wait for stalled clients
+    block_on_close = False
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # Clients hanging up mid-body are routine (faults, cancelled reads).
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            super().handle_error(request, client_address)
+
+
+# ================================================================ main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Independent trackfs origin (DESIGN.md §1), stdlib + openssl.")
+    p.add_argument("--source", required=True, help="music folder: Artist/Album/NN Title.ext")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0 = any free port)")
+    p.add_argument("--port-file", help="write the bound port here once listening")
+    p.add_argument("--manifest", help="write a JSON manifest (credentials, tracks, keys) here")
+    p.add_argument("--user", default=DEFAULT_USER)
+    p.add_argument("--password", default=DEFAULT_PASSWORD)
+    p.add_argument("--url-ttl", type=int, default=300, help="seconds a signed CDN URL stays valid")
+    p.add_argument("--token-ttl", type=int, default=3600, help="seconds an access token stays valid")
+    p.add_argument("--latency-ms", type=float, default=0, help="added before every response")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="probability of a fault per CDN request")
+    p.add_argument("--fault-kinds", default="500,503,reset,truncate,stall,no-range",
+                   type=lambda s: [k for k in s.split(",") if k])
+    p.add_argument("--stall-ms", type=float, default=2000)
+    p.add_argument("--seed", type=int, default=None, help="seed for ids, keys and faults (default: random)")
+    p.add_argument("--dead-first-cdn", action="store_true", help="first cdnurl points at a closed port")
+    p.add_argument("--no-head-files", action="store_true", help="answer 404 on every /head/")
+    p.add_argument("--cdn-dir", help="write ciphertext to DIR/audio/<file id> (kept on exit)")
+    p.add_argument("--cdn-base", help="storage-resolve returns <cdn-base>/audio/<file id>?<sig>")
+    p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = p.parse_args(argv)
+    if args.seed is None:
+        args.seed = secrets.randbits(32)
+    if bool(args.cdn_base) and not args.cdn_dir:
+        p.error("--cdn-base needs --cdn-dir (the folder the external CDN serves)")
+    return args
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def manifest(args, port, tracks):
+    return {
+        "origin": "http://127.0.0.1:%d" % port,
+        "credentials": {"user": args.user, "password": args.password},
+        "seed": args.seed,
+        "tracks": [{
+            "artist": t.artist["name"], "album": t.album["name"], "title": t.title,
+            "number": t.number, "disc": t.disc, "ext": t.ext,
+            "source": os.path.abspath(t.file.source), "sha256": t.file.sha256,
+            "file_id": t.file.fid.hex(), "key": t.file.key.hex(),
+            "track_gid": t.gid.hex(), "album_gid": t.album["gid"].hex(),
+            "formats": t.formats, "stored_size": t.file.size, "header_len": len(t.file.header),
+            "head_len": 0 if args.no_head_files else t.file.head_len,
+            "decoy_file_id": t.decoy_fid.hex() if t.decoy_fid else None,
+        } for t in tracks],
+    }
+
+
+def reserve_dead_port():
+    """A bound socket that never listens: connecting to it is refused, and
+    holding it keeps the port from being reused while we run."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    albums, tracks = build_catalogue(args.source, rng)
+    work_dir = args.cdn_dir or tempfile.mkdtemp(prefix="trackfs-origin-")
+    stop = threading.Event()
+    try:
+        encrypt_all(tracks, work_dir, rng)
+        origin = Origin(args, albums, tracks)
+        dead = reserve_dead_port() if args.dead_first_cdn else None
+        origin.dead_port = dead.getsockname()[1] if dead else None
+        Handler.origin = origin
+        host, _, port = args.listen.rpartition(":")
+        server = Server((host or "127.0.0.1", int(port)), Handler)
+        bound = server.server_address[1]
+        if args.manifest:
+            write_atomic(args.manifest, json.dumps(manifest(args, bound, tracks), indent=2, ensure_ascii=False))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        thread.start()
+        if args.port_file:                 # last: readers take it as "ready"
+            write_atomic(args.port_file, "%d\n" % bound)
+        sys.stderr.write("origin.py: %d tracks in %d albums, listening on %s:%d (seed %d)\n"
+                         % (len(tracks), len(albums), host or "127.0.0.1", bound, args.seed))
+        while not stop.wait(0.5):
+            pass
+        server.shutdown()
+        server.server_close()
+    finally:
+        if not args.cdn_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
