@@ -97,7 +97,7 @@ class NetError(Exception):
     pass
 
 
-def http(method, url, headers=None, body=None, timeout=10.0):
+def http_request(method, url, headers=None, body=None, timeout=10.0):
     """One request on a fresh connection; the raw path is sent unnormalised
     (so '../' probes reach the server). Every socket operation has `timeout`,
     and the whole exchange a deadline of 6x that, so nothing can hang."""
@@ -147,13 +147,14 @@ EXPIRY_FORMS = [  # (name, regex over the query); group 1 expiry, group 2 signat
 
 
 def parse_expiry(url):
-    """-> (form name, expiry, (start, end) of the signature in the query) or
-    None when no form is readable (DESIGN.md: treat as non-expiring)."""
+    """-> (form name, expiry, span of the signature, span of the expiry),
+    spans being (start, end) in the query; None when no form is readable
+    (DESIGN.md: such a URL is treated as non-expiring)."""
     query = urllib.parse.urlsplit(url).query
     for name, rx in EXPIRY_FORMS:
         m = rx.search(query)
         if m:
-            return name, int(m.group(1)), m.span(2)
+            return name, int(m.group(1)), m.span(2), m.span(1)
     return None
 
 
@@ -264,7 +265,7 @@ class Checker:
     # ---------------------------------------------------------- HTTP helpers
 
     def get(self, url, headers=None):
-        return http("GET", url, headers, timeout=self.args.timeout)
+        return http_request("GET", url, headers, timeout=self.args.timeout)
 
     def status_is(self, check, resp_or_err, wanted, what):
         """Expect an HTTP status (int or set); network errors are failures."""
@@ -284,7 +285,7 @@ class Checker:
 
     def post_token(self, auth):
         headers = {"Authorization": auth} if auth else {}
-        return http("POST", self.origin + "/keymaster/token", headers, b"", timeout=self.args.timeout)
+        return http_request("POST", self.origin + "/keymaster/token", headers, b"", timeout=self.args.timeout)
 
     def check_token_errors(self):
         u, p = self.user, self.password
@@ -419,3 +420,374 @@ class Checker:
         elif not shas:
             self.r.fail("track", "%s: no file could be verified" % label)
 
+
+    # ---------------------------------------------------------- one file
+
+    def check_file(self, fid, fmt):
+        """Everything about one file id; cached, as several tracks/formats
+        may share it. -> (sha256 of the audio as the mount shows it, is_ogg)."""
+        is_ogg = fmt in OGG_FORMATS
+        if fid in self.file_results:
+            cached = self.file_results[fid]
+            if cached and cached[1] != is_ogg:
+                self.r.fail("file", "%s advertised both as Ogg Vorbis and as a non-Ogg format" % fid)
+            return cached
+        self.file_results[fid] = None
+        self.sample.setdefault("file", fid)
+        try:
+            return self._check_file(fid, is_ogg)
+        except NetError as e:
+            self.r.fail("file", "%s: %s" % (fid, e))
+        except subprocess.SubprocessError as e:
+            self.r.fail("decrypt", "%s: openssl failed: %s" % (fid, e))
+        return None
+
+    def _check_file(self, fid, is_ogg):
+        urls = self.resolve(fid)
+        key = self.audio_key(fid)
+        got = self.download(fid, urls) if urls else None
+        if not (got and key):
+            return None
+        url, cipher = got
+        plain = ctr_crypt(key, 0, cipher)
+        self.check_layout(fid, plain, is_ogg)
+        self.check_ranges(url, cipher, key, plain)
+        self.check_head(fid, plain)
+        self.check_signatures(url)
+        self.check_library_copy(fid, cipher)
+        audio = plain[OGG_HEADER_LEN:] if is_ogg else plain
+        self.file_results[fid] = (hashlib.sha256(audio).hexdigest(), is_ogg)
+        return self.file_results[fid]
+
+    def resolve(self, fid):
+        res = self.fetch_proto("resolve", "/storage-resolve/files/audio/interactive/" + fid, dec_resolve)
+        if res is None:
+            return None
+        self.r.expect(res["result"] == 0, "resolve", "%s: result is CDN (got %d)" % (fid, res["result"]))
+        self.r.expect(res["fileid"] in (b"", bytes.fromhex(fid)), "resolve",
+                      "%s: fileid, when present, is the requested one" % fid)
+        urls = res["cdnurl"]
+        self.r.expect(urls, "resolve", "%s: at least one cdnurl" % fid)
+        for u in urls:
+            p = urllib.parse.urlsplit(u)
+            self.r.expect(p.scheme in ("http", "https") and p.netloc, "resolve", "cdnurl %s is absolute" % u)
+        return [u for u in urls if urllib.parse.urlsplit(u).netloc] or None
+
+    def audio_key(self, fid):
+        try:
+            resp = self.control("/audiokey/" + fid)
+        except NetError as e:
+            return self.r.fail("audiokey", str(e))
+        if not self.status_is("audiokey", resp, 200, "GET /audiokey/" + fid):
+            return None
+        ctype = (resp.header("content-type") or "").split(";")[0].strip()
+        self.r.expect(ctype == "application/octet-stream", "audiokey",
+                      "%s: Content-Type application/octet-stream (got %r)" % (fid, ctype))
+        return resp.body if self.r.expect(len(resp.body) == 16, "audiokey",
+                                          "%s: key is 16 bytes (got %d)" % (fid, len(resp.body))) else None
+
+    def ranged(self, url, spec):
+        return self.get(url, {"Range": "bytes=" + spec})
+
+    def check_206(self, resp, first, last, total, what):
+        """206 with the exact Content-Range and body length; -> bool."""
+        want = "bytes %d-%d/%d" % (first, last, total) if total is not None else None
+        got = resp.header("content-range")
+        ok = resp.status == 206 and (want is None or got == want) and len(resp.body) == last - first + 1
+        return self.r.expect(ok, "cdn-range", "%s -> %d, Content-Range %r (want 206, %r), %d body bytes"
+                             % (what, resp.status, got, want or "bytes %d-%d/*" % (first, last), len(resp.body)))
+
+    def download(self, fid, urls):
+        """Whole ciphertext in CHUNK ranges from the first cdnurl that works,
+        re-resolving once on 403/404/410. -> (url, ciphertext) or None."""
+        url = self.first_working_url(fid, urls)
+        if not url:
+            return None
+        parts, total, pos, renewed = [], None, 0, False
+        while total is None or pos < total:
+            resp = self.ranged(url, "%d-%d" % (pos, pos + CHUNK - 1))
+            if resp.status in (403, 404, 410) and not renewed:
+                renewed, url = True, self.first_working_url(fid, self.resolve(fid) or [])
+                if not url:
+                    return None
+                continue
+            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("content-range") or "")
+            total = int(m.group(3)) if m else total
+            if total is None or not self.check_206(resp, pos, min(pos + CHUNK, total) - 1, total,
+                                                   "GET %s bytes=%d-%d" % (fid, pos, pos + CHUNK - 1)):
+                return None
+            parts.append(resp.body)
+            pos += len(resp.body)
+        self.r.ok("cdn-download", "%s: %d bytes" % (fid, total))
+        return url, b"".join(parts)
+
+    def first_working_url(self, fid, urls):
+        for i, url in enumerate(urls):
+            try:
+                resp = self.ranged(url, "0-0")
+            except NetError as e:
+                self.r.note("%s: cdnurl #%d unusable (%s); trying the next" % (fid, i, e))
+                continue
+            if resp.status == 206:
+                return url
+            self.r.note("%s: cdnurl #%d answered %d; trying the next" % (fid, i, resp.status))
+        self.r.fail("cdn", "%s: no cdnurl answers bytes=0-0 with 206 (%d urls)" % (fid, len(urls)))
+        return None
+
+    def check_layout(self, fid, plain, is_ogg):
+        if is_ogg:
+            self.r.expect(plain.find(b"OggS") == OGG_HEADER_LEN, "ogg-header",
+                          "%s: first OggS page at byte 167 (found at %d)" % (fid, plain.find(b"OggS")))
+
+    def check_ranges(self, url, cipher, key, plain):
+        """Range forms and edge cases on a file whose bytes we already know."""
+        total = len(cipher)
+        a = min(total - 1, 13 + total // 3)                 # deliberately unaligned
+        cases = [("%d-%d" % (a, min(total - 1, a + 4099)), a, min(total - 1, a + 4099)),
+                 ("0-0", 0, 0), ("%d-%d" % (total - 1, total - 1), total - 1, total - 1),
+                 ("%d-" % (total // 2 + 5), total // 2 + 5, total - 1),
+                 ("-%d" % min(1000, total), total - min(1000, total), total - 1),
+                 ("-%d" % (total + 100), 0, total - 1),
+                 ("%d-%d" % (max(0, total - 5), total + 100), max(0, total - 5), total - 1)]
+        for spec, first, last in cases:
+            if first > last or first >= total:
+                continue
+            what = "bytes=%s of %d" % (spec, total)
+            resp = self.ranged(url, spec)
+            if self.check_206(resp, first, last, total, what):
+                self.r.expect(resp.body == cipher[first:last + 1], "cdn-range", what + ": same ciphertext")
+                self.r.expect(ctr_crypt(key, first, resp.body) == plain[first:last + 1], "decrypt",
+                              what + ": decrypts at its offset to the same plaintext")
+        for spec in ("%d-" % total, "%d-%d" % (total + 1000, total + 2000)):
+            resp = self.ranged(url, spec)
+            self.r.expect(resp.status == 416 and resp.header("content-range") == "bytes */%d" % total,
+                          "cdn-416", "bytes=%s of %d -> %d, Content-Range %r (want 416, 'bytes */%d')"
+                          % (spec, total, resp.status, resp.header("content-range"), total))
+
+    def check_head(self, fid, plain):
+        resp = self.try_get(self.origin + "/head/" + fid)
+        if isinstance(resp, Response) and resp.status == 404:
+            self.heads["absent"] += 1
+            return
+        if not self.status_is("head", resp, 200, "GET /head/" + fid):
+            return
+        self.heads["present"] += 1
+        n, total = len(resp.body), len(plain)
+        self.r.expect(min(HEAD_MIN, total) <= n <= total, "head",
+                      "%s: head file is %d bytes (want >= %d, <= %d)" % (fid, n, min(HEAD_MIN, total), total))
+        self.r.expect(resp.body == plain[:n], "head", "%s: head file equals the plaintext prefix" % fid)
+
+    def check_library_copy(self, fid, cipher):
+        """With --library: a file there named by this id holds this ciphertext."""
+        path = self.library_files.get(fid)
+        if path:
+            with open(path, "rb") as f:
+                self.r.expect(f.read() == cipher, "library-copy", "%s equals what the CDN served" % path)
+
+    # ---------------------------------------------------------- URL signing
+
+    def check_signatures(self, url):
+        """403 on expired, extended, tampered and unsigned URLs, once per
+        expiry form the origin uses."""
+        self.sample.setdefault("url", url)
+        parsed = parse_expiry(url)
+        if parsed is None:
+            if "unreadable" not in self.signed_forms:
+                self.signed_forms.add("unreadable")
+                self.r.note("cdnurl expiry form not readable, treated as non-expiring: %s" % url)
+            return
+        form, exp, (s, e), exp_span = parsed
+        self.r.expect(exp > time.time(), "url-expiry", "%s: expiry %d (%s) is in the future" % (url, exp, form))
+        if self.args.unsigned_cdn or form in self.signed_forms:
+            return
+        self.signed_forms.add(form)
+        query = urllib.parse.urlsplit(url).query
+        sig = query[s:e]
+        flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+        cases = [("expired", self.replace(query, exp_span, str(int(time.time()) - 60))),
+                 ("expiry extended", self.replace(query, exp_span, str(exp + 86400))),
+                 ("signature tampered", self.replace(query, (s, e), flipped)),
+                 ("no signature", "")]
+        for label, q in cases:
+            bad = with_query(url, q)
+            self.status_is("cdn-403", self.try_get(bad, {"Range": "bytes=0-15"}), 403,
+                           "%s URL (%s form) %s" % (label, form, bad))
+
+    @staticmethod
+    def replace(s, span, text):
+        return s[:span[0]] + text + s[span[1]:]
+
+    # ---------------------------------------------------------- error paths
+
+    def check_not_found(self):
+        """404 for unknown and malformed ids on every endpoint; the CDN may
+        answer 403 instead (a made-up id has no valid signature)."""
+        album, track, fid = self.sample.get("album"), self.sample.get("track"), self.sample.get("file")
+        bad = ["../../etc", "..%2F..%2Fetc%2Fpasswd", "g" * 32, "g" * 40, "0" * 30, ""]
+        control = ["/metadata/4/album/" + random_id(16), "/metadata/4/track/" + random_id(16),
+                   "/storage-resolve/files/audio/interactive/" + random_id(20), "/audiokey/" + random_id(20)]
+        control += ["/metadata/4/album/" + track] if track else []     # a track gid is no album
+        control += ["/metadata/4/track/" + album] if album else []
+        control += ["/audiokey/" + album] if album else []            # 16 bytes is no file id
+        for prefix in ("/metadata/4/album/", "/metadata/4/track/", "/storage-resolve/files/audio/interactive/",
+                       "/audiokey/"):
+            control += [prefix + b for b in bad]
+        for path in control:
+            try:
+                resp = self.control(path)
+            except NetError as e:
+                resp = e
+            self.status_is("not-found", resp, 404, "GET %s (valid token)" % path)
+        for path in ["/head/" + random_id(20)] + ["/head/" + b for b in bad]:
+            self.status_is("not-found", self.try_get(self.origin + path), 404, "GET " + path)
+        url = self.sample.get("url")
+        if url:
+            u = urllib.parse.urlsplit(url)
+            base = urllib.parse.urlunsplit(u._replace(path=u.path.rsplit("/", 1)[0], query=""))
+            for other in [random_id(20)] + bad[:4]:
+                probe = "%s/%s?%s" % (base, other, u.query)
+                self.status_is("cdn-not-found", self.try_get(probe, {"Range": "bytes=0-15"}), {403, 404},
+                               "GET %s (unknown id, another file's signature)" % probe)
+        if fid:
+            self.check_bearer_required(["/library", "/metadata/4/album/" + (album or ""),
+                                        "/metadata/4/track/" + (track or ""),
+                                        "/storage-resolve/files/audio/interactive/" + fid, "/audiokey/" + fid])
+
+    def check_expiry_waits(self):
+        """With short TTLs (<= --max-wait s), wait them out: an expired token
+        gets 401, an expired cdnurl 403, and renewing fixes both."""
+        wait = self.args.max_wait
+        if self.expires_in <= wait:
+            old = self.token
+            time.sleep(max(0.0, self.token_expiry - time.time()) + 1.5)
+            self.status_is("token-expiry", self.try_get(self.origin + "/library", {"Authorization": "Bearer " + old}),
+                           401, "GET /library with a token past its expiresIn")
+            self.renew_token()
+            self.status_is("token-expiry", self.control("/library"), 200, "GET /library with a renewed token")
+        else:
+            self.r.note("token expiresIn %ss > --max-wait %ss: token expiry not waited for" % (self.expires_in, wait))
+        fid = self.sample.get("file")
+        urls = self.resolve(fid) if fid else None
+        parsed = parse_expiry(urls[-1]) if urls else None
+        if parsed and parsed[1] - time.time() <= wait and not self.args.unsigned_cdn:
+            time.sleep(max(0.0, parsed[1] - time.time()) + 1.5)
+            self.status_is("url-expiry", self.try_get(urls[-1], {"Range": "bytes=0-15"}), 403,
+                           "GET on a cdnurl past its expiry %d" % parsed[1])
+            fresh = self.resolve(fid) or []
+            self.status_is("url-expiry", self.try_get(fresh[-1], {"Range": "bytes=0-15"}) if fresh else NetError("no url"),
+                           206, "GET on a re-resolved cdnurl")
+        elif parsed:
+            self.r.note("cdnurl expires in %.0fs > --max-wait: URL expiry not waited for" % (parsed[1] - time.time()))
+
+    # ---------------------------------------------------------- coverage
+
+    def check_coverage(self):
+        """Every source file is in the library exactly once, with the names
+        and numbers its path gives."""
+        by_sha = collections.defaultdict(list)
+        for track, sha in self.track_results:
+            by_sha[sha].append(track)
+        for sha, tracks in by_sha.items():
+            paths = sorted(self.sources.get(sha, []))
+            if not paths:
+                for t in tracks:
+                    self.r.fail("coverage", "track %r: its audio matches no source file" % t["name"])
+                continue
+            self.r.expect(len(tracks) == len(paths), "coverage", "%d source file(s) %s appear as %d track(s) %s"
+                          % (len(paths), paths, len(tracks), [t["name"] for t in tracks]))
+            for path, track in zip(paths, self.pair_by_name(paths, tracks)):
+                if not self.args.no_name_checks:
+                    self.check_names(path, track)
+        for sha, paths in self.sources.items():
+            if sha not in by_sha:
+                for path in paths:
+                    self.r.fail("coverage", "source file %s is missing from the library" % path)
+
+    def pair_by_name(self, paths, tracks):
+        """Order tracks to pair with paths (identical contents: match titles)."""
+        left, ordered = list(tracks), []
+        for path in paths:
+            title = nfc(expected_names(self.args.source, path)["title"])
+            pick = next((t for t in left if nfc(t["name"]) == title), left[0] if left else None)
+            if pick:
+                left.remove(pick)
+            ordered.append(pick)
+        return ordered
+
+    def check_names(self, path, t):
+        if t is None:
+            return
+        want = expected_names(self.args.source, path)
+        rel = os.path.relpath(path, self.args.source)
+        artists = [nfc(a) for a in t["artists"] + t["album_artists"] + t["album_artists2"]]
+        checks = [("title", nfc(t["name"]), nfc(want["title"])),
+                  ("album", nfc(t["album_name"]), nfc(want["album"])),
+                  ("number", t["number"], want["number"]), ("disc", t["disc"] or 1, want["disc"])]
+        for what, got, expected in checks:
+            if expected is not None:
+                self.r.expect(got == expected, "names", "%s: %s %r (want %r)" % (rel, what, got, expected))
+        if want["artist"] is not None:
+            self.r.expect(nfc(want["artist"]) in artists, "names", "%s: artists %r include %r" % (rel, artists, want["artist"]))
+        exts = {FORMAT_EXT[fmt] for _, fmt in t["files"] if fmt in FORMAT_EXT}
+        self.r.expect(exts == {want["ext"]}, "names", "%s: formats are %s files" % (rel, "/".join(sorted(exts))))
+
+
+# ================================================================ main
+
+def read_credentials(args):
+    """`user:password` (split at the first ':'), or origin.py's manifest."""
+    path = args.credentials or os.path.join(args.library or ".", "credentials")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("{"):
+        creds = json.loads(text)["credentials"]
+        return creds["user"], creds["password"]
+    user, sep, password = text.rstrip("\r\n").partition(":")
+    if not sep:
+        raise SystemExit("client_check.py: %s is not user:password" % path)
+    return user, password
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Check a trackfs origin against DESIGN.md, independently.")
+    p.add_argument("--origin", required=True, help="origin base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--credentials", help="file with user:password (or origin.py's --manifest JSON); "
+                   "default LIBRARY/credentials")
+    p.add_argument("--source", required=True, help="the music folder the origin was published from")
+    p.add_argument("--library", help="the published library folder (credentials; ciphertext named by file id)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per socket operation")
+    p.add_argument("--max-wait", type=float, default=20.0,
+                   help="wait out token/URL expiry when their TTL is at most this many seconds")
+    p.add_argument("--unsigned-cdn", action="store_true", help="CDN does not check signatures (e.g. nginx)")
+    p.add_argument("--no-name-checks", action="store_true", help="do not compare names with source paths")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every passed check")
+    args = p.parse_args(argv)
+    if not args.credentials and not args.library:
+        p.error("give --credentials or --library")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = Report(args.verbose)
+    checker = Checker(args, report)
+    if not checker.sources:
+        report.fail("coverage", "no audio files under %s" % args.source)
+    try:
+        checker.check_token_errors()
+        checker.renew_token()
+        checker.walk()
+        checker.check_not_found()
+        checker.check_coverage()
+        if report.verbose or checker.heads:
+            report.note("head files: %d present, %d absent (404)" % (checker.heads["present"], checker.heads["absent"]))
+        checker.check_expiry_waits()
+    except Fatal as e:
+        report.fail("fatal", str(e))
+    except NetError as e:
+        report.fail("fatal", "network: %s" % e)
+    return report.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -363,12 +363,11 @@ def parse_range(header, total):
         n = int(last)
         return "unsat" if n == 0 or total == 0 else (max(0, total - n), total - 1)
     first = int(first)
-    last = int(last) if last else total - 1
-    if last < first:
-        return None
+    if last and int(last) < first:
+        return None                         # invalid: ignore
     if first >= total:
         return "unsat"
-    return first, min(last, total - 1)
+    return first, min(int(last), total - 1) if last else total - 1
 
 
 # ================================================================ HTTP
