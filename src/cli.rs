@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use trackfs::client::api::Credentials;
+use trackfs::client::cdn::CdnConfig;
+use trackfs::keys::parse_key_file;
+use trackfs::model::AudioFormat;
+use trackfs::mount::MountConfig;
 use trackfs::origin::{self, FaultConfig, FaultKind, PublishOptions, ServeConfig};
 
 #[derive(Parser, Debug)]
@@ -30,6 +35,12 @@ enum Command {
         after_help = "Examples:\n  trackfs publish ~/Music ./library\n  trackfs publish ./new-albums ./library   # adds only what is new"
     )]
     Publish(PublishArgs),
+    /// Mount an origin's catalogue as a read-only directory (runs until unmounted).
+    #[command(after_help = "Examples:\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials\n  trackfs mount https://origin.example ~/tracks --credentials ~/.config/trackfs/credentials --cache-size 1GiB --format FLAC_FLAC,OGG_VORBIS_320\n\nUnmount with Ctrl-C, `kill <pid>` or `fusermount3 -u <MOUNTPOINT>`.")]
+    Mount(MountArgs),
+    /// Print a mount's live counters as a table.
+    #[command(after_help = "Example:\n  trackfs stats ~/tracks")]
+    Stats(StatsArgs),
     /// Serve a published library: control plane and CDN, as DESIGN.md §1 describes.
     #[command(
         after_help = "Examples:\n  trackfs serve ./library\n  trackfs serve ./library --listen 0.0.0.0:8700 --cdn-base http://cdn.example:8080\n  trackfs serve ./library --latency 20 --fault-rate 0.15 --seed 7   # a hostile CDN for tests"
@@ -43,6 +54,106 @@ struct PublishArgs {
     src: PathBuf,
     /// Library folder to create or update.
     library: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// Base URL of the origin (control plane), e.g. http://127.0.0.1:8700.
+    origin: String,
+    /// An existing, empty directory.
+    mountpoint: PathBuf,
+    /// File with one line `user:password`.
+    #[arg(long)]
+    credentials: PathBuf,
+    /// Block cache budget, in human units (256MiB, 1G).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Local key file: `<file id hex> <key hex>` per line, used before /audiokey.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Preferred formats, comma-separated (e.g. FLAC_FLAC,OGG_VORBIS_320). Default: best available.
+    #[arg(long, value_delimiter = ',', value_parser = parse_format)]
+    format: Vec<AudioFormat>,
+    /// Let other users read the mount (kernel permission checks on).
+    #[arg(long)]
+    allow_other: bool,
+    /// PEM file of a private CA to trust for https origins and CDNs.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Seconds a CDN body may stay silent before the request is retried.
+    #[arg(long, default_value_t = 5.0)]
+    stall_timeout: f64,
+    /// Attempts per CDN range before a read fails with EIO.
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Where trackfs is mounted.
+    mountpoint: PathBuf,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    trackfs::units::parse_size(text)
+}
+
+fn parse_format(text: &str) -> Result<AudioFormat, String> {
+    AudioFormat::from_name(text).ok_or_else(|| {
+        let names: Vec<_> = AudioFormat::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown format {text:?}; choose from {}", names.join(", "))
+    })
+}
+
+/// Reads a secret file, warning when group or others may read it.
+fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!("the {what} file {} is readable by others; run `chmod 600 {}`", path.display(), path.display());
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
+}
+
+impl MountArgs {
+    fn into_config(self) -> Result<MountConfig, String> {
+        let text = read_private_file(&self.credentials, "credentials")?;
+        let credentials = Credentials::parse(&text).ok_or_else(|| {
+            format!("the credentials file {} must hold one line `user:password`", self.credentials.display())
+        })?;
+        let keys = match &self.keys {
+            Some(path) => {
+                let text = read_private_file(path, "key")?;
+                parse_key_file(&path.display().to_string(), &text).map_err(|e| e.to_string())?
+            }
+            None => Default::default(),
+        };
+        let ca_cert = match &self.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?),
+            None => None,
+        };
+        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
+            return Err(format!("the origin must be an http:// or https:// URL, got {:?}", self.origin));
+        }
+        if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
+            return Err("--stall-timeout must be between 0 and 3600 seconds".into());
+        }
+        let mut cdn = CdnConfig::default();
+        cdn.stall_timeout = Duration::from_secs_f64(self.stall_timeout);
+        cdn.attempts = self.retries.max(1);
+        Ok(MountConfig {
+            origin: self.origin,
+            mountpoint: self.mountpoint,
+            credentials,
+            cache_size: self.cache_size.max(4 << 20),
+            keys,
+            formats: self.format,
+            allow_other: self.allow_other,
+            ca_cert,
+            cdn,
+            reader: Default::default(),
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +249,11 @@ pub fn main() -> ExitCode {
                 .map(|summary| eprintln!("{summary}"))
                 .map_err(|e| e.to_string())
         }
+        Command::Mount(args) => args.into_config().and_then(|config| {
+            let rt = runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
+            rt.block_on(trackfs::mount::run(config)).map_err(|e| e.to_string())
+        }),
+        Command::Stats(args) => print_stats(&args.mountpoint),
         Command::Serve(args) => args.into_config().and_then(|config| {
             let rt = runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
             rt.block_on(origin::serve::run(config))
@@ -151,4 +267,27 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `trackfs stats`: the mount's `.trackfs/stats` as a table people can read.
+fn print_stats(mountpoint: &std::path::Path) -> Result<(), String> {
+    let path = mountpoint.join(".trackfs/stats");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}; is trackfs mounted there?", path.display()))?;
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (hits, misses) = (value("cache_hits"), value("cache_misses"));
+    let hit_rate = if hits + misses == 0 { 0.0 } else { 100.0 * hits as f64 / (hits + misses) as f64 };
+    let size = trackfs::units::format_size;
+    println!("{:<22} {:>14}", "cache hit rate", format!("{hit_rate:.1} %"));
+    println!("{:<22} {:>14}", "cache used", format!("{} of {}", size(value("cache_bytes")), size(value("cache_budget_bytes"))));
+    println!("{:<22} {:>14}", "fetched from CDN", size(value("bytes_fetched")));
+    println!("{:<22} {:>14}", "served to programs", size(value("bytes_served")));
+    for name in ["cdn_requests", "in_flight_requests", "resolves", "token_renewals", "retries", "failovers", "errors", "cache_evictions"] {
+        println!("{:<22} {:>14}", name.replace('_', " "), value(name));
+    }
+    Ok(())
 }

@@ -1,10 +1,21 @@
 //! trackfs: mount a catalogue of encrypted, CDN-hosted audio tracks as a read-only directory.
 //!
-//! Dependencies point one way: `cli → fs → reader → {cdn, cache, crypto} → model → proto`.
-//! The origin (`publish`, `serve`) shares only `proto`, `model` and `crypto` with the client.
+//! Dependencies point one way: `cli → mount → fs → reader → {client, cache, crypto} → model →
+//! proto`. The origin (`publish`, `serve`) shares only `proto`, `model` and `crypto` with the
+//! client, so the two cannot agree on the same misreading of the protocol.
 
+pub mod cache;
+pub mod catalogue;
+pub mod client;
 pub mod crypto;
+pub mod fs;
+pub mod fuse;
+pub mod keys;
 pub mod model;
+pub mod mount;
 pub mod origin;
 pub mod proto;
+pub mod readahead;
+pub mod reader;
+pub mod redact;
 pub mod units;

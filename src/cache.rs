@@ -1,0 +1,209 @@
+//! The LRU block cache: decrypted blocks keyed by (file id, block index), bounded in bytes.
+//!
+//! Besides storing blocks it is the single-flight point: the first reader to miss a block
+//! *claims* it and fetches; readers that miss while that fetch runs wait for its result instead
+//! of fetching again. Failures are handed to every waiter and never cached, so the next read
+//! tries afresh.
+
+use crate::client::error::FetchError;
+use crate::client::stats::Stats;
+use crate::model::FileId;
+use bytes::Bytes;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+pub type BlockKey = (FileId, u64);
+type Slot = Option<Result<Bytes, FetchError>>;
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Bytes),
+    /// Someone else is fetching it: wait on this.
+    Pending(Pending),
+    /// Nobody has it: the caller must fetch it and [`BlockCache::fulfil`] the claim.
+    Claimed(Claim),
+}
+
+pub struct Pending(watch::Receiver<Slot>);
+
+impl Pending {
+    pub async fn wait(mut self) -> Result<Bytes, FetchError> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(slot) => slot.clone().unwrap_or(Err(FetchError::Shutdown)),
+            // The fetcher vanished without an answer (its task was cancelled).
+            Err(_) => Err(FetchError::Shutdown),
+        }
+    }
+}
+
+/// The right (and duty) to fetch one block.
+pub struct Claim {
+    pub key: BlockKey,
+    tx: watch::Sender<Slot>,
+}
+
+struct Inner {
+    blocks: LruCache<BlockKey, Bytes>,
+    bytes: u64,
+    pending: HashMap<BlockKey, watch::Receiver<Slot>>,
+}
+
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    budget: u64,
+    stats: Arc<Stats>,
+}
+
+impl BlockCache {
+    pub fn new(budget: u64, stats: Arc<Stats>) -> Self {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                blocks: LruCache::unbounded(),
+                bytes: 0,
+                pending: HashMap::new(),
+            }),
+            budget,
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the cache down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// A hit, someone's fetch to wait for, or a claim to fetch it yourself.
+    pub fn lookup(&self, key: BlockKey) -> Lookup {
+        let mut inner = self.lock();
+        if let Some(block) = inner.blocks.get(&key) {
+            self.stats.cache_hits.incr();
+            return Lookup::Hit(block.clone());
+        }
+        if let Some(rx) = inner.pending.get(&key) {
+            // A claim dropped without an answer leaves a closed channel: claim it anew.
+            if rx.has_changed().is_ok() {
+                return Lookup::Pending(Pending(rx.clone()));
+            }
+        }
+        self.stats.cache_misses.incr();
+        let (tx, rx) = watch::channel(None);
+        inner.pending.insert(key, rx);
+        Lookup::Claimed(Claim { key, tx })
+    }
+
+    /// Only a cache hit, without claiming (used to see what is already there).
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let inner = self.lock();
+        inner.blocks.contains(key) || inner.pending.contains_key(key)
+    }
+
+    /// Stores a fetched block (or hands out the failure) and wakes every waiter.
+    pub fn fulfil(&self, claim: Claim, result: Result<Bytes, FetchError>) {
+        {
+            let mut inner = self.lock();
+            inner.pending.remove(&claim.key);
+            if let Ok(block) = &result {
+                self.insert_locked(&mut inner, claim.key, block.clone());
+            }
+        }
+        claim.tx.send_replace(Some(result));
+    }
+
+    fn insert_locked(&self, inner: &mut Inner, key: BlockKey, block: Bytes) {
+        let size = block.len() as u64;
+        if let Some(old) = inner.blocks.put(key, block) {
+            inner.bytes -= old.len() as u64;
+        }
+        inner.bytes += size;
+        while inner.bytes > self.budget {
+            match inner.blocks.pop_lru() {
+                Some((_, evicted)) => {
+                    inner.bytes -= evicted.len() as u64;
+                    self.stats.cache_evictions.incr();
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(block: u64) -> BlockKey {
+        (FileId([1; 20]), block)
+    }
+
+    fn claim(cache: &BlockCache, block: u64) -> Claim {
+        match cache.lookup(key(block)) {
+            Lookup::Claimed(c) => c,
+            _ => panic!("expected a claim for block {block}"),
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_by_bytes() {
+        let cache = BlockCache::new(300, Arc::default());
+        for b in 0..3 {
+            let c = claim(&cache, b);
+            cache.fulfil(c, Ok(Bytes::from(vec![0u8; 100])));
+        }
+        assert!(matches!(cache.lookup(key(0)), Lookup::Hit(_)));
+        let c = claim(&cache, 3);
+        cache.fulfil(c, Ok(Bytes::from(vec![0u8; 150])));
+        // Block 1 is the least recently used; 2 goes too, to make room for 150 bytes.
+        assert!(cache.bytes() <= 300);
+        assert!(matches!(cache.lookup(key(0)), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup(key(3)), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
+        assert_eq!(cache.stats.cache_evictions.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_fetch() {
+        let cache = Arc::new(BlockCache::new(1 << 20, Arc::default()));
+        let c = claim(&cache, 7);
+        let waiters: Vec<_> = (0..8)
+            .map(|_| match cache.lookup(key(7)) {
+                Lookup::Pending(p) => tokio::spawn(p.wait()),
+                _ => panic!("second lookup must wait, not fetch"),
+            })
+            .collect();
+        cache.fulfil(c, Ok(Bytes::from_static(b"block")));
+        for w in waiters {
+            assert_eq!(w.await.unwrap().unwrap(), Bytes::from_static(b"block"));
+        }
+        assert_eq!(cache.stats.cache_misses.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_reach_waiters_and_are_not_cached() {
+        let cache = BlockCache::new(1 << 20, Arc::default());
+        let c = claim(&cache, 1);
+        let Lookup::Pending(p) = cache.lookup(key(1)) else { panic!() };
+        cache.fulfil(c, Err(FetchError::Shutdown));
+        assert!(p.wait().await.is_err());
+        assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_can_be_claimed_again() {
+        let cache = BlockCache::new(1 << 20, Arc::default());
+        let c = claim(&cache, 1);
+        let Lookup::Pending(p) = cache.lookup(key(1)) else { panic!() };
+        drop(c);
+        assert!(p.wait().await.is_err());
+        assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
+    }
+}

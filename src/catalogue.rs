@@ -1,0 +1,43 @@
+//! Loads the catalogue at mount time: `/library` → albums → tracks, fetched concurrently with
+//! a bound, so a large library mounts in seconds without flooding the origin.
+
+use crate::client::api::Api;
+use crate::client::error::FetchError;
+use crate::fs::tree::AlbumEntry;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+const ALBUMS_AT_ONCE: usize = 16;
+const TRACKS_AT_ONCE: usize = 32;
+
+pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
+    let ids = api.library().await?;
+    let albums: Vec<_> = stream::iter(ids)
+        .map(|id| api.album(id))
+        .buffered(ALBUMS_AT_ONCE)
+        .try_collect()
+        .await?;
+    // All tracks of all albums in one bounded stream: a library of many small albums must not
+    // pay one round trip per album.
+    let wanted: Vec<_> = albums
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| a.discs.iter().flat_map(move |d| d.tracks.iter().map(move |t| (i, *t))))
+        .collect();
+    let results: Vec<_> = stream::iter(wanted)
+        .map(|(i, id)| async move { (i, id, api.track(id).await) })
+        .buffer_unordered(TRACKS_AT_ONCE)
+        .collect()
+        .await;
+    let mut entries: Vec<AlbumEntry> = albums
+        .into_iter()
+        .map(|album| AlbumEntry { album, tracks: Vec::new() })
+        .collect();
+    for (i, id, result) in results {
+        match result {
+            Ok(track) => entries[i].tracks.push(track),
+            // One broken track must not hide the rest of the library.
+            Err(e) => tracing::warn!(track = %id, "skipping a track: {e}"),
+        }
+    }
+    Ok(entries)
+}

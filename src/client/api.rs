@@ -1,0 +1,270 @@
+//! The control plane of DESIGN.md §1: token, library, metadata, storage-resolve, keys, heads.
+//!
+//! One `Api` per mount. The access token is renewed before `expiresIn` runs out and once more
+//! on a `401`; transient failures (connect errors, 5xx) are retried a few times with backoff.
+
+use super::error::FetchError;
+use super::stats::Stats;
+use crate::crypto::AudioKey;
+use crate::model::{Album, AlbumId, FileId, Track, TrackId};
+use crate::proto;
+use crate::redact;
+use bytes::Bytes;
+use prost::Message;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// `user:password`, split at the first `:` (passwords may contain `:`). Debug is redacted.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}:<redacted>)", self.user)
+    }
+}
+
+impl Credentials {
+    pub fn parse(text: &str) -> Option<Credentials> {
+        let line = text.lines().find(|l| !l.trim().is_empty())?.trim_end_matches('\r');
+        let (user, password) = line.split_once(':')?;
+        if user.is_empty() {
+            return None;
+        }
+        Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+    token: Mutex<Option<Token>>,
+    stats: Arc<Stats>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+const ATTEMPTS: u32 = 4;
+
+impl Api {
+    pub fn new(http: reqwest::Client, base: &str, credentials: Credentials, stats: Arc<Stats>) -> Self {
+        Api {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            credentials,
+            token: Mutex::new(None),
+            stats,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A valid bearer token, fetching a new one when absent, due for renewal, or `force`d.
+    pub async fn token(&self, force: bool) -> Result<String, FetchError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            if !force && Instant::now() < t.renew_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let fresh = self.fetch_token().await?;
+        let value = fresh.value.clone();
+        *slot = Some(fresh);
+        Ok(value)
+    }
+
+    async fn fetch_token(&self) -> Result<Token, FetchError> {
+        let url = format!("{}/keymaster/token", self.base);
+        let started = Instant::now();
+        let response = self
+            .send_with_retries("a token", || {
+                self.http
+                    .post(&url)
+                    .basic_auth(&self.credentials.user, Some(&self.credentials.password))
+            })
+            .await?;
+        self.stats.token_renewals.incr();
+        let body = response.bytes().await.map_err(|e| self.body_error(&url, e))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| FetchError::Malformed {
+            what: "the token answer",
+            url: redact::url(&url),
+            reason: e.to_string(),
+        })?;
+        // Renew at 80% of the lifetime, so a long read never meets an expired token.
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600).max(1));
+        Ok(Token {
+            value: answer.access_token,
+            renew_at: started + lifetime.mul_f64(0.8),
+        })
+    }
+
+    fn body_error(&self, url: &str, e: reqwest::Error) -> FetchError {
+        FetchError::Body {
+            url: redact::url(url),
+            got: 0,
+            expected: 0,
+            reason: super::transport::describe(&e),
+        }
+    }
+
+    /// Sends a request built by `build`, retrying transient failures; maps 401 and 404.
+    async fn send_with_retries(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, FetchError> {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                self.stats.retries.incr();
+                tokio::time::sleep(super::backoff(attempt)).await;
+            }
+            let request = build();
+            let url = request
+                .try_clone()
+                .and_then(|r| r.build().ok())
+                .map(|r| redact::url(r.url().as_str()))
+                .unwrap_or_default();
+            let error = match request.send().await {
+                Err(e) => FetchError::Connect {
+                    url,
+                    reason: super::transport::describe(&e),
+                },
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => match r.status().as_u16() {
+                    401 => return Err(FetchError::BadCredentials { url }),
+                    404 => return Err(FetchError::NotFound { url }),
+                    status => FetchError::Status {
+                        url,
+                        status,
+                        retry_after: None,
+                    },
+                },
+            };
+            let transient = matches!(&error, FetchError::Connect { .. })
+                || matches!(&error, FetchError::Status { status, .. } if *status >= 500 || *status == 429);
+            if !transient {
+                return Err(error);
+            }
+            last = Some(error);
+        }
+        Err(FetchError::GaveUp {
+            what: what.to_string(),
+            attempts: ATTEMPTS,
+            last: Box::new(last.unwrap_or(FetchError::Shutdown)),
+        })
+    }
+
+    /// GET with the bearer token; on 401 a fresh token once, then the request again.
+    async fn get_authed(&self, path: &str, what: &str) -> Result<Bytes, FetchError> {
+        let url = format!("{}{}", self.base, path);
+        let mut token = self.token(false).await?;
+        for renewed in [false, true] {
+            let result = self
+                .send_with_retries(what, || self.http.get(&url).bearer_auth(&token))
+                .await;
+            match result {
+                Ok(response) => {
+                    return response.bytes().await.map_err(|e| self.body_error(&url, e));
+                }
+                Err(FetchError::BadCredentials { .. }) if !renewed => {
+                    token = self.token(true).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FetchError::BadCredentials { url: redact::url(&url) })
+    }
+
+    async fn get_proto<M: Message + Default>(&self, path: &str, what: &'static str) -> Result<M, FetchError> {
+        let body = self.get_authed(path, what).await?;
+        M::decode(body).map_err(|e| FetchError::Malformed {
+            what,
+            url: redact::url(&format!("{}{}", self.base, path)),
+            reason: e.to_string(),
+        })
+    }
+
+    fn malformed(&self, what: &'static str, path: &str, reason: impl ToString) -> FetchError {
+        FetchError::Malformed {
+            what,
+            url: redact::url(&format!("{}{}", self.base, path)),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub async fn library(&self) -> Result<Vec<AlbumId>, FetchError> {
+        let lib: proto::library::Library = self.get_proto("/library", "the library").await?;
+        lib.album_gid
+            .iter()
+            .map(|g| AlbumId::from_bytes(g).map_err(|e| self.malformed("the library", "/library", e)))
+            .collect()
+    }
+
+    pub async fn album(&self, id: AlbumId) -> Result<Album, FetchError> {
+        let path = format!("/metadata/4/album/{id}");
+        let pb: proto::metadata::Album = self.get_proto(&path, "album metadata").await?;
+        Album::try_from(pb).map_err(|e| self.malformed("album metadata", &path, e))
+    }
+
+    pub async fn track(&self, id: TrackId) -> Result<Track, FetchError> {
+        let path = format!("/metadata/4/track/{id}");
+        let pb: proto::metadata::Track = self.get_proto(&path, "track metadata").await?;
+        Track::try_from(pb).map_err(|e| self.malformed("track metadata", &path, e))
+    }
+
+    /// The file's CDN URLs, in the origin's order of preference.
+    pub async fn resolve(&self, file: FileId) -> Result<Vec<String>, FetchError> {
+        let path = format!("/storage-resolve/files/audio/interactive/{file}");
+        let pb: proto::storage::StorageResolveResponse = self.get_proto(&path, "storage-resolve").await?;
+        self.stats.resolves.incr();
+        let urls: Vec<String> = pb
+            .cdnurl
+            .into_iter()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .collect();
+        if pb.result != proto::storage::storage_resolve_response::Result::Cdn as i32 || urls.is_empty() {
+            return Err(FetchError::NoCdnUrl { file });
+        }
+        Ok(urls)
+    }
+
+    pub async fn audio_key(&self, file: FileId) -> Result<AudioKey, FetchError> {
+        let body = self.get_authed(&format!("/audiokey/{file}"), "an audio key").await?;
+        AudioKey::from_slice(&body).map_err(|e| FetchError::BadKey {
+            file,
+            source_name: "the origin",
+            len: e.0,
+        })
+    }
+
+    /// The plaintext head file, or `None` when the origin has none (404) or it fails.
+    pub async fn head(&self, file: FileId) -> Option<Bytes> {
+        let url = format!("{}/head/{file}", self.base);
+        let response = self.http.get(&url).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.bytes().await.ok().filter(|b| !b.is_empty())
+    }
+}

@@ -1,0 +1,413 @@
+//! Ranged GETs of ciphertext from the CDN, made trustworthy: every answer is checked against
+//! the request (`Content-Range`, length, the file's known total), transient failures are retried
+//! with backoff, a failing URL gives way to the next `cdnurl`, and URLs are re-resolved before
+//! they expire and after a `403`/`404`/`410`. It returns ciphertext; decryption is elsewhere.
+
+use super::error::FetchError;
+use super::expiry::url_expiry;
+use super::stats::Stats;
+use super::transport::{BoxFuture, HttpResponse, Transport};
+use crate::model::FileId;
+use crate::redact;
+use bytes::BytesMut;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Sizes above this are treated as a lying CDN rather than a track.
+pub const MAX_PLAUSIBLE_SIZE: u64 = 64 << 30;
+
+#[derive(Debug, Clone)]
+pub struct CdnConfig {
+    /// Attempts per range before the read fails with EIO.
+    pub attempts: u32,
+    /// A body that delivers nothing for this long is abandoned and retried.
+    pub stall_timeout: Duration,
+    /// Longest wait for response headers.
+    pub header_timeout: Duration,
+    /// How long a host that refused connections is set aside.
+    pub host_penalty: Duration,
+}
+
+impl Default for CdnConfig {
+    fn default() -> Self {
+        CdnConfig {
+            attempts: 6,
+            stall_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            host_penalty: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Ciphertext of `[first, first + data.len())` and the file's total size (mutable, so it can
+/// be decrypted in place).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub total: u64,
+    pub data: BytesMut,
+}
+
+/// A parsed `Content-Range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentRange {
+    /// `bytes first-last/total`
+    Range { first: u64, last: u64, total: u64 },
+    /// `bytes */total` (with a 416)
+    Unsatisfied { total: u64 },
+}
+
+/// Parses `bytes a-b/total` or `bytes */total`; an unknown total (`*`) is not accepted.
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total: u64 = parse_digits(total)?;
+    if range.trim() == "*" {
+        return Some(ContentRange::Unsatisfied { total });
+    }
+    let (first, last) = range.split_once('-')?;
+    let (first, last) = (parse_digits(first)?, parse_digits(last)?);
+    (first <= last && last < total).then_some(ContentRange::Range { first, last, total })
+}
+
+fn parse_digits(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// Where CDN URLs come from: storage-resolve on the origin, or a test double.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>>;
+}
+
+impl Resolve for super::api::Api {
+    fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
+        Box::pin(super::api::Api::resolve(self, file))
+    }
+}
+
+struct Resolved {
+    urls: Vec<String>,
+    /// Re-resolve after this (expiry minus a margin); `None` for URLs without a readable expiry.
+    good_until: Option<SystemTime>,
+}
+
+pub struct Cdn {
+    transport: Arc<dyn Transport>,
+    resolver: Arc<dyn Resolve>,
+    config: CdnConfig,
+    resolved: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<Option<Resolved>>>>>,
+    set_aside: Mutex<HashMap<String, Instant>>,
+    stats: Arc<Stats>,
+}
+
+impl Cdn {
+    pub fn new(transport: Arc<dyn Transport>, resolver: Arc<dyn Resolve>, config: CdnConfig, stats: Arc<Stats>) -> Self {
+        Cdn {
+            transport,
+            resolver,
+            config,
+            resolved: Mutex::new(HashMap::new()),
+            set_aside: Mutex::new(HashMap::new()),
+            stats,
+        }
+    }
+
+    /// Fetches ciphertext bytes `first..=last` (clipped at the end of the file). `known_total`
+    /// is the size learned earlier; a different one means the file changed and fails the read.
+    pub async fn fetch(
+        &self,
+        file: FileId,
+        first: u64,
+        last: u64,
+        known_total: Option<u64>,
+    ) -> Result<Fetched, FetchError> {
+        let mut last_error = None;
+        let mut rotation = 0usize;
+        let mut force_resolve = false;
+        for attempt in 0..self.config.attempts {
+            if let Some(error) = &last_error {
+                self.stats.retries.incr();
+                tokio::time::sleep(retry_delay(error, attempt)).await;
+            }
+            let urls = match self.urls(file, force_resolve).await {
+                Ok(urls) => urls,
+                Err(e) if e.is_transient() => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            force_resolve = false;
+            let url = self.pick(&urls, rotation);
+            match self.try_once(file, &url, first, last, known_total).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%file, attempt, error = %e, "CDN request failed; retrying");
+                    if e.wants_new_url() {
+                        force_resolve = true;
+                    }
+                    if urls.len() > 1 {
+                        self.stats.failovers.incr();
+                    }
+                    // A refused connection sets the host aside, which already moves it to the
+                    // back of the order; any other failure moves on to the next URL.
+                    if matches!(e, FetchError::Connect { .. }) {
+                        self.set_host_aside(&url);
+                    } else {
+                        rotation += 1;
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        self.stats.errors.incr();
+        let error = FetchError::GaveUp {
+            what: format!("bytes {first}-{last} of file {file}"),
+            attempts: self.config.attempts,
+            last: Box::new(last_error.unwrap_or(FetchError::NoCdnUrl { file })),
+        };
+        tracing::warn!("{error}");
+        Err(error)
+    }
+
+    /// The file's CDN URLs, resolving when there are none, they are about to expire, or forced.
+    async fn urls(&self, file: FileId, force: bool) -> Result<Vec<String>, FetchError> {
+        let slot = {
+            let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(file).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        let fresh = |r: &Resolved| r.good_until.is_none_or(|t| SystemTime::now() < t);
+        match slot.as_ref() {
+            Some(r) if !force && fresh(r) => return Ok(r.urls.clone()),
+            _ => {}
+        }
+        let urls = self.resolver.resolve(file).await?;
+        *slot = Some(Resolved {
+            good_until: good_until(&urls),
+            urls: urls.clone(),
+        });
+        Ok(urls)
+    }
+
+    /// The `rotation`-th URL, preferring hosts that have not recently refused connections.
+    fn pick(&self, urls: &[String], rotation: usize) -> String {
+        let now = Instant::now();
+        let aside = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+        let is_aside = |u: &String| aside.get(host_of(u)).is_some_and(|until| now < *until);
+        let mut ordered: Vec<&String> = urls.iter().filter(|u| !is_aside(u)).collect();
+        ordered.extend(urls.iter().filter(|u| is_aside(u)));
+        ordered[rotation % ordered.len()].clone()
+    }
+
+    fn set_host_aside(&self, url: &str) {
+        let until = Instant::now() + self.config.host_penalty;
+        let mut aside = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+        aside.insert(host_of(url).to_string(), until);
+    }
+
+    async fn try_once(
+        &self,
+        file: FileId,
+        url: &str,
+        first: u64,
+        last: u64,
+        known_total: Option<u64>,
+    ) -> Result<Fetched, FetchError> {
+        let _in_flight = self.stats.in_flight.enter();
+        self.stats.cdn_requests.incr();
+        let shown = redact::url(url);
+        let response = tokio::time::timeout(self.config.header_timeout, self.transport.get(url, Some((first, last))))
+            .await
+            .map_err(|_| FetchError::Stalled {
+                url: shown.clone(),
+                stalled_for: self.config.header_timeout,
+            })?
+            .map_err(|reason| FetchError::Connect {
+                url: shown.clone(),
+                reason,
+            })?;
+        let reading = RangeRead {
+            file,
+            url: shown,
+            first,
+            last,
+            known_total,
+            stall_timeout: self.config.stall_timeout,
+        };
+        let fetched = reading.interpret(response).await?;
+        self.stats.bytes_fetched.add(fetched.data.len() as u64);
+        Ok(fetched)
+    }
+}
+
+/// One answer being checked against the request that produced it.
+struct RangeRead {
+    file: FileId,
+    url: String,
+    first: u64,
+    last: u64,
+    known_total: Option<u64>,
+    stall_timeout: Duration,
+}
+
+impl RangeRead {
+    async fn interpret(&self, response: HttpResponse) -> Result<Fetched, FetchError> {
+        match response.status {
+            206 => self.partial(response).await,
+            200 => self.whole(response).await,
+            416 => self.unsatisfied(&response),
+            status => Err(FetchError::Status {
+                url: self.url.clone(),
+                status,
+                retry_after: response.retry_after,
+            }),
+        }
+    }
+
+    fn bad(&self, reason: String) -> FetchError {
+        FetchError::BadRange {
+            url: self.url.clone(),
+            reason,
+        }
+    }
+
+    /// A total must be plausible and, once known, never change.
+    fn check_total(&self, total: u64) -> Result<(), FetchError> {
+        if total > MAX_PLAUSIBLE_SIZE {
+            return Err(FetchError::AbsurdSize { file: self.file, size: total });
+        }
+        match self.known_total {
+            Some(old) if old != total => Err(FetchError::SizeChanged {
+                file: self.file,
+                old,
+                new: total,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn partial(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
+        let header = response.content_range.clone().unwrap_or_default();
+        let Some(ContentRange::Range { first, last, total }) = parse_content_range(&header) else {
+            return Err(self.bad(format!("206 with an unusable Content-Range {header:?}")));
+        };
+        self.check_total(total)?;
+        let expected_last = self.last.min(total - 1);
+        if first != self.first || last != expected_last {
+            return Err(self.bad(format!(
+                "asked for bytes {}-{}, got {first}-{last}/{total}",
+                self.first, self.last
+            )));
+        }
+        let len = last - first + 1;
+        let data = self.collect(&mut response, 0, len, true).await?;
+        Ok(Fetched { total, data })
+    }
+
+    /// A server that ignored `Range`: skip to our offset in the whole body, then stop.
+    async fn whole(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
+        let Some(total) = response.content_length else {
+            return Err(self.bad("200 without Content-Length to a range request".into()));
+        };
+        self.check_total(total)?;
+        if self.first >= total {
+            return Ok(Fetched { total, data: BytesMut::new() });
+        }
+        let len = self.last.min(total - 1) - self.first + 1;
+        let data = self.collect(&mut response, self.first, len, false).await?;
+        Ok(Fetched { total, data })
+    }
+
+    fn unsatisfied(&self, response: &HttpResponse) -> Result<Fetched, FetchError> {
+        let header = response.content_range.clone().unwrap_or_default();
+        match parse_content_range(&header) {
+            Some(ContentRange::Unsatisfied { total }) if self.first >= total => {
+                self.check_total(total)?;
+                Ok(Fetched { total, data: BytesMut::new() })
+            }
+            _ => Err(self.bad(format!("416 for bytes {}- with Content-Range {header:?}", self.first))),
+        }
+    }
+
+    /// Reads the body: skips `skip` bytes, keeps `len`. With `exact`, the body must be exactly
+    /// `len` bytes long; a body that goes quiet for `stall_timeout` is a stall.
+    async fn collect(&self, response: &mut HttpResponse, skip: u64, len: u64, exact: bool) -> Result<BytesMut, FetchError> {
+        let mut out = BytesMut::with_capacity(len as usize);
+        let mut position = 0u64;
+        let wanted_end = skip + len;
+        while position < wanted_end || exact {
+            let next = tokio::time::timeout(self.stall_timeout, response.body.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    return Err(FetchError::Stalled {
+                        url: self.url.clone(),
+                        stalled_for: self.stall_timeout,
+                    })
+                }
+                Ok(None) => break,
+                Ok(Some(Err(reason))) => return Err(self.body_error(out.len() as u64, len, reason)),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            let chunk_start = position;
+            position += chunk.len() as u64;
+            if exact && position > len {
+                return Err(self.bad(format!("body longer than the {len} bytes announced")));
+            }
+            let from = skip.saturating_sub(chunk_start).min(chunk.len() as u64) as usize;
+            let to = (wanted_end.saturating_sub(chunk_start)).min(chunk.len() as u64) as usize;
+            if from < to {
+                out.extend_from_slice(&chunk[from..to]);
+            }
+        }
+        if (out.len() as u64) < len {
+            return Err(self.body_error(out.len() as u64, len, "body ended early".into()));
+        }
+        Ok(out)
+    }
+
+    fn body_error(&self, got: u64, expected: u64, reason: String) -> FetchError {
+        FetchError::Body {
+            url: self.url.clone(),
+            got,
+            expected,
+            reason,
+        }
+    }
+}
+
+/// Backoff, or the server's `Retry-After` when it gave one (bounded, so a read cannot hang).
+fn retry_delay(error: &FetchError, attempt: u32) -> Duration {
+    match error {
+        FetchError::Status {
+            retry_after: Some(wait),
+            ..
+        } => (*wait).min(Duration::from_secs(5)),
+        FetchError::Status { status: 403, .. } | FetchError::NotFound { .. } if attempt <= 1 => Duration::ZERO,
+        _ => super::backoff(attempt),
+    }
+}
+
+/// When to re-resolve: the earliest expiry among the URLs, minus a margin (5 minutes, or a
+/// quarter of the remaining lifetime for short-lived URLs).
+fn good_until(urls: &[String]) -> Option<SystemTime> {
+    let expiry = urls.iter().filter_map(|u| url_expiry(u)).min()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let remaining = expiry.saturating_sub(now);
+    let margin = (remaining / 4).min(300);
+    Some(UNIX_EPOCH + Duration::from_secs(expiry - margin))
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+//! The CDN logic against a scripted double: every lie and failure a CDN can tell.
+
+use super::*;
+use crate::client::transport::HttpResponse;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex as StdMutex;
+
+/// How the double answers one request.
+#[derive(Clone, Debug)]
+enum Behaviour {
+    Honest,
+    Status(u16),
+    IgnoreRange,
+    Truncate,
+    WrongRange,
+    ResetMidBody,
+    Stall,
+    Refuse,
+    TotalIs(u64),
+}
+
+struct ScriptedCdn {
+    content: Vec<u8>,
+    script: StdMutex<VecDeque<Behaviour>>,
+    requests: StdMutex<Vec<String>>,
+}
+
+impl ScriptedCdn {
+    fn new(content: Vec<u8>, script: Vec<Behaviour>) -> Arc<Self> {
+        Arc::new(ScriptedCdn {
+            content,
+            script: StdMutex::new(script.into()),
+            requests: StdMutex::new(Vec::new()),
+        })
+    }
+}
+
+fn body_of(chunks: Vec<Result<Bytes, String>>) -> futures::stream::BoxStream<'static, Result<Bytes, String>> {
+    stream::iter(chunks).boxed()
+}
+
+impl Transport for ScriptedCdn {
+    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>> {
+        self.requests.lock().unwrap().push(url.to_string());
+        let behaviour = self.script.lock().unwrap().pop_front().unwrap_or(Behaviour::Honest);
+        let total = self.content.len() as u64;
+        let (first, last) = range.unwrap_or((0, total - 1));
+        let last = last.min(total - 1);
+        let slice = Bytes::copy_from_slice(&self.content[first as usize..=last as usize]);
+        let partial = |body, range_header: String| HttpResponse {
+            status: 206,
+            content_range: Some(range_header),
+            content_length: None,
+            retry_after: None,
+            body,
+        };
+        let honest_range = format!("bytes {first}-{last}/{total}");
+        let response = match behaviour {
+            Behaviour::Honest => Ok(partial(body_of(vec![Ok(slice)]), honest_range)),
+            Behaviour::Status(status) => Ok(HttpResponse {
+                status,
+                content_range: None,
+                content_length: None,
+                retry_after: None,
+                body: body_of(vec![]),
+            }),
+            Behaviour::IgnoreRange => Ok(HttpResponse {
+                status: 200,
+                content_range: None,
+                content_length: Some(total),
+                retry_after: None,
+                body: body_of(self.content.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect()),
+            }),
+            Behaviour::Truncate => Ok(partial(body_of(vec![Ok(slice.slice(..slice.len() / 2))]), honest_range)),
+            Behaviour::WrongRange => {
+                let shifted = format!("bytes {}-{}/{total}", first + 1, last);
+                Ok(partial(body_of(vec![Ok(slice)]), shifted))
+            }
+            Behaviour::ResetMidBody => Ok(partial(
+                body_of(vec![Ok(slice.slice(..1)), Err("connection reset".into())]),
+                honest_range,
+            )),
+            Behaviour::Stall => Ok(partial(stream::pending().boxed(), honest_range)),
+            Behaviour::Refuse => Err("connection refused".into()),
+            Behaviour::TotalIs(t) => Ok(partial(body_of(vec![Ok(slice)]), format!("bytes {first}-{last}/{t}"))),
+        };
+        Box::pin(async move { response })
+    }
+}
+
+struct FixedUrls {
+    urls: Vec<String>,
+    calls: AtomicUsize,
+}
+
+impl Resolve for FixedUrls {
+    fn resolve(&self, _file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let urls = self.urls.clone();
+        Box::pin(async move { Ok(urls) })
+    }
+}
+
+const FILE: FileId = FileId([9; 20]);
+
+fn content() -> Vec<u8> {
+    (0..10_000u32).map(|i| (i % 253) as u8).collect()
+}
+
+fn cdn_with(script: Vec<Behaviour>, urls: &[&str]) -> (Cdn, Arc<ScriptedCdn>, Arc<FixedUrls>) {
+    let transport = ScriptedCdn::new(content(), script);
+    let resolver = Arc::new(FixedUrls {
+        urls: urls.iter().map(|u| u.to_string()).collect(),
+        calls: AtomicUsize::new(0),
+    });
+    let config = CdnConfig {
+        attempts: 4,
+        stall_timeout: Duration::from_millis(100),
+        header_timeout: Duration::from_millis(500),
+        host_penalty: Duration::from_secs(60),
+    };
+    let cdn = Cdn::new(transport.clone(), resolver.clone(), config, Arc::default());
+    (cdn, transport, resolver)
+}
+
+async fn fetch_ok(script: Vec<Behaviour>, first: u64, last: u64) -> Fetched {
+    let (cdn, _, _) = cdn_with(script, &["http://cdn/a"]);
+    cdn.fetch(FILE, first, last, None).await.expect("fetch should recover")
+}
+
+#[tokio::test]
+async fn every_transient_fault_is_retried_into_the_right_bytes() {
+    let expected = &content()[1234..=5678];
+    for fault in [
+        Behaviour::Status(500),
+        Behaviour::Status(503),
+        Behaviour::Truncate,
+        Behaviour::ResetMidBody,
+        Behaviour::Stall,
+        Behaviour::Refuse,
+        Behaviour::WrongRange,
+        Behaviour::Status(403),
+    ] {
+        let fetched = fetch_ok(vec![fault.clone(), fault.clone()], 1234, 5678).await;
+        assert_eq!(&fetched.data[..], expected, "after {fault:?}");
+        assert_eq!(fetched.total, 10_000);
+    }
+}
+
+#[tokio::test]
+async fn a_server_ignoring_range_still_gives_the_right_bytes() {
+    let fetched = fetch_ok(vec![Behaviour::IgnoreRange], 4321, 4400).await;
+    assert_eq!(&fetched.data[..], &content()[4321..=4400]);
+}
+
+#[tokio::test]
+async fn ranges_past_the_end_are_clipped_and_eof_is_empty() {
+    let fetched = fetch_ok(vec![], 9_990, 20_000).await;
+    assert_eq!(fetched.data.len(), 10);
+}
+
+#[tokio::test]
+async fn a_changed_total_is_refused_not_mixed() {
+    let (cdn, _, _) = cdn_with(vec![Behaviour::TotalIs(20_000)], &["http://cdn/a"]);
+    let error = cdn.fetch(FILE, 0, 99, Some(10_000)).await.unwrap_err();
+    assert!(matches!(error, FetchError::BadRange { .. } | FetchError::SizeChanged { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn absurd_totals_are_refused() {
+    let (cdn, _, _) = cdn_with(vec![Behaviour::TotalIs(1 << 62)], &["http://cdn/a"]);
+    assert!(cdn.fetch(FILE, 0, 99, None).await.is_err());
+}
+
+#[tokio::test]
+async fn persistent_failure_gives_up_within_the_bound() {
+    let script = vec![Behaviour::Status(500); 10];
+    let (cdn, transport, _) = cdn_with(script, &["http://cdn/a"]);
+    let started = Instant::now();
+    let error = cdn.fetch(FILE, 0, 99, None).await.unwrap_err();
+    assert!(matches!(error, FetchError::GaveUp { attempts: 4, .. }), "{error}");
+    assert_eq!(transport.requests.lock().unwrap().len(), 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_dead_first_url_fails_over_and_is_set_aside() {
+    let (cdn, transport, _) = cdn_with(vec![Behaviour::Refuse], &["http://dead:1/a", "http://live/a"]);
+    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    cdn.fetch(FILE, 100, 199, None).await.unwrap();
+    let requests = transport.requests.lock().unwrap().clone();
+    assert_eq!(requests, ["http://dead:1/a", "http://live/a", "http://live/a"]);
+}
+
+#[tokio::test]
+async fn a_403_re_resolves() {
+    let (cdn, _, resolver) = cdn_with(vec![Behaviour::Status(403)], &["http://cdn/a"]);
+    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn urls_about_to_expire_are_re_resolved_first() {
+    let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1;
+    let url = format!("http://cdn/a?{soon}_sig");
+    let (cdn, _, resolver) = cdn_with(vec![], &[&url]);
+    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 2);
+}
+
+mod content_range {
+    use super::super::{parse_content_range, ContentRange};
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_forms() {
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some(ContentRange::Range { first: 0, last: 99, total: 1000 })
+        );
+        assert_eq!(parse_content_range("bytes */1000"), Some(ContentRange::Unsatisfied { total: 1000 }));
+        for bad in ["bytes 0-99/*", "bytes 100-99/1000", "bytes 0-1000/1000", "items 0-1/2", "bytes -1-2/3", ""] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(first in 0u64..1 << 40, len in 1u64..1 << 30, extra in 0u64..1 << 30) {
+            let last = first + len - 1;
+            let total = last + 1 + extra;
+            let header = format!("bytes {first}-{last}/{total}");
+            prop_assert_eq!(parse_content_range(&header), Some(ContentRange::Range { first, last, total }));
+        }
+
+        #[test]
+        fn never_panics(text in ".{0,40}") {
+            let _ = parse_content_range(&text);
+        }
+    }
+}

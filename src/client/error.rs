@@ -1,0 +1,88 @@
+//! Errors of the network side of the client. `fs::FsError` maps them to an errno, in one place.
+
+use crate::model::FileId;
+use std::time::Duration;
+
+/// What went wrong talking to the origin or the CDN. URLs inside are already redacted.
+/// `Clone` because one failed fetch is reported to every reader waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{url}: the connection broke after {got} of {expected} bytes: {reason}")]
+    Body {
+        url: String,
+        got: u64,
+        expected: u64,
+        reason: String,
+    },
+    #[error("{url}: no data for {0:?}", .stalled_for)]
+    Stalled { url: String, stalled_for: Duration },
+    #[error("{url}: {reason}")]
+    BadRange { url: String, reason: String },
+    #[error("file {file} changed on the CDN (size was {old}, now {new}); refusing to mix versions")]
+    SizeChanged { file: FileId, old: u64, new: u64 },
+    #[error("file {file}: size {size} is not plausible")]
+    AbsurdSize { file: FileId, size: u64 },
+    #[error("file {file}: decrypted data does not look like {expected}: wrong key or corrupt file")]
+    WrongKey { file: FileId, expected: &'static str },
+    #[error("file {file}: the key from {source_name} is {len} bytes, not 16")]
+    BadKey {
+        file: FileId,
+        source_name: &'static str,
+        len: usize,
+    },
+    #[error("{what} from {url} is malformed: {reason}")]
+    Malformed {
+        what: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{url} rejected the credentials (HTTP 401); check the user:password in the credentials file")]
+    BadCredentials { url: String },
+    #[error("{url}: not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("file {file}: storage-resolve gave no usable CDN URL")]
+    NoCdnUrl { file: FileId },
+    #[error("giving up on {what} after {attempts} attempts: {last}")]
+    GaveUp {
+        what: String,
+        attempts: u32,
+        last: Box<FetchError>,
+    },
+    #[error("the mount is shutting down")]
+    Shutdown,
+}
+
+impl FetchError {
+    /// Worth another attempt (possibly on another URL)? Integrity failures are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Connect { .. }
+            | FetchError::Body { .. }
+            | FetchError::Stalled { .. }
+            | FetchError::BadRange { .. }
+            | FetchError::NotFound { .. }
+            | FetchError::NoCdnUrl { .. } => true,
+            FetchError::Status { status, .. } => {
+                *status >= 500 || matches!(status, 403 | 404 | 408 | 410 | 429)
+            }
+            _ => false,
+        }
+    }
+
+    /// The CDN says this URL is no longer good: re-resolve before trying again.
+    pub fn wants_new_url(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => matches!(status, 403 | 404 | 410),
+            FetchError::NotFound { .. } => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The network side of the client: control plane (`api`), ranged CDN fetches with retries,
+//! expiry and failover (`cdn`), behind a small `transport` trait that tests can fake.
+
+pub mod api;
+pub mod cdn;
+pub mod error;
+pub mod expiry;
+pub mod stats;
+pub mod transport;
+
+use std::time::Duration;
+
+/// Exponential backoff with jitter: ~50 ms, 100 ms, 200 ms … capped at 2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 50u64.saturating_mul(1 << attempt.min(6)).min(2000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+/// Builds the shared HTTP client: keep-alive pool, rustls, an optional private CA.
+pub fn http_client(ca_cert: Option<&[u8]>, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .use_rustls_tls();
+    if let Some(pem) = ca_cert {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}

@@ -1,0 +1,105 @@
+//! The CDN behind one small trait: "GET this URL, maybe with a byte range".
+//!
+//! The real implementation is reqwest over a shared connection pool; tests put a double behind
+//! the same trait to script faults (resets, truncations, lies about ranges) without a network.
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The parts of an HTTP answer the range logic looks at; the body is a stream so that a stall
+/// can be told apart from a slow but moving transfer.
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_range: Option<String>,
+    pub content_length: Option<u64>,
+    pub retry_after: Option<Duration>,
+    pub body: BoxStream<'static, Result<Bytes, String>>,
+}
+
+pub trait Transport: Send + Sync + 'static {
+    /// GETs `url` with `Range: bytes=first-last` when `range` is set. An `Err` is a failure to
+    /// get any answer (connect, TLS, reset before headers), described without the URL's query.
+    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>>;
+}
+
+/// reqwest, HTTP/1.1 keep-alive, rustls.
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    pub fn new(client: reqwest::Client) -> Self {
+        ReqwestTransport { client }
+    }
+}
+
+/// Describes a reqwest error without its URL (which may carry a signature).
+pub fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.without_url_ref().to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let kind = if self.is_timeout() {
+            "timed out"
+        } else if self.is_connect() {
+            "connection failed"
+        } else if self.is_body() || self.is_decode() {
+            "body error"
+        } else if self.is_request() {
+            "request failed"
+        } else {
+            "HTTP error"
+        };
+        kind.to_string()
+    }
+}
+
+impl Transport for ReqwestTransport {
+    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>> {
+        let mut request = self.client.get(url);
+        if let Some((first, last)) = range {
+            request = request.header(reqwest::header::RANGE, format!("bytes={first}-{last}"));
+        }
+        Box::pin(async move {
+            let response = request.send().await.map_err(|e| describe(&e))?;
+            let header = |name: reqwest::header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let content_range = header(reqwest::header::CONTENT_RANGE);
+            let retry_after = header(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Ok(HttpResponse {
+                status: response.status().as_u16(),
+                content_range,
+                content_length: response.content_length(),
+                retry_after,
+                body: response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(|e| describe(&e)))
+                    .boxed(),
+            })
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! The filesystem core: inodes, attributes, directory listings and reads, in domain terms.
+//!
+//! It never sees a fuser type (the adapter in `crate::fuse` does the translation), so it can be
+//! driven directly by tests without a mount. Reads are async; the adapter runs them on tokio so
+//! the kernel's request loop never waits on the network.
+
+pub mod names;
+pub mod tree;
+
+use crate::cache::BlockCache;
+use crate::client::error::FetchError;
+use crate::client::stats::Stats;
+use crate::reader::{FileRef, Reader};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::Semaphore;
+use tree::{Ino, NodeKind, Tree};
+
+/// Why an operation failed; [`FsError::errno`] is the one place errors become errno values.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+impl FsError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::Fetch(_) => libc::EIO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Contents never change (tracks, directories): the kernel may cache for long.
+    pub immutable: bool,
+}
+
+/// How a file should be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Content-addressed: keep the kernel page cache across opens.
+    Cached,
+    /// Live contents (`.trackfs/stats`): bypass the page cache.
+    Direct,
+}
+
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// Tracks probed in the background when a directory is listed (sizes for `ls -l`).
+const PROBE_LIMIT: usize = 4096;
+
+pub struct FsCore {
+    tree: Tree,
+    reader: Arc<Reader>,
+    cache: Arc<BlockCache>,
+    stats: Arc<Stats>,
+    probes: Arc<Semaphore>,
+}
+
+impl FsCore {
+    pub fn new(tree: Tree, reader: Arc<Reader>, cache: Arc<BlockCache>, stats: Arc<Stats>) -> Self {
+        FsCore {
+            tree,
+            reader,
+            cache,
+            stats,
+            probes: Arc::new(Semaphore::new(64)),
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        match self.tree.get(parent).map(|n| &n.kind) {
+            None => return Err(FsError::NotFound),
+            Some(NodeKind::Dir { .. }) => {}
+            Some(_) => return Err(FsError::NotDir),
+        }
+        let ino = self.tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+        self.getattr(ino).await
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let (kind, size, immutable) = match &node.kind {
+            NodeKind::Dir { .. } => (Kind::Dir, 0, true),
+            NodeKind::Stats => (Kind::File, self.render_stats().len() as u64, false),
+            NodeKind::Track { file, header } => (Kind::File, self.track_size(*file, *header).await?, true),
+        };
+        Ok(Attr {
+            ino,
+            kind,
+            size,
+            mtime: node.mtime,
+            immutable,
+        })
+    }
+
+    /// The size the mount shows: the stored size minus the hidden header.
+    async fn track_size(&self, file: FileRef, header: u64) -> Result<u64, FsError> {
+        let total = self.reader.size(file).await?;
+        Ok(total.saturating_sub(header))
+    }
+
+    /// Entries of a directory, `.` and `..` first. Also starts learning the sizes of the tracks
+    /// below it, concurrently, so the `stat` calls of `ls -l` that follow find them known.
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::Dir { children } = &node.kind else {
+            return Err(FsError::NotDir);
+        };
+        let mut entries = vec![
+            DirEntry { ino, kind: Kind::Dir, name: ".".into() },
+            DirEntry { ino: node.parent, kind: Kind::Dir, name: "..".into() },
+        ];
+        for (name, &child) in children {
+            let kind = match self.tree.get(child).map(|n| &n.kind) {
+                Some(NodeKind::Dir { .. }) => Kind::Dir,
+                _ => Kind::File,
+            };
+            entries.push(DirEntry { ino: child, kind, name: name.clone() });
+        }
+        self.probe_sizes_below(ino);
+        Ok(entries)
+    }
+
+    fn probe_sizes_below(&self, ino: Ino) {
+        for file in self.tree.tracks_below(ino, PROBE_LIMIT) {
+            if self.reader.known_size(file.id).is_some() {
+                continue;
+            }
+            let (reader, probes) = (self.reader.clone(), self.probes.clone());
+            tokio::spawn(async move {
+                let _permit = probes.acquire().await;
+                if let Err(e) = reader.size(file).await {
+                    tracing::debug!(file = %file.id, error = %e, "size probe failed");
+                }
+            });
+        }
+    }
+
+    pub fn open(&self, ino: Ino, write: bool) -> Result<OpenMode, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        match node.kind {
+            NodeKind::Dir { .. } => Err(FsError::IsDir),
+            NodeKind::Stats => Ok(OpenMode::Direct),
+            NodeKind::Track { .. } => Ok(OpenMode::Cached),
+        }
+    }
+
+    /// Reads bytes of the file as the mount shows it: exactly `size` bytes except at the end.
+    pub async fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let data = match &node.kind {
+            NodeKind::Dir { .. } => return Err(FsError::IsDir),
+            NodeKind::Stats => {
+                let text = Bytes::from(self.render_stats());
+                let start = (offset as usize).min(text.len());
+                let end = (start + size as usize).min(text.len());
+                text.slice(start..end)
+            }
+            NodeKind::Track { file, header } => {
+                self.reader.read(*file, offset + header, size as u64).await.inspect_err(|e| {
+                    tracing::warn!(file = %file.id, offset, "read failed: {e}");
+                })?
+            }
+        };
+        self.stats.bytes_served.add(data.len() as u64);
+        Ok(data)
+    }
+
+    pub fn render_stats(&self) -> String {
+        self.stats.render(self.cache.bytes(), self.cache.budget())
+    }
+}

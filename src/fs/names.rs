@@ -1,0 +1,67 @@
+//! File names users can live with: safe for any filesystem tool, unique within a directory,
+//! unicode kept as it is.
+
+use std::collections::BTreeMap;
+
+/// Longest name most Linux filesystems (and tools like rsync) accept, in bytes.
+const NAME_MAX: usize = 255;
+
+/// Replaces `/` and NUL with `_`, turns `.`/`..`/empty into something visible, trims to 255
+/// bytes at a character boundary (keeping `suffix`, e.g. the extension, intact).
+pub fn safe_name(raw: &str, suffix: &str) -> String {
+    let mut name: String = raw
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    let name_trimmed = name.trim();
+    if name_trimmed.is_empty() || name_trimmed == "." || name_trimmed == ".." {
+        name = format!("_{name_trimmed}");
+    }
+    let room = NAME_MAX.saturating_sub(suffix.len());
+    if name.len() > room {
+        let mut cut = room;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    name + suffix
+}
+
+/// Adds `stem + suffix` to `taken`, appending ` (2)`, ` (3)`… to the stem on a clash.
+pub fn unique_name<V>(taken: &BTreeMap<String, V>, stem: &str, suffix: &str) -> String {
+    let first = safe_name(stem, suffix);
+    if !taken.contains_key(&first) {
+        return first;
+    }
+    (2..)
+        .map(|n| safe_name(&format!("{stem} ({n})"), suffix))
+        .find(|candidate| !taken.contains_key(candidate))
+        .unwrap_or(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_safe_and_keep_unicode() {
+        assert_eq!(safe_name("AC/DC", ""), "AC_DC");
+        assert_eq!(safe_name("Björk: \"Vespertine\"?", ".ogg"), "Björk: \"Vespertine\"?.ogg");
+        assert_eq!(safe_name("..", ""), "_..");
+        assert_eq!(safe_name("", ""), "_");
+        assert_eq!(safe_name("a\0b", ""), "a_b");
+        let long = "é".repeat(200);
+        let n = safe_name(&long, ".flac");
+        assert!(n.len() <= 255 && n.ends_with(".flac"));
+    }
+
+    #[test]
+    fn clashes_get_a_suffix() {
+        let mut taken = BTreeMap::new();
+        taken.insert("01 - Intro.mp3".to_string(), ());
+        assert_eq!(unique_name(&taken, "01 - Intro", ".mp3"), "01 - Intro (2).mp3");
+        taken.insert("01 - Intro (2).mp3".to_string(), ());
+        assert_eq!(unique_name(&taken, "01 - Intro", ".mp3"), "01 - Intro (3).mp3");
+    }
+}

@@ -1,0 +1,202 @@
+//! The directory tree, built once from the catalogue: `<Artist>/<Album>/<NN> - <Title>.<ext>`
+//! (`<D>-<NN> - …` on multi-disc albums) and `.trackfs/stats`. Inode numbers are indexes.
+
+use super::names::unique_name;
+use crate::model::{Album, AudioFile, AudioFormat, Date, Track};
+use crate::reader::FileRef;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Dir { children: BTreeMap<String, Ino> },
+    Track { file: FileRef, header: u64 },
+    Stats,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub parent: Ino,
+    pub name: String,
+    pub kind: NodeKind,
+    /// From the album's release date, so sizes and times stay stable across mounts (rsync).
+    pub mtime: SystemTime,
+}
+
+#[derive(Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+/// An album and its tracks, as fetched.
+pub struct AlbumEntry {
+    pub album: Album,
+    pub tracks: Vec<Track>,
+}
+
+/// Chooses the file to show: the first preferred format present, else the best quality.
+pub fn pick_file(track: &Track, preferences: &[AudioFormat]) -> Option<AudioFile> {
+    for format in preferences {
+        if let Some(f) = track.files.iter().find(|f| f.format == *format) {
+            return Some(*f);
+        }
+    }
+    if !preferences.is_empty() {
+        return None;
+    }
+    track.files.iter().max_by_key(|f| f.format.quality()).copied()
+}
+
+/// 2000-01-01, for albums without a date: stable, unlike "now".
+const FALLBACK_TIME: u64 = 946_684_800;
+
+fn album_time(date: Option<Date>) -> SystemTime {
+    let secs = date
+        .filter(|d| d.year > 1900)
+        .map(|d| days_from_civil(d.year, d.month.clamp(1, 12), d.day.clamp(1, 31)) as u64 * 86_400)
+        .unwrap_or(FALLBACK_TIME);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i32, month: i32, day: i32) -> i64 {
+    let y = (if month <= 2 { year - 1 } else { year }) as i64;
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl Tree {
+    pub fn build(albums: &[AlbumEntry], preferences: &[AudioFormat]) -> Tree {
+        let epoch = UNIX_EPOCH + Duration::from_secs(FALLBACK_TIME);
+        let mut tree = Tree {
+            nodes: vec![Node {
+                parent: ROOT,
+                name: String::new(),
+                kind: NodeKind::Dir { children: BTreeMap::new() },
+                mtime: epoch,
+            }],
+        };
+        let meta = tree.add_dir(ROOT, ".trackfs", epoch);
+        tree.add(meta, "stats".into(), NodeKind::Stats, epoch);
+        for entry in albums {
+            tree.add_album(entry, preferences);
+        }
+        tree
+    }
+
+    fn add_album(&mut self, entry: &AlbumEntry, preferences: &[AudioFormat]) {
+        let album = &entry.album;
+        let mtime = album_time(album.date);
+        let artist = album
+            .artists
+            .first()
+            .or_else(|| entry.tracks.iter().find_map(|t| t.artists.first()))
+            .map_or("Unknown Artist", String::as_str);
+        let artist_dir = self.child_dir(ROOT, artist, mtime);
+        let album_dir = self.new_unique_dir(artist_dir, &album.name, mtime);
+        let multi_disc = album.discs.len() > 1;
+        for disc in &album.discs {
+            for (position, track_id) in disc.tracks.iter().enumerate() {
+                let Some(track) = entry.tracks.iter().find(|t| t.id == *track_id) else {
+                    continue;
+                };
+                let Some(file) = pick_file(track, preferences) else {
+                    tracing::warn!(track = %track.id, "no file in a wanted format; track hidden");
+                    continue;
+                };
+                let number = if track.number > 0 { track.number } else { position as u32 + 1 };
+                let stem = if multi_disc {
+                    format!("{}-{number:02} - {}", disc.number, track.name)
+                } else {
+                    format!("{number:02} - {}", track.name)
+                };
+                let container = file.format.container();
+                let suffix = format!(".{}", container.extension());
+                let name = unique_name(self.children(album_dir), &stem, &suffix);
+                let kind = NodeKind::Track {
+                    file: FileRef { id: file.id, container },
+                    header: container.hidden_header_len(),
+                };
+                self.add(album_dir, name, kind, mtime);
+            }
+        }
+    }
+
+    fn children(&self, dir: Ino) -> &BTreeMap<String, Ino> {
+        static EMPTY: BTreeMap<String, Ino> = BTreeMap::new();
+        match &self.nodes[(dir - 1) as usize].kind {
+            NodeKind::Dir { children } => children,
+            _ => &EMPTY,
+        }
+    }
+
+    /// The existing directory `name` under `parent`, or a new one.
+    fn child_dir(&mut self, parent: Ino, raw_name: &str, mtime: SystemTime) -> Ino {
+        let name = super::names::safe_name(raw_name, "");
+        if let Some(&ino) = self.children(parent).get(&name) {
+            if matches!(self.nodes[(ino - 1) as usize].kind, NodeKind::Dir { .. }) {
+                return ino;
+            }
+        }
+        self.new_unique_dir(parent, raw_name, mtime)
+    }
+
+    fn new_unique_dir(&mut self, parent: Ino, raw_name: &str, mtime: SystemTime) -> Ino {
+        let name = unique_name(self.children(parent), raw_name, "");
+        self.add_dir(parent, &name, mtime)
+    }
+
+    fn add_dir(&mut self, parent: Ino, name: &str, mtime: SystemTime) -> Ino {
+        let kind = NodeKind::Dir { children: BTreeMap::new() };
+        self.add(parent, name.to_string(), kind, mtime)
+    }
+
+    fn add(&mut self, parent: Ino, name: String, kind: NodeKind, mtime: SystemTime) -> Ino {
+        let ino = self.nodes.len() as Ino + 1;
+        if let NodeKind::Dir { children } = &mut self.nodes[(parent - 1) as usize].kind {
+            children.insert(name.clone(), ino);
+        }
+        self.nodes.push(Node { parent, name, kind, mtime });
+        ino
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get((ino.checked_sub(1)?) as usize)
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &str) -> Option<Ino> {
+        match &self.get(parent)?.kind {
+            NodeKind::Dir { children } => children.get(name).copied(),
+            _ => None,
+        }
+    }
+
+    /// Every track at or below `ino`, at most `limit` of them.
+    pub fn tracks_below(&self, ino: Ino, limit: usize) -> Vec<FileRef> {
+        let mut out = Vec::new();
+        let mut stack = vec![ino];
+        while let Some(next) = stack.pop() {
+            match self.get(next).map(|n| &n.kind) {
+                Some(NodeKind::Dir { children }) => stack.extend(children.values().copied()),
+                Some(NodeKind::Track { file, .. }) => out.push(*file),
+                _ => {}
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn track_count(&self) -> usize {
+        self.nodes.iter().filter(|n| matches!(n.kind, NodeKind::Track { .. })).count()
+    }
+}
+

@@ -1,0 +1,290 @@
+//! The only file that knows fuser: translates kernel requests into `FsCore` calls and back.
+//!
+//! Anything that may touch the network (lookup, getattr, read) is answered from a tokio task,
+//! so a slow fetch of one file never holds up the kernel's request loop, other files or `ls`.
+
+use crate::fs::{Attr, FsCore, FsError, Kind, OpenMode};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, OpenAccMode,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Files are content-addressed and the tree never changes while mounted: cache for long.
+const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub struct TrackFs {
+    core: Arc<FsCore>,
+    runtime: tokio::runtime::Handle,
+    owner: Owner,
+}
+
+impl TrackFs {
+    pub fn new(core: Arc<FsCore>, runtime: tokio::runtime::Handle) -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        TrackFs { core, runtime, owner: Owner { uid, gid } }
+    }
+
+    fn ttl(attr: &Attr) -> Duration {
+        if attr.immutable {
+            LONG_TTL
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// Owner of every file: whoever mounted.
+#[derive(Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+fn file_attr(attr: &Attr, owner: Owner) -> FileAttr {
+    let (kind, perm, nlink) = match attr.kind {
+        Kind::Dir => (FileType::Directory, 0o555, 2),
+        Kind::File => (FileType::RegularFile, 0o444, 1),
+    };
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind,
+        perm,
+        nlink,
+        uid: owner.uid,
+        gid: owner.gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn errno(error: &FsError) -> Errno {
+    Errno::from_i32(error.errno())
+}
+
+impl Filesystem for TrackFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // More concurrent background requests (read-ahead) than the kernel's default 12.
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let (core, owner) = (self.core.clone(), self.owner);
+        self.runtime.spawn(async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&TrackFs::ttl(&attr), &file_attr(&attr, owner), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (core, owner) = (self.core.clone(), self.owner);
+        self.runtime.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&TrackFs::ttl(&attr), &file_attr(&attr, owner)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        match self.core.open(ino.0, write) {
+            Ok(OpenMode::Cached) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(OpenMode::Direct) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            match core.read(ino.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        // Listing is in memory; only the size probes it starts run on tokio.
+        let _guard = self.runtime.enter();
+        let entries = match self.core.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (index, entry) in entries.iter().enumerate().skip(offset as usize) {
+            let kind = match entry.kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+            };
+            if reply.add(INodeNo(entry.ino), index as u64 + 1, kind, &entry.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.tree().get(ino.0).map(|n| &n.kind) {
+            Some(crate::fs::tree::NodeKind::Dir { .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self.core.tree().track_count() as u64;
+        reply.statfs(0, 0, 0, files, 0, 128 * 1024, 255, 128 * 1024);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if self.core.tree().get(ino.0).is_none() {
+            return reply.error(Errno::ENOENT);
+        }
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        reply.ok();
+    }
+
+    // Everything that would change the tree is refused: the mount is read-only.
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &std::path::Path, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _np: INodeNo,
+        _nn: &OsStr,
+        _f: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _f: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+
+/// Mounts `fs` at `mountpoint` with a background session. Private to the mounting user unless
+/// `allow_other` (then with kernel permission checks, and auto-unmount if the process dies).
+pub fn spawn(fs: TrackFs, mountpoint: &std::path::Path, allow_other: bool) -> std::io::Result<fuser::BackgroundSession> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("trackfs".into()),
+        fuser::MountOption::Subtype("trackfs".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoAtime,
+    ];
+    if allow_other {
+        config.acl = fuser::SessionACL::All;
+        config.mount_options.push(fuser::MountOption::DefaultPermissions);
+        config.mount_options.push(fuser::MountOption::AutoUnmount);
+    }
+    config.n_threads = Some(2);
+    fuser::Session::new(fs, mountpoint, &config)?.spawn()
+}

@@ -1,0 +1,175 @@
+//! `trackfs mount`: check the mountpoint and the origin, load the catalogue, mount, and serve
+//! until unmounted or told to stop (SIGINT/SIGTERM unmount cleanly and exit 0).
+
+use crate::cache::BlockCache;
+use crate::client::api::{Api, Credentials};
+use crate::client::cdn::{Cdn, CdnConfig};
+use crate::client::stats::Stats;
+use crate::client::transport::ReqwestTransport;
+use crate::crypto::AudioKey;
+use crate::fs::tree::Tree;
+use crate::fs::FsCore;
+use crate::keys::KeyStore;
+use crate::model::{AudioFormat, FileId};
+use crate::reader::{Reader, ReaderConfig};
+use crate::{catalogue, client, fuse};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a mount needs, as plain data (built from flags by `cli`, or by `demo`).
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub origin: String,
+    pub mountpoint: PathBuf,
+    pub credentials: Credentials,
+    pub cache_size: u64,
+    pub keys: HashMap<FileId, AudioKey>,
+    /// Preferred formats in order; empty = best quality available.
+    pub formats: Vec<AudioFormat>,
+    pub allow_other: bool,
+    pub ca_cert: Option<Vec<u8>>,
+    pub cdn: CdnConfig,
+    pub reader: ReaderConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mountpoint {0} does not exist; create it with `mkdir -p {0}`")]
+    MissingMountpoint(String),
+    #[error("mountpoint {0} is not a directory")]
+    NotADirectory(String),
+    #[error("{0} is already a mountpoint; unmount it first with `fusermount3 -u {0}`")]
+    AlreadyMounted(String),
+    #[error("cannot reach the origin: {0}")]
+    Origin(String),
+    #[error("cannot mount at {path}: {reason}")]
+    Mount { path: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Fails early, with a fix in the message, on the common mistakes.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|_| MountError::MissingMountpoint(shown.clone()))?;
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory(shown));
+    }
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|point| Path::new(&unescape_mountinfo(point)) == canonical);
+    if mounted {
+        return Err(MountError::AlreadyMounted(shown));
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(text: &str) -> String {
+    text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// A mounted filesystem; dropping it unmounts.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    pub tracks: usize,
+    pub mountpoint: PathBuf,
+}
+
+impl Mounted {
+    /// Unmounts and waits for the session to end.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), MountError> {
+        match self.session.take() {
+            Some(session) => session.umount_and_join().map_err(|e| MountError::Mount {
+                path: self.mountpoint.display().to_string(),
+                reason: format!("unmount failed: {e}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// True once the kernel side is gone (e.g. `fusermount3 -u` from outside).
+    pub fn is_finished(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.unmount_inner();
+    }
+}
+
+/// Connects, loads the catalogue and mounts; the filesystem runs on `runtime` and a
+/// background fuser session.
+pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
+    check_mountpoint(&config.mountpoint)?;
+    let stats = Arc::new(Stats::default());
+    let http = client::http_client(config.ca_cert.as_deref(), Duration::from_secs(5)).map_err(MountError::Setup)?;
+    let api = Arc::new(Api::new(http.clone(), &config.origin, config.credentials.clone(), stats.clone()));
+    // A token first: bad credentials or a dead origin fail here, once, with a clear message.
+    api.token(false).await.map_err(|e| MountError::Origin(e.to_string()))?;
+    let albums = catalogue::load(&api).await.map_err(|e| MountError::Origin(e.to_string()))?;
+    let tree = Tree::build(&albums, &config.formats);
+    let tracks = tree.track_count();
+
+    let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
+    let transport = Arc::new(ReqwestTransport::new(http));
+    let cdn = Arc::new(Cdn::new(transport, api.clone(), config.cdn.clone(), stats.clone()));
+    let keys = Arc::new(KeyStore::new(config.keys.clone(), api));
+    let mut reader_config = config.reader.clone();
+    // Read-ahead windows of all readers together should fit the cache budget.
+    reader_config.readahead.max_window = reader_config.readahead.max_window.min((config.cache_size / 4).max(1 << 20));
+    let reader = Arc::new(Reader::new(cache.clone(), cdn, keys, reader_config));
+    let core = Arc::new(FsCore::new(tree, reader, cache, stats));
+    let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current());
+    let session = fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
+        path: config.mountpoint.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Mounted {
+        session: Some(session),
+        tracks,
+        mountpoint: config.mountpoint,
+    })
+}
+
+/// Mounts, then serves until SIGINT/SIGTERM or an outside unmount.
+pub async fn run(config: MountConfig) -> Result<(), MountError> {
+    let mountpoint = config.mountpoint.display().to_string();
+    let mounted = mount(config).await?;
+    eprintln!("trackfs: mounted {} tracks at {mountpoint} (Ctrl-C or `fusermount3 -u {mountpoint}` to unmount)", mounted.tracks);
+    wait_for_stop(&mounted).await;
+    mounted.unmount()?;
+    eprintln!("trackfs: unmounted {mountpoint}");
+    Ok(())
+}
+
+/// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
+pub async fn wait_for_stop(mounted: &Mounted) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals; unmount with fusermount3 -u");
+        while !mounted.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = tick.tick() => if mounted.is_finished() { return },
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Turns "bytes `offset..offset+len` of this stored file" into cached, decrypted blocks.
+//!
+//! Missing blocks are claimed in the cache (single flight), grouped into runs of consecutive
+//! blocks, and each run is fetched by one ranged GET in its own task: a read that gives up (the
+//! kernel interrupted it) does not cancel a fetch others wait for. Read-ahead adds the blocks
+//! `readahead` asks for to the same runs, so sequential readers find them already there.
+
+use crate::cache::{BlockCache, Claim, Lookup, Pending};
+use crate::client::cdn::Cdn;
+use crate::client::error::FetchError;
+use crate::crypto;
+use crate::keys::KeyStore;
+use crate::model::{Container, FileId};
+use crate::readahead::{ReadAheadConfig, Streams};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct ReaderConfig {
+    pub block_size: u64,
+    /// Largest single GET (a run of blocks is split into GETs of at most this).
+    pub max_request: u64,
+    pub readahead: ReadAheadConfig,
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        ReaderConfig {
+            block_size: 256 << 10,
+            max_request: 2 << 20,
+            readahead: ReadAheadConfig::default(),
+        }
+    }
+}
+
+/// A stored file as the reader sees it: its id and container (to check the first bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRef {
+    pub id: FileId,
+    pub container: Container,
+}
+
+#[derive(Default)]
+struct FileState {
+    total: Option<u64>,
+    streams: Streams,
+}
+
+pub struct Reader {
+    cache: Arc<BlockCache>,
+    cdn: Arc<Cdn>,
+    keys: Arc<KeyStore>,
+    config: ReaderConfig,
+    files: Mutex<HashMap<FileId, FileState>>,
+}
+
+impl Reader {
+    pub fn new(cache: Arc<BlockCache>, cdn: Arc<Cdn>, keys: Arc<KeyStore>, config: ReaderConfig) -> Self {
+        Reader {
+            cache,
+            cdn,
+            keys,
+            config,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_state<T>(&self, file: FileId, f: impl FnOnce(&mut FileState) -> T) -> T {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        f(files.entry(file).or_default())
+    }
+
+    /// The size if already known, without any I/O.
+    pub fn known_size(&self, file: FileId) -> Option<u64> {
+        self.with_state(file, |s| s.total)
+    }
+
+    /// The stored file's size, from `Content-Range`. Learning it fetches block 0, which stays
+    /// in the cache, so the first read after it costs nothing.
+    pub async fn size(self: &Arc<Self>, file: FileRef) -> Result<u64, FetchError> {
+        if let Some(total) = self.known_size(file.id) {
+            return Ok(total);
+        }
+        self.blocks(file, 0, 1, None).await?;
+        self.known_size(file.id).ok_or(FetchError::Shutdown)
+    }
+
+    /// Reads stored bytes `offset..offset+len`, short only at the end of the file.
+    pub async fn read(self: &Arc<Self>, file: FileRef, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+        let total = self.size(file).await?;
+        if offset >= total || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = total.min(offset.saturating_add(len));
+        let prefetch = self.with_state(file.id, |s| s.streams.on_read(&self.config.readahead, offset, end, total));
+        let bs = self.config.block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
+        let blocks = self.blocks(file, first, last + 1, prefetch_blocks).await?;
+        Ok(assemble(&blocks, offset - first * bs, end - offset))
+    }
+
+    /// Returns blocks `first..end`, fetching what is missing together with the blocks of
+    /// `prefetch` (not waited for).
+    async fn blocks(
+        self: &Arc<Self>,
+        file: FileRef,
+        first: u64,
+        end: u64,
+        prefetch: Option<(u64, u64)>,
+    ) -> Result<Vec<Bytes>, FetchError> {
+        let mut waits = Vec::with_capacity((end - first) as usize);
+        let mut claims = Vec::new();
+        for index in first..end {
+            match self.cache.lookup((file.id, index)) {
+                Lookup::Hit(block) => waits.push(Wait::Ready(block)),
+                Lookup::Pending(p) => waits.push(Wait::Pending(p)),
+                Lookup::Claimed(claim) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waits.push(Wait::Mine(rx));
+                    claims.push((claim, Some(tx)));
+                }
+            }
+        }
+        if let Some((from, to)) = prefetch {
+            let total_blocks = self.known_size(file.id).map(|t| t.div_ceil(self.config.block_size));
+            for index in from.max(end)..total_blocks.map_or(to, |n| to.min(n)) {
+                if !self.cache.contains(&(file.id, index)) {
+                    if let Lookup::Claimed(claim) = self.cache.lookup((file.id, index)) {
+                        claims.push((claim, None));
+                    }
+                }
+            }
+        }
+        self.spawn_fetches(file, claims);
+        let mut blocks = Vec::with_capacity(waits.len());
+        for wait in waits {
+            blocks.push(wait.get().await?);
+        }
+        Ok(blocks)
+    }
+
+    /// Groups claims into runs of consecutive blocks (at most `max_request` bytes each) and
+    /// fetches every run in its own task.
+    fn spawn_fetches(self: &Arc<Self>, file: FileRef, mut claims: Vec<(Claim, Option<Answer>)>) {
+        claims.sort_by_key(|(c, _)| c.key.1);
+        let max_blocks = (self.config.max_request / self.config.block_size).max(1) as usize;
+        let mut run: Vec<(Claim, Option<Answer>)> = Vec::new();
+        for claim in claims {
+            let continues = run
+                .last()
+                .is_some_and(|(c, _)| c.key.1 + 1 == claim.0.key.1 && run.len() < max_blocks);
+            if !continues && !run.is_empty() {
+                self.spawn_run(file, std::mem::take(&mut run));
+            }
+            run.push(claim);
+        }
+        if !run.is_empty() {
+            self.spawn_run(file, run);
+        }
+    }
+
+    fn spawn_run(self: &Arc<Self>, file: FileRef, run: Vec<(Claim, Option<Answer>)>) {
+        let reader = self.clone();
+        tokio::spawn(async move {
+            let first = run[0].0.key.1;
+            let result = reader.fetch_run(file, first, run.len() as u64).await;
+            for (i, (claim, answer)) in run.into_iter().enumerate() {
+                let block = result.as_ref().map(|blocks| blocks.get(i).cloned().unwrap_or_default());
+                let block = block.map_err(Clone::clone);
+                if let Some(answer) = answer {
+                    let _ = answer.send(block.clone());
+                }
+                reader.cache.fulfil(claim, block);
+            }
+        });
+    }
+
+    /// One ranged GET for `count` blocks from `first`, decrypted and cut into blocks.
+    async fn fetch_run(&self, file: FileRef, first: u64, count: u64) -> Result<Vec<Bytes>, FetchError> {
+        let bs = self.config.block_size;
+        let start = first * bs;
+        let last = start + count * bs - 1;
+        let known = self.known_size(file.id);
+        let (fetched, key) = tokio::join!(self.cdn.fetch(file.id, start, last, known), self.keys.get(file.id));
+        let (fetched, key) = (fetched?, key?);
+        let mut data: BytesMut = fetched.data;
+        crypto::apply_keystream(&key, start, &mut data);
+        if first == 0 {
+            check_magic(file, &data)?;
+        }
+        self.with_state(file.id, |s| s.total = Some(fetched.total));
+        let data = data.freeze();
+        Ok((0..count)
+            .map(|i| {
+                let from = ((i * bs) as usize).min(data.len());
+                let to = (((i + 1) * bs) as usize).min(data.len());
+                data.slice(from..to)
+            })
+            .collect())
+    }
+}
+
+type Answer = tokio::sync::oneshot::Sender<Result<Bytes, FetchError>>;
+
+enum Wait {
+    Ready(Bytes),
+    Pending(Pending),
+    Mine(tokio::sync::oneshot::Receiver<Result<Bytes, FetchError>>),
+}
+
+impl Wait {
+    async fn get(self) -> Result<Bytes, FetchError> {
+        match self {
+            Wait::Ready(b) => Ok(b),
+            Wait::Pending(p) => p.wait().await,
+            Wait::Mine(rx) => rx.await.unwrap_or(Err(FetchError::Shutdown)),
+        }
+    }
+}
+
+/// Copies `len` bytes starting `skip` bytes into the concatenation of `blocks`; a single block
+/// is sliced without copying.
+fn assemble(blocks: &[Bytes], skip: u64, len: u64) -> Bytes {
+    let (skip, len) = (skip as usize, len as usize);
+    if let [only] = blocks {
+        let end = (skip + len).min(only.len());
+        return only.slice(skip.min(end)..end);
+    }
+    let mut out = BytesMut::with_capacity(len);
+    let mut position = 0usize;
+    for block in blocks {
+        let (start, end) = (position, position + block.len());
+        position = end;
+        let from = skip.max(start);
+        let to = (skip + len).min(end);
+        if from < to {
+            out.extend_from_slice(&block[from - start..to - start]);
+        }
+    }
+    out.freeze()
+}
+
+/// A wrong key turns audio into noise: the plaintext after the hidden header must start the
+/// way its container does. Files too short to tell are let through.
+fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError> {
+    let body = plain.get(file.container.hidden_header_len() as usize..).unwrap_or(&[]);
+    if body.len() < 8 {
+        return Ok(());
+    }
+    let (ok, expected) = match file.container {
+        Container::OggVorbis => (body.starts_with(b"OggS"), "an Ogg stream (OggS)"),
+        Container::Flac => (body.starts_with(b"fLaC"), "a FLAC stream (fLaC)"),
+        Container::Mp3 => (
+            body.starts_with(b"ID3") || (body[0] == 0xff && body[1] & 0xe0 == 0xe0),
+            "MP3 (an ID3 tag or a frame sync)",
+        ),
+        Container::Aac => (&body[4..8] == b"ftyp" || (body[0] == 0xff && body[1] & 0xf0 == 0xf0), "AAC"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        tracing::error!(file = %file.id, "decrypted data is not {expected}: wrong key or corrupt file");
+        Err(FetchError::WrongKey { file: file.id, expected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assemble_spans_blocks_and_slices_single_ones() {
+        let blocks = [Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh"), Bytes::from_static(b"ij")];
+        assert_eq!(assemble(&blocks, 2, 5), Bytes::from_static(b"cdefg"));
+        assert_eq!(assemble(&blocks, 0, 10), Bytes::from_static(b"abcdefghij"));
+        assert_eq!(assemble(&blocks[..1], 1, 2), Bytes::from_static(b"bc"));
+        assert_eq!(assemble(&blocks, 9, 5), Bytes::from_static(b"j"));
+    }
+
+    #[test]
+    fn magic_checks_catch_a_wrong_key() {
+        let ogg = FileRef { id: FileId([0; 20]), container: Container::OggVorbis };
+        let mut plain = vec![0u8; 167];
+        plain.extend_from_slice(b"OggS\0\x02rest of page");
+        assert!(check_magic(ogg, &plain).is_ok());
+        plain[167] = b'X';
+        assert!(check_magic(ogg, &plain).is_err());
+        let mp3 = FileRef { id: FileId([0; 20]), container: Container::Mp3 };
+        assert!(check_magic(mp3, b"ID3\x04\0\0\0\0\0\0").is_ok());
+        assert!(check_magic(mp3, b"\xff\xfb\x90\x64\0\0\0\0").is_ok());
+        assert!(check_magic(mp3, b"garbage!").is_err());
+    }
+}
