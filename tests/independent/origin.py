@@ -189,6 +189,7 @@ def encrypt_file(entry, out_dir, rng_seed):
     entry.fid = digest.digest()
     entry.cipher_path = os.path.join(audio_dir, entry.fid.hex())
     os.replace(tmp, entry.cipher_path)
+    os.chmod(entry.cipher_path, 0o644)   # mkstemp's 0600 would lock out nginx
     entry.size = os.path.getsize(entry.cipher_path)
     entry.sha256 = sha.hexdigest()
     if entry.size != len(entry.header) + os.path.getsize(entry.source):
