@@ -412,6 +412,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"          # keep-alive, as a CDN would
     server_version = "trackfs-independent-origin"
     timeout = 60                           # idle keep-alive connections die
+    # Headers and body go out in separate writes; with Nagle on, the body
+    # waits for a delayed ACK (~40 ms), which would swamp --latency-ms.
+    disable_nagle_algorithm = True
     origin = None                          # set in main()
 
     # ---------------------------------------------------------- plumbing
@@ -504,12 +507,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def get_album(self, gid, query):
         if self.bearer_ok():
             album = self.origin.albums.get(gid) if ID_GID.fullmatch(gid) else None
-            self.proto(enc_album(album, len(gid))) if album else self.not_found()
+            if album:
+                self.proto(enc_album(album, len(album["tracks"])))
+            else:
+                self.not_found()
 
     def get_track(self, gid, query):
         if self.bearer_ok():
             track = self.origin.tracks.get(gid) if ID_GID.fullmatch(gid) else None
-            self.proto(enc_track(track)) if track else self.not_found()
+            if track:
+                self.proto(enc_track(track))
+            else:
+                self.not_found()
 
     def lookup_file(self, fid):
         return self.origin.files.get(fid) if ID_FID.fullmatch(fid) else None
@@ -537,7 +546,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def get_key(self, fid, query):
         if self.bearer_ok():
             entry = self.lookup_file(fid)
-            self.reply(200, entry.key, "application/octet-stream") if entry else self.not_found()
+            if entry:
+                self.reply(200, entry.key, "application/octet-stream")
+            else:
+                self.not_found()
 
     def get_head(self, fid, query):
         entry = self.lookup_file(fid)
