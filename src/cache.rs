@@ -191,7 +191,9 @@ mod tests {
     async fn failures_reach_waiters_and_are_not_cached() {
         let cache = BlockCache::new(1 << 20, Arc::default());
         let c = claim(&cache, 1);
-        let Lookup::Pending(p) = cache.lookup(key(1)) else { panic!() };
+        let Lookup::Pending(p) = cache.lookup(key(1)) else {
+            panic!()
+        };
         cache.fulfil(c, Err(FetchError::Shutdown));
         assert!(p.wait().await.is_err());
         assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
@@ -201,7 +203,9 @@ mod tests {
     async fn an_abandoned_claim_can_be_claimed_again() {
         let cache = BlockCache::new(1 << 20, Arc::default());
         let c = claim(&cache, 1);
-        let Lookup::Pending(p) = cache.lookup(key(1)) else { panic!() };
+        let Lookup::Pending(p) = cache.lookup(key(1)) else {
+            panic!()
+        };
         drop(c);
         assert!(p.wait().await.is_err());
         assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));

@@ -21,7 +21,11 @@ pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
     let wanted: Vec<_> = albums
         .iter()
         .enumerate()
-        .flat_map(|(i, a)| a.discs.iter().flat_map(move |d| d.tracks.iter().map(move |t| (i, *t))))
+        .flat_map(|(i, a)| {
+            a.discs
+                .iter()
+                .flat_map(move |d| d.tracks.iter().map(move |t| (i, *t)))
+        })
         .collect();
     let results: Vec<_> = stream::iter(wanted)
         .map(|(i, id)| async move { (i, id, api.track(id).await) })
@@ -30,7 +34,10 @@ pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
         .await;
     let mut entries: Vec<AlbumEntry> = albums
         .into_iter()
-        .map(|album| AlbumEntry { album, tracks: Vec::new() })
+        .map(|album| AlbumEntry {
+            album,
+            tracks: Vec::new(),
+        })
         .collect();
     for (i, id, result) in results {
         match result {

@@ -36,7 +36,9 @@ enum Command {
     )]
     Publish(PublishArgs),
     /// Mount an origin's catalogue as a read-only directory (runs until unmounted).
-    #[command(after_help = "Examples:\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials\n  trackfs mount https://origin.example ~/tracks --credentials ~/.config/trackfs/credentials --cache-size 1GiB --format FLAC_FLAC,OGG_VORBIS_320\n\nUnmount with Ctrl-C, `kill <pid>` or `fusermount3 -u <MOUNTPOINT>`.")]
+    #[command(
+        after_help = "Examples:\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials\n  trackfs mount https://origin.example ~/tracks --credentials ~/.config/trackfs/credentials --cache-size 1GiB --format FLAC_FLAC,OGG_VORBIS_320\n\nUnmount with Ctrl-C, `kill <pid>` or `fusermount3 -u <MOUNTPOINT>`."
+    )]
     Mount(MountArgs),
     /// Print a mount's live counters as a table.
     #[command(after_help = "Example:\n  trackfs stats ~/tracks")]
@@ -108,18 +110,27 @@ fn parse_format(text: &str) -> Result<AudioFormat, String> {
 /// Reads a secret file, warning when group or others may read it.
 fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!("the {what} file {} is readable by others; run `chmod 600 {}`", path.display(), path.display());
+        tracing::warn!(
+            "the {what} file {} is readable by others; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
 }
 
 impl MountArgs {
     fn into_config(self) -> Result<MountConfig, String> {
         let text = read_private_file(&self.credentials, "credentials")?;
         let credentials = Credentials::parse(&text).ok_or_else(|| {
-            format!("the credentials file {} must hold one line `user:password`", self.credentials.display())
+            format!(
+                "the credentials file {} must hold one line `user:password`",
+                self.credentials.display()
+            )
         })?;
         let keys = match &self.keys {
             Some(path) => {
@@ -129,11 +140,17 @@ impl MountArgs {
             None => Default::default(),
         };
         let ca_cert = match &self.ca_cert {
-            Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?),
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?,
+            ),
             None => None,
         };
         if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
-            return Err(format!("the origin must be an http:// or https:// URL, got {:?}", self.origin));
+            return Err(format!(
+                "the origin must be an http:// or https:// URL, got {:?}",
+                self.origin
+            ));
         }
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
             return Err("--stall-timeout must be between 0 and 3600 seconds".into());
@@ -251,7 +268,8 @@ pub fn main() -> ExitCode {
         }
         Command::Mount(args) => args.into_config().and_then(|config| {
             let rt = runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
-            rt.block_on(trackfs::mount::run(config)).map_err(|e| e.to_string())
+            rt.block_on(trackfs::mount::run(config))
+                .map_err(|e| e.to_string())
         }),
         Command::Stats(args) => print_stats(&args.mountpoint),
         Command::Serve(args) => args.into_config().and_then(|config| {
@@ -272,21 +290,58 @@ pub fn main() -> ExitCode {
 /// `trackfs stats`: the mount's `.trackfs/stats` as a table people can read.
 fn print_stats(mountpoint: &std::path::Path) -> Result<(), String> {
     let path = mountpoint.join(".trackfs/stats");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}; is trackfs mounted there?", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}; is trackfs mounted there?",
+            path.display()
+        )
+    })?;
     let value = |name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0)
     };
     let (hits, misses) = (value("cache_hits"), value("cache_misses"));
-    let hit_rate = if hits + misses == 0 { 0.0 } else { 100.0 * hits as f64 / (hits + misses) as f64 };
+    let hit_rate = if hits + misses == 0 {
+        0.0
+    } else {
+        100.0 * hits as f64 / (hits + misses) as f64
+    };
     let size = trackfs::units::format_size;
-    println!("{:<22} {:>14}", "cache hit rate", format!("{hit_rate:.1} %"));
-    println!("{:<22} {:>14}", "cache used", format!("{} of {}", size(value("cache_bytes")), size(value("cache_budget_bytes"))));
-    println!("{:<22} {:>14}", "fetched from CDN", size(value("bytes_fetched")));
-    println!("{:<22} {:>14}", "served to programs", size(value("bytes_served")));
-    for name in ["cdn_requests", "in_flight_requests", "resolves", "token_renewals", "retries", "failovers", "errors", "cache_evictions"] {
+    println!(
+        "{:<22} {:>14}",
+        "cache hit rate",
+        format!("{hit_rate:.1} %")
+    );
+    println!(
+        "{:<22} {:>14}",
+        "cache used",
+        format!(
+            "{} of {}",
+            size(value("cache_bytes")),
+            size(value("cache_budget_bytes"))
+        )
+    );
+    println!(
+        "{:<22} {:>14}",
+        "fetched from CDN",
+        size(value("bytes_fetched"))
+    );
+    println!(
+        "{:<22} {:>14}",
+        "served to programs",
+        size(value("bytes_served"))
+    );
+    for name in [
+        "cdn_requests",
+        "in_flight_requests",
+        "resolves",
+        "token_renewals",
+        "retries",
+        "failovers",
+        "errors",
+        "cache_evictions",
+    ] {
         println!("{:<22} {:>14}", name.replace('_', " "), value(name));
     }
     Ok(())

@@ -5,9 +5,9 @@
 
 use crate::fs::{Attr, FsCore, FsError, Kind, OpenMode};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -26,7 +26,11 @@ impl TrackFs {
     pub fn new(core: Arc<FsCore>, runtime: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        TrackFs { core, runtime, owner: Owner { uid, gid } }
+        TrackFs {
+            core,
+            runtime,
+            owner: Owner { uid, gid },
+        }
     }
 
     fn ttl(attr: &Attr) -> Duration {
@@ -87,7 +91,11 @@ impl Filesystem for TrackFs {
         let (core, owner) = (self.core.clone(), self.owner);
         self.runtime.spawn(async move {
             match core.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&TrackFs::ttl(&attr), &file_attr(&attr, owner), Generation(0)),
+                Ok(attr) => reply.entry(
+                    &TrackFs::ttl(&attr),
+                    &file_attr(&attr, owner),
+                    Generation(0),
+                ),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -132,7 +140,14 @@ impl Filesystem for TrackFs {
         });
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         // Listing is in memory; only the size probes it starts run on tokio.
         let _guard = self.runtime.enter();
         let entries = match self.core.readdir(ino.0) {
@@ -153,7 +168,9 @@ impl Filesystem for TrackFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.tree().get(ino.0).map(|n| &n.kind) {
-            Some(crate::fs::tree::NodeKind::Dir { .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
+            Some(crate::fs::tree::NodeKind::Dir { .. }) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
+            }
             Some(_) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
         }
@@ -172,6 +189,48 @@ impl Filesystem for TrackFs {
             return reply.error(Errno::EROFS);
         }
         reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    /// No extended attributes (the kernel asks for security labels on every lookup).
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
     }
 
     // Everything that would change the tree is refused: the mount is read-only.
@@ -212,7 +271,16 @@ impl Filesystem for TrackFs {
         reply.error(Errno::EROFS);
     }
 
-    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _r: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -228,7 +296,14 @@ impl Filesystem for TrackFs {
         reply.error(Errno::EROFS);
     }
 
-    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _t: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -262,15 +337,27 @@ impl Filesystem for TrackFs {
         reply.error(Errno::EROFS);
     }
 
-    fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::EROFS);
     }
 }
 
-
 /// Mounts `fs` at `mountpoint` with a background session. Private to the mounting user unless
 /// `allow_other` (then with kernel permission checks, and auto-unmount if the process dies).
-pub fn spawn(fs: TrackFs, mountpoint: &std::path::Path, allow_other: bool) -> std::io::Result<fuser::BackgroundSession> {
+pub fn spawn(
+    fs: TrackFs,
+    mountpoint: &std::path::Path,
+    allow_other: bool,
+) -> std::io::Result<fuser::BackgroundSession> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("trackfs".into()),
@@ -282,7 +369,9 @@ pub fn spawn(fs: TrackFs, mountpoint: &std::path::Path, allow_other: bool) -> st
     ];
     if allow_other {
         config.acl = fuser::SessionACL::All;
-        config.mount_options.push(fuser::MountOption::DefaultPermissions);
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
         config.mount_options.push(fuser::MountOption::AutoUnmount);
     }
     config.n_threads = Some(2);

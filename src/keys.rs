@@ -65,7 +65,9 @@ impl KeyStore {
             let mut map = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(file).or_default().clone()
         };
-        cell.get_or_try_init(|| self.api.audio_key(file)).await.cloned()
+        cell.get_or_try_init(|| self.api.audio_key(file))
+            .await
+            .cloned()
     }
 }
 

@@ -71,7 +71,10 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(text: &str) -> String {
-    text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    text.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// A mounted filesystem; dropping it unmounts.
@@ -114,28 +117,47 @@ impl Drop for Mounted {
 pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
     let stats = Arc::new(Stats::default());
-    let http = client::http_client(config.ca_cert.as_deref(), Duration::from_secs(5)).map_err(MountError::Setup)?;
-    let api = Arc::new(Api::new(http.clone(), &config.origin, config.credentials.clone(), stats.clone()));
+    let http = client::http_client(config.ca_cert.as_deref(), Duration::from_secs(5))
+        .map_err(MountError::Setup)?;
+    let api = Arc::new(Api::new(
+        http.clone(),
+        &config.origin,
+        config.credentials.clone(),
+        stats.clone(),
+    ));
     // A token first: bad credentials or a dead origin fail here, once, with a clear message.
-    api.token(false).await.map_err(|e| MountError::Origin(e.to_string()))?;
-    let albums = catalogue::load(&api).await.map_err(|e| MountError::Origin(e.to_string()))?;
+    api.token(false)
+        .await
+        .map_err(|e| MountError::Origin(e.to_string()))?;
+    let albums = catalogue::load(&api)
+        .await
+        .map_err(|e| MountError::Origin(e.to_string()))?;
     let tree = Tree::build(&albums, &config.formats);
     let tracks = tree.track_count();
 
     let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
     let transport = Arc::new(ReqwestTransport::new(http));
-    let cdn = Arc::new(Cdn::new(transport, api.clone(), config.cdn.clone(), stats.clone()));
+    let cdn = Arc::new(Cdn::new(
+        transport,
+        api.clone(),
+        config.cdn.clone(),
+        stats.clone(),
+    ));
     let keys = Arc::new(KeyStore::new(config.keys.clone(), api));
     let mut reader_config = config.reader.clone();
     // Read-ahead windows of all readers together should fit the cache budget.
-    reader_config.readahead.max_window = reader_config.readahead.max_window.min((config.cache_size / 4).max(1 << 20));
+    reader_config.readahead.max_window = reader_config
+        .readahead
+        .max_window
+        .min((config.cache_size / 4).max(1 << 20));
     let reader = Arc::new(Reader::new(cache.clone(), cdn, keys, reader_config));
     let core = Arc::new(FsCore::new(tree, reader, cache, stats));
     let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current());
-    let session = fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
-        path: config.mountpoint.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let session =
+        fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
+            path: config.mountpoint.display().to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(Mounted {
         session: Some(session),
         tracks,
@@ -157,7 +179,10 @@ pub async fn run(config: MountConfig) -> Result<(), MountError> {
 /// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
 pub async fn wait_for_stop(mounted: &Mounted) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot listen for signals; unmount with fusermount3 -u");
         while !mounted.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;

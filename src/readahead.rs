@@ -51,11 +51,18 @@ pub struct Streams {
 impl Streams {
     /// Records a read of `offset..end` in a file of `total` bytes and returns the range to
     /// prefetch now, if any.
-    pub fn on_read(&mut self, config: &ReadAheadConfig, offset: u64, end: u64, total: u64) -> Option<Range<u64>> {
+    pub fn on_read(
+        &mut self,
+        config: &ReadAheadConfig,
+        offset: u64,
+        end: u64,
+        total: u64,
+    ) -> Option<Range<u64>> {
         self.clock += 1;
         let clock = self.clock;
         let found = self.streams.iter_mut().find(|s| {
-            offset >= s.next.saturating_sub(config.back_slack) && offset <= s.next.max(s.ahead_to) + s.window
+            offset >= s.next.saturating_sub(config.back_slack)
+                && offset <= s.next.max(s.ahead_to) + s.window
         });
         let stream = match found {
             Some(s) => {
@@ -86,7 +93,8 @@ impl Streams {
 
     fn start_stream(&mut self, config: &ReadAheadConfig, offset: u64, end: u64) -> &mut Stream {
         if self.streams.len() >= config.max_streams {
-            if let Some(oldest) = (0..self.streams.len()).min_by_key(|&i| self.streams[i].last_used) {
+            if let Some(oldest) = (0..self.streams.len()).min_by_key(|&i| self.streams[i].last_used)
+            {
                 self.streams.swap_remove(oldest);
             }
         }
@@ -122,7 +130,10 @@ mod tests {
     fn a_read_from_the_start_prefetches_and_the_window_grows() {
         let (c, mut s) = (config(), Streams::default());
         let total = 100 * MIB;
-        assert_eq!(s.on_read(&c, 0, 128 << 10, total), Some((128 << 10)..MIB + (128 << 10)));
+        assert_eq!(
+            s.on_read(&c, 0, 128 << 10, total),
+            Some((128 << 10)..MIB + (128 << 10))
+        );
         let mut offset = 128 << 10;
         let mut widest = 0;
         while offset < 40 * MIB {
@@ -164,10 +175,17 @@ mod tests {
             offset += 128 << 10;
         }
         let window_before = s.streams[0].window;
-        assert_eq!(s.on_read(&c, total - 4096, total, total), None, "the tail probe is not prefetched");
+        assert_eq!(
+            s.on_read(&c, total - 4096, total, total),
+            None,
+            "the tail probe is not prefetched"
+        );
         s.on_read(&c, offset, offset + (128 << 10), total);
         assert_eq!(s.streams.len(), 2);
-        assert!(s.streams[0].window >= window_before, "the first stream kept its window");
+        assert!(
+            s.streams[0].window >= window_before,
+            "the first stream kept its window"
+        );
         assert!(s.streams[0].next > 4 * MIB);
     }
 

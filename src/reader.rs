@@ -56,7 +56,12 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(cache: Arc<BlockCache>, cdn: Arc<Cdn>, keys: Arc<KeyStore>, config: ReaderConfig) -> Self {
+    pub fn new(
+        cache: Arc<BlockCache>,
+        cdn: Arc<Cdn>,
+        keys: Arc<KeyStore>,
+        config: ReaderConfig,
+    ) -> Self {
         Reader {
             cache,
             cdn,
@@ -87,13 +92,21 @@ impl Reader {
     }
 
     /// Reads stored bytes `offset..offset+len`, short only at the end of the file.
-    pub async fn read(self: &Arc<Self>, file: FileRef, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+    pub async fn read(
+        self: &Arc<Self>,
+        file: FileRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, FetchError> {
         let total = self.size(file).await?;
         if offset >= total || len == 0 {
             return Ok(Bytes::new());
         }
         let end = total.min(offset.saturating_add(len));
-        let prefetch = self.with_state(file.id, |s| s.streams.on_read(&self.config.readahead, offset, end, total));
+        let prefetch = self.with_state(file.id, |s| {
+            s.streams
+                .on_read(&self.config.readahead, offset, end, total)
+        });
         let bs = self.config.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
@@ -124,7 +137,9 @@ impl Reader {
             }
         }
         if let Some((from, to)) = prefetch {
-            let total_blocks = self.known_size(file.id).map(|t| t.div_ceil(self.config.block_size));
+            let total_blocks = self
+                .known_size(file.id)
+                .map(|t| t.div_ceil(self.config.block_size));
             for index in from.max(end)..total_blocks.map_or(to, |n| to.min(n)) {
                 if !self.cache.contains(&(file.id, index)) {
                     if let Lookup::Claimed(claim) = self.cache.lookup((file.id, index)) {
@@ -167,7 +182,9 @@ impl Reader {
             let first = run[0].0.key.1;
             let result = reader.fetch_run(file, first, run.len() as u64).await;
             for (i, (claim, answer)) in run.into_iter().enumerate() {
-                let block = result.as_ref().map(|blocks| blocks.get(i).cloned().unwrap_or_default());
+                let block = result
+                    .as_ref()
+                    .map(|blocks| blocks.get(i).cloned().unwrap_or_default());
                 let block = block.map_err(Clone::clone);
                 if let Some(answer) = answer {
                     let _ = answer.send(block.clone());
@@ -178,12 +195,20 @@ impl Reader {
     }
 
     /// One ranged GET for `count` blocks from `first`, decrypted and cut into blocks.
-    async fn fetch_run(&self, file: FileRef, first: u64, count: u64) -> Result<Vec<Bytes>, FetchError> {
+    async fn fetch_run(
+        &self,
+        file: FileRef,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Bytes>, FetchError> {
         let bs = self.config.block_size;
         let start = first * bs;
         let last = start + count * bs - 1;
         let known = self.known_size(file.id);
-        let (fetched, key) = tokio::join!(self.cdn.fetch(file.id, start, last, known), self.keys.get(file.id));
+        let (fetched, key) = tokio::join!(
+            self.cdn.fetch(file.id, start, last, known),
+            self.keys.get(file.id)
+        );
         let (fetched, key) = (fetched?, key?);
         let mut data: BytesMut = fetched.data;
         crypto::apply_keystream(&key, start, &mut data);
@@ -245,7 +270,9 @@ fn assemble(blocks: &[Bytes], skip: u64, len: u64) -> Bytes {
 /// A wrong key turns audio into noise: the plaintext after the hidden header must start the
 /// way its container does. Files too short to tell are let through.
 fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError> {
-    let body = plain.get(file.container.hidden_header_len() as usize..).unwrap_or(&[]);
+    let body = plain
+        .get(file.container.hidden_header_len() as usize..)
+        .unwrap_or(&[]);
     if body.len() < 8 {
         return Ok(());
     }
@@ -256,13 +283,19 @@ fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError> {
             body.starts_with(b"ID3") || (body[0] == 0xff && body[1] & 0xe0 == 0xe0),
             "MP3 (an ID3 tag or a frame sync)",
         ),
-        Container::Aac => (&body[4..8] == b"ftyp" || (body[0] == 0xff && body[1] & 0xf0 == 0xf0), "AAC"),
+        Container::Aac => (
+            &body[4..8] == b"ftyp" || (body[0] == 0xff && body[1] & 0xf0 == 0xf0),
+            "AAC",
+        ),
     };
     if ok {
         Ok(())
     } else {
         tracing::error!(file = %file.id, "decrypted data is not {expected}: wrong key or corrupt file");
-        Err(FetchError::WrongKey { file: file.id, expected })
+        Err(FetchError::WrongKey {
+            file: file.id,
+            expected,
+        })
     }
 }
 
@@ -272,7 +305,11 @@ mod tests {
 
     #[test]
     fn assemble_spans_blocks_and_slices_single_ones() {
-        let blocks = [Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh"), Bytes::from_static(b"ij")];
+        let blocks = [
+            Bytes::from_static(b"abcd"),
+            Bytes::from_static(b"efgh"),
+            Bytes::from_static(b"ij"),
+        ];
         assert_eq!(assemble(&blocks, 2, 5), Bytes::from_static(b"cdefg"));
         assert_eq!(assemble(&blocks, 0, 10), Bytes::from_static(b"abcdefghij"));
         assert_eq!(assemble(&blocks[..1], 1, 2), Bytes::from_static(b"bc"));
@@ -281,13 +318,19 @@ mod tests {
 
     #[test]
     fn magic_checks_catch_a_wrong_key() {
-        let ogg = FileRef { id: FileId([0; 20]), container: Container::OggVorbis };
+        let ogg = FileRef {
+            id: FileId([0; 20]),
+            container: Container::OggVorbis,
+        };
         let mut plain = vec![0u8; 167];
         plain.extend_from_slice(b"OggS\0\x02rest of page");
         assert!(check_magic(ogg, &plain).is_ok());
         plain[167] = b'X';
         assert!(check_magic(ogg, &plain).is_err());
-        let mp3 = FileRef { id: FileId([0; 20]), container: Container::Mp3 };
+        let mp3 = FileRef {
+            id: FileId([0; 20]),
+            container: Container::Mp3,
+        };
         assert!(check_magic(mp3, b"ID3\x04\0\0\0\0\0\0").is_ok());
         assert!(check_magic(mp3, b"\xff\xfb\x90\x64\0\0\0\0").is_ok());
         assert!(check_magic(mp3, b"garbage!").is_err());

@@ -30,7 +30,10 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     pub fn parse(text: &str) -> Option<Credentials> {
-        let line = text.lines().find(|l| !l.trim().is_empty())?.trim_end_matches('\r');
+        let line = text
+            .lines()
+            .find(|l| !l.trim().is_empty())?
+            .trim_end_matches('\r');
         let (user, password) = line.split_once(':')?;
         if user.is_empty() {
             return None;
@@ -65,7 +68,12 @@ struct TokenAnswer {
 const ATTEMPTS: u32 = 4;
 
 impl Api {
-    pub fn new(http: reqwest::Client, base: &str, credentials: Credentials, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        credentials: Credentials,
+        stats: Arc<Stats>,
+    ) -> Self {
         Api {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -104,12 +112,16 @@ impl Api {
             })
             .await?;
         self.stats.token_renewals.incr();
-        let body = response.bytes().await.map_err(|e| self.body_error(&url, e))?;
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| FetchError::Malformed {
-            what: "the token answer",
-            url: redact::url(&url),
-            reason: e.to_string(),
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.body_error(&url, e))?;
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Malformed {
+                what: "the token answer",
+                url: redact::url(&url),
+                reason: e.to_string(),
+            })?;
         // Renew at 80% of the lifetime, so a long read never meets an expired token.
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600).max(1));
         Ok(Token {
@@ -193,10 +205,16 @@ impl Api {
                 Err(e) => return Err(e),
             }
         }
-        Err(FetchError::BadCredentials { url: redact::url(&url) })
+        Err(FetchError::BadCredentials {
+            url: redact::url(&url),
+        })
     }
 
-    async fn get_proto<M: Message + Default>(&self, path: &str, what: &'static str) -> Result<M, FetchError> {
+    async fn get_proto<M: Message + Default>(
+        &self,
+        path: &str,
+        what: &'static str,
+    ) -> Result<M, FetchError> {
         let body = self.get_authed(path, what).await?;
         M::decode(body).map_err(|e| FetchError::Malformed {
             what,
@@ -217,7 +235,9 @@ impl Api {
         let lib: proto::library::Library = self.get_proto("/library", "the library").await?;
         lib.album_gid
             .iter()
-            .map(|g| AlbumId::from_bytes(g).map_err(|e| self.malformed("the library", "/library", e)))
+            .map(|g| {
+                AlbumId::from_bytes(g).map_err(|e| self.malformed("the library", "/library", e))
+            })
             .collect()
     }
 
@@ -236,21 +256,26 @@ impl Api {
     /// The file's CDN URLs, in the origin's order of preference.
     pub async fn resolve(&self, file: FileId) -> Result<Vec<String>, FetchError> {
         let path = format!("/storage-resolve/files/audio/interactive/{file}");
-        let pb: proto::storage::StorageResolveResponse = self.get_proto(&path, "storage-resolve").await?;
+        let pb: proto::storage::StorageResolveResponse =
+            self.get_proto(&path, "storage-resolve").await?;
         self.stats.resolves.incr();
         let urls: Vec<String> = pb
             .cdnurl
             .into_iter()
             .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .collect();
-        if pb.result != proto::storage::storage_resolve_response::Result::Cdn as i32 || urls.is_empty() {
+        if pb.result != proto::storage::storage_resolve_response::Result::Cdn as i32
+            || urls.is_empty()
+        {
             return Err(FetchError::NoCdnUrl { file });
         }
         Ok(urls)
     }
 
     pub async fn audio_key(&self, file: FileId) -> Result<AudioKey, FetchError> {
-        let body = self.get_authed(&format!("/audiokey/{file}"), "an audio key").await?;
+        let body = self
+            .get_authed(&format!("/audiokey/{file}"), "an audio key")
+            .await?;
         AudioKey::from_slice(&body).map_err(|e| FetchError::BadKey {
             file,
             source_name: "the origin",

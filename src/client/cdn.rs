@@ -106,7 +106,12 @@ pub struct Cdn {
 }
 
 impl Cdn {
-    pub fn new(transport: Arc<dyn Transport>, resolver: Arc<dyn Resolve>, config: CdnConfig, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        resolver: Arc<dyn Resolve>,
+        config: CdnConfig,
+        stats: Arc<Stats>,
+    ) -> Self {
         Cdn {
             transport,
             resolver,
@@ -223,16 +228,19 @@ impl Cdn {
         let _in_flight = self.stats.in_flight.enter();
         self.stats.cdn_requests.incr();
         let shown = redact::url(url);
-        let response = tokio::time::timeout(self.config.header_timeout, self.transport.get(url, Some((first, last))))
-            .await
-            .map_err(|_| FetchError::Stalled {
-                url: shown.clone(),
-                stalled_for: self.config.header_timeout,
-            })?
-            .map_err(|reason| FetchError::Connect {
-                url: shown.clone(),
-                reason,
-            })?;
+        let response = tokio::time::timeout(
+            self.config.header_timeout,
+            self.transport.get(url, Some((first, last))),
+        )
+        .await
+        .map_err(|_| FetchError::Stalled {
+            url: shown.clone(),
+            stalled_for: self.config.header_timeout,
+        })?
+        .map_err(|reason| FetchError::Connect {
+            url: shown.clone(),
+            reason,
+        })?;
         let reading = RangeRead {
             file,
             url: shown,
@@ -281,7 +289,10 @@ impl RangeRead {
     /// A total must be plausible and, once known, never change.
     fn check_total(&self, total: u64) -> Result<(), FetchError> {
         if total > MAX_PLAUSIBLE_SIZE {
-            return Err(FetchError::AbsurdSize { file: self.file, size: total });
+            return Err(FetchError::AbsurdSize {
+                file: self.file,
+                size: total,
+            });
         }
         match self.known_total {
             Some(old) if old != total => Err(FetchError::SizeChanged {
@@ -318,7 +329,10 @@ impl RangeRead {
         };
         self.check_total(total)?;
         if self.first >= total {
-            return Ok(Fetched { total, data: BytesMut::new() });
+            return Ok(Fetched {
+                total,
+                data: BytesMut::new(),
+            });
         }
         let len = self.last.min(total - 1) - self.first + 1;
         let data = self.collect(&mut response, self.first, len, false).await?;
@@ -330,15 +344,27 @@ impl RangeRead {
         match parse_content_range(&header) {
             Some(ContentRange::Unsatisfied { total }) if self.first >= total => {
                 self.check_total(total)?;
-                Ok(Fetched { total, data: BytesMut::new() })
+                Ok(Fetched {
+                    total,
+                    data: BytesMut::new(),
+                })
             }
-            _ => Err(self.bad(format!("416 for bytes {}- with Content-Range {header:?}", self.first))),
+            _ => Err(self.bad(format!(
+                "416 for bytes {}- with Content-Range {header:?}",
+                self.first
+            ))),
         }
     }
 
     /// Reads the body: skips `skip` bytes, keeps `len`. With `exact`, the body must be exactly
     /// `len` bytes long; a body that goes quiet for `stall_timeout` is a stall.
-    async fn collect(&self, response: &mut HttpResponse, skip: u64, len: u64, exact: bool) -> Result<BytesMut, FetchError> {
+    async fn collect(
+        &self,
+        response: &mut HttpResponse,
+        skip: u64,
+        len: u64,
+        exact: bool,
+    ) -> Result<BytesMut, FetchError> {
         let mut out = BytesMut::with_capacity(len as usize);
         let mut position = 0u64;
         let wanted_end = skip + len;
@@ -352,7 +378,9 @@ impl RangeRead {
                     })
                 }
                 Ok(None) => break,
-                Ok(Some(Err(reason))) => return Err(self.body_error(out.len() as u64, len, reason)),
+                Ok(Some(Err(reason))) => {
+                    return Err(self.body_error(out.len() as u64, len, reason))
+                }
                 Ok(Some(Ok(chunk))) => chunk,
             };
             let chunk_start = position;
@@ -389,7 +417,9 @@ fn retry_delay(error: &FetchError, attempt: u32) -> Duration {
             retry_after: Some(wait),
             ..
         } => (*wait).min(Duration::from_secs(5)),
-        FetchError::Status { status: 403, .. } | FetchError::NotFound { .. } if attempt <= 1 => Duration::ZERO,
+        FetchError::Status { status: 403, .. } | FetchError::NotFound { .. } if attempt <= 1 => {
+            Duration::ZERO
+        }
         _ => super::backoff(attempt),
     }
 }

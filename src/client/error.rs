@@ -26,12 +26,19 @@ pub enum FetchError {
     Stalled { url: String, stalled_for: Duration },
     #[error("{url}: {reason}")]
     BadRange { url: String, reason: String },
-    #[error("file {file} changed on the CDN (size was {old}, now {new}); refusing to mix versions")]
+    #[error(
+        "file {file} changed on the CDN (size was {old}, now {new}); refusing to mix versions"
+    )]
     SizeChanged { file: FileId, old: u64, new: u64 },
     #[error("file {file}: size {size} is not plausible")]
     AbsurdSize { file: FileId, size: u64 },
-    #[error("file {file}: decrypted data does not look like {expected}: wrong key or corrupt file")]
-    WrongKey { file: FileId, expected: &'static str },
+    #[error(
+        "file {file}: decrypted data does not look like {expected}: wrong key or corrupt file"
+    )]
+    WrongKey {
+        file: FileId,
+        expected: &'static str,
+    },
     #[error("file {file}: the key from {source_name} is {len} bytes, not 16")]
     BadKey {
         file: FileId,

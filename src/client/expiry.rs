@@ -42,14 +42,26 @@ mod tests {
 
     #[test]
     fn reads_the_four_forms() {
-        assert_eq!(url_expiry("http://h/audio/ab?1700000000_c2lnbmF0dXJl"), Some(1700000000));
-        assert_eq!(url_expiry("https://h/x?verify=1700000001-abcdef"), Some(1700000001));
+        assert_eq!(
+            url_expiry("http://h/audio/ab?1700000000_c2lnbmF0dXJl"),
+            Some(1700000000)
+        );
+        assert_eq!(
+            url_expiry("https://h/x?verify=1700000001-abcdef"),
+            Some(1700000001)
+        );
         assert_eq!(
             url_expiry("https://h/x?__token__=exp=1700000002~hmac=0123abcd"),
             Some(1700000002)
         );
-        assert_eq!(url_expiry("https://h/x?Expires=1700000003~Signature=xyz"), Some(1700000003));
-        assert_eq!(url_expiry("https://h/x?a=b&Expires=1700000004&Signature=xyz"), Some(1700000004));
+        assert_eq!(
+            url_expiry("https://h/x?Expires=1700000003~Signature=xyz"),
+            Some(1700000003)
+        );
+        assert_eq!(
+            url_expiry("https://h/x?a=b&Expires=1700000004&Signature=xyz"),
+            Some(1700000004)
+        );
     }
 
     #[test]
@@ -58,6 +70,9 @@ mod tests {
         assert_eq!(url_expiry("http://h/audio/ab?token=xyz"), None);
         assert_eq!(url_expiry("http://h/audio/ab?_xyz"), None);
         assert_eq!(url_expiry("http://h/audio/ab?verify=soon-abc"), None);
-        assert_eq!(url_expiry("http://h/audio/ab?99999999999999999999999_x"), None);
+        assert_eq!(
+            url_expiry("http://h/audio/ab?99999999999999999999999_x"),
+            None
+        );
     }
 }

@@ -18,7 +18,10 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Builds the shared HTTP client: keep-alive pool, rustls, an optional private CA.
-pub fn http_client(ca_cert: Option<&[u8]>, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn http_client(
+    ca_cert: Option<&[u8]>,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(64)
@@ -26,8 +29,11 @@ pub fn http_client(ca_cert: Option<&[u8]>, connect_timeout: Duration) -> Result<
         .tcp_nodelay(true)
         .use_rustls_tls();
     if let Some(pem) = ca_cert {
-        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?;
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?;
         builder = builder.add_root_certificate(cert);
     }
-    builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

@@ -24,7 +24,11 @@ pub struct HttpResponse {
 pub trait Transport: Send + Sync + 'static {
     /// GETs `url` with `Range: bytes=first-last` when `range` is set. An `Err` is a failure to
     /// get any answer (connect, TLS, reset before headers), described without the URL's query.
-    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>>;
+    fn get(
+        &self,
+        url: &str,
+        range: Option<(u64, u64)>,
+    ) -> BoxFuture<'_, Result<HttpResponse, String>>;
 }
 
 /// reqwest, HTTP/1.1 keep-alive, rustls.
@@ -72,7 +76,11 @@ impl WithoutUrl for reqwest::Error {
 }
 
 impl Transport for ReqwestTransport {
-    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>> {
+    fn get(
+        &self,
+        url: &str,
+        range: Option<(u64, u64)>,
+    ) -> BoxFuture<'_, Result<HttpResponse, String>> {
         let mut request = self.client.get(url);
         if let Some((first, last)) = range {
             request = request.header(reqwest::header::RANGE, format!("bytes={first}-{last}"));

@@ -116,7 +116,9 @@ impl FsCore {
         let (kind, size, immutable) = match &node.kind {
             NodeKind::Dir { .. } => (Kind::Dir, 0, true),
             NodeKind::Stats => (Kind::File, self.render_stats().len() as u64, false),
-            NodeKind::Track { file, header } => (Kind::File, self.track_size(*file, *header).await?, true),
+            NodeKind::Track { file, header } => {
+                (Kind::File, self.track_size(*file, *header).await?, true)
+            }
         };
         Ok(Attr {
             ino,
@@ -141,15 +143,27 @@ impl FsCore {
             return Err(FsError::NotDir);
         };
         let mut entries = vec![
-            DirEntry { ino, kind: Kind::Dir, name: ".".into() },
-            DirEntry { ino: node.parent, kind: Kind::Dir, name: "..".into() },
+            DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: node.parent,
+                kind: Kind::Dir,
+                name: "..".into(),
+            },
         ];
         for (name, &child) in children {
             let kind = match self.tree.get(child).map(|n| &n.kind) {
                 Some(NodeKind::Dir { .. }) => Kind::Dir,
                 _ => Kind::File,
             };
-            entries.push(DirEntry { ino: child, kind, name: name.clone() });
+            entries.push(DirEntry {
+                ino: child,
+                kind,
+                name: name.clone(),
+            });
         }
         self.probe_sizes_below(ino);
         Ok(entries)
@@ -193,11 +207,13 @@ impl FsCore {
                 let end = (start + size as usize).min(text.len());
                 text.slice(start..end)
             }
-            NodeKind::Track { file, header } => {
-                self.reader.read(*file, offset + header, size as u64).await.inspect_err(|e| {
+            NodeKind::Track { file, header } => self
+                .reader
+                .read(*file, offset + header, size as u64)
+                .await
+                .inspect_err(|e| {
                     tracing::warn!(file = %file.id, offset, "read failed: {e}");
-                })?
-            }
+                })?,
         };
         self.stats.bytes_served.add(data.len() as u64);
         Ok(data)

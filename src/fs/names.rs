@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn names_are_made_safe_and_keep_unicode() {
         assert_eq!(safe_name("AC/DC", ""), "AC_DC");
-        assert_eq!(safe_name("Björk: \"Vespertine\"?", ".ogg"), "Björk: \"Vespertine\"?.ogg");
+        assert_eq!(
+            safe_name("Björk: \"Vespertine\"?", ".ogg"),
+            "Björk: \"Vespertine\"?.ogg"
+        );
         assert_eq!(safe_name("..", ""), "_..");
         assert_eq!(safe_name("", ""), "_");
         assert_eq!(safe_name("a\0b", ""), "a_b");
@@ -60,8 +63,14 @@ mod tests {
     fn clashes_get_a_suffix() {
         let mut taken = BTreeMap::new();
         taken.insert("01 - Intro.mp3".to_string(), ());
-        assert_eq!(unique_name(&taken, "01 - Intro", ".mp3"), "01 - Intro (2).mp3");
+        assert_eq!(
+            unique_name(&taken, "01 - Intro", ".mp3"),
+            "01 - Intro (2).mp3"
+        );
         taken.insert("01 - Intro (2).mp3".to_string(), ());
-        assert_eq!(unique_name(&taken, "01 - Intro", ".mp3"), "01 - Intro (3).mp3");
+        assert_eq!(
+            unique_name(&taken, "01 - Intro", ".mp3"),
+            "01 - Intro (3).mp3"
+        );
     }
 }

@@ -47,7 +47,11 @@ pub fn pick_file(track: &Track, preferences: &[AudioFormat]) -> Option<AudioFile
     if !preferences.is_empty() {
         return None;
     }
-    track.files.iter().max_by_key(|f| f.format.quality()).copied()
+    track
+        .files
+        .iter()
+        .max_by_key(|f| f.format.quality())
+        .copied()
 }
 
 /// 2000-01-01, for albums without a date: stable, unlike "now".
@@ -79,7 +83,9 @@ impl Tree {
             nodes: vec![Node {
                 parent: ROOT,
                 name: String::new(),
-                kind: NodeKind::Dir { children: BTreeMap::new() },
+                kind: NodeKind::Dir {
+                    children: BTreeMap::new(),
+                },
                 mtime: epoch,
             }],
         };
@@ -111,7 +117,11 @@ impl Tree {
                     tracing::warn!(track = %track.id, "no file in a wanted format; track hidden");
                     continue;
                 };
-                let number = if track.number > 0 { track.number } else { position as u32 + 1 };
+                let number = if track.number > 0 {
+                    track.number
+                } else {
+                    position as u32 + 1
+                };
                 let stem = if multi_disc {
                     format!("{}-{number:02} - {}", disc.number, track.name)
                 } else {
@@ -121,7 +131,10 @@ impl Tree {
                 let suffix = format!(".{}", container.extension());
                 let name = unique_name(self.children(album_dir), &stem, &suffix);
                 let kind = NodeKind::Track {
-                    file: FileRef { id: file.id, container },
+                    file: FileRef {
+                        id: file.id,
+                        container,
+                    },
                     header: container.hidden_header_len(),
                 };
                 self.add(album_dir, name, kind, mtime);
@@ -154,7 +167,9 @@ impl Tree {
     }
 
     fn add_dir(&mut self, parent: Ino, name: &str, mtime: SystemTime) -> Ino {
-        let kind = NodeKind::Dir { children: BTreeMap::new() };
+        let kind = NodeKind::Dir {
+            children: BTreeMap::new(),
+        };
         self.add(parent, name.to_string(), kind, mtime)
     }
 
@@ -163,7 +178,12 @@ impl Tree {
         if let NodeKind::Dir { children } = &mut self.nodes[(parent - 1) as usize].kind {
             children.insert(name.clone(), ino);
         }
-        self.nodes.push(Node { parent, name, kind, mtime });
+        self.nodes.push(Node {
+            parent,
+            name,
+            kind,
+            mtime,
+        });
         ino
     }
 
@@ -196,7 +216,9 @@ impl Tree {
     }
 
     pub fn track_count(&self) -> usize {
-        self.nodes.iter().filter(|n| matches!(n.kind, NodeKind::Track { .. })).count()
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Track { .. }))
+            .count()
     }
 }
-

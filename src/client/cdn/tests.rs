@@ -38,14 +38,25 @@ impl ScriptedCdn {
     }
 }
 
-fn body_of(chunks: Vec<Result<Bytes, String>>) -> futures::stream::BoxStream<'static, Result<Bytes, String>> {
+fn body_of(
+    chunks: Vec<Result<Bytes, String>>,
+) -> futures::stream::BoxStream<'static, Result<Bytes, String>> {
     stream::iter(chunks).boxed()
 }
 
 impl Transport for ScriptedCdn {
-    fn get(&self, url: &str, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<HttpResponse, String>> {
+    fn get(
+        &self,
+        url: &str,
+        range: Option<(u64, u64)>,
+    ) -> BoxFuture<'_, Result<HttpResponse, String>> {
         self.requests.lock().unwrap().push(url.to_string());
-        let behaviour = self.script.lock().unwrap().pop_front().unwrap_or(Behaviour::Honest);
+        let behaviour = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Behaviour::Honest);
         let total = self.content.len() as u64;
         let (first, last) = range.unwrap_or((0, total - 1));
         let last = last.min(total - 1);
@@ -72,9 +83,17 @@ impl Transport for ScriptedCdn {
                 content_range: None,
                 content_length: Some(total),
                 retry_after: None,
-                body: body_of(self.content.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect()),
+                body: body_of(
+                    self.content
+                        .chunks(1000)
+                        .map(|c| Ok(Bytes::copy_from_slice(c)))
+                        .collect(),
+                ),
             }),
-            Behaviour::Truncate => Ok(partial(body_of(vec![Ok(slice.slice(..slice.len() / 2))]), honest_range)),
+            Behaviour::Truncate => Ok(partial(
+                body_of(vec![Ok(slice.slice(..slice.len() / 2))]),
+                honest_range,
+            )),
             Behaviour::WrongRange => {
                 let shifted = format!("bytes {}-{}/{total}", first + 1, last);
                 Ok(partial(body_of(vec![Ok(slice)]), shifted))
@@ -85,7 +104,10 @@ impl Transport for ScriptedCdn {
             )),
             Behaviour::Stall => Ok(partial(stream::pending().boxed(), honest_range)),
             Behaviour::Refuse => Err("connection refused".into()),
-            Behaviour::TotalIs(t) => Ok(partial(body_of(vec![Ok(slice)]), format!("bytes {first}-{last}/{t}"))),
+            Behaviour::TotalIs(t) => Ok(partial(
+                body_of(vec![Ok(slice)]),
+                format!("bytes {first}-{last}/{t}"),
+            )),
         };
         Box::pin(async move { response })
     }
@@ -128,7 +150,9 @@ fn cdn_with(script: Vec<Behaviour>, urls: &[&str]) -> (Cdn, Arc<ScriptedCdn>, Ar
 
 async fn fetch_ok(script: Vec<Behaviour>, first: u64, last: u64) -> Fetched {
     let (cdn, _, _) = cdn_with(script, &["http://cdn/a"]);
-    cdn.fetch(FILE, first, last, None).await.expect("fetch should recover")
+    cdn.fetch(FILE, first, last, None)
+        .await
+        .expect("fetch should recover")
 }
 
 #[tokio::test]
@@ -166,7 +190,13 @@ async fn ranges_past_the_end_are_clipped_and_eof_is_empty() {
 async fn a_changed_total_is_refused_not_mixed() {
     let (cdn, _, _) = cdn_with(vec![Behaviour::TotalIs(20_000)], &["http://cdn/a"]);
     let error = cdn.fetch(FILE, 0, 99, Some(10_000)).await.unwrap_err();
-    assert!(matches!(error, FetchError::BadRange { .. } | FetchError::SizeChanged { .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            FetchError::BadRange { .. } | FetchError::SizeChanged { .. }
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -181,18 +211,27 @@ async fn persistent_failure_gives_up_within_the_bound() {
     let (cdn, transport, _) = cdn_with(script, &["http://cdn/a"]);
     let started = Instant::now();
     let error = cdn.fetch(FILE, 0, 99, None).await.unwrap_err();
-    assert!(matches!(error, FetchError::GaveUp { attempts: 4, .. }), "{error}");
+    assert!(
+        matches!(error, FetchError::GaveUp { attempts: 4, .. }),
+        "{error}"
+    );
     assert_eq!(transport.requests.lock().unwrap().len(), 4);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
 async fn a_dead_first_url_fails_over_and_is_set_aside() {
-    let (cdn, transport, _) = cdn_with(vec![Behaviour::Refuse], &["http://dead:1/a", "http://live/a"]);
+    let (cdn, transport, _) = cdn_with(
+        vec![Behaviour::Refuse],
+        &["http://dead:1/a", "http://live/a"],
+    );
     cdn.fetch(FILE, 0, 99, None).await.unwrap();
     cdn.fetch(FILE, 100, 199, None).await.unwrap();
     let requests = transport.requests.lock().unwrap().clone();
-    assert_eq!(requests, ["http://dead:1/a", "http://live/a", "http://live/a"]);
+    assert_eq!(
+        requests,
+        ["http://dead:1/a", "http://live/a", "http://live/a"]
+    );
 }
 
 #[tokio::test]
@@ -204,7 +243,11 @@ async fn a_403_re_resolves() {
 
 #[tokio::test]
 async fn urls_about_to_expire_are_re_resolved_first() {
-    let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1;
+    let soon = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
     let url = format!("http://cdn/a?{soon}_sig");
     let (cdn, _, resolver) = cdn_with(vec![], &[&url]);
     cdn.fetch(FILE, 0, 99, None).await.unwrap();
@@ -221,10 +264,24 @@ mod content_range {
     fn known_forms() {
         assert_eq!(
             parse_content_range("bytes 0-99/1000"),
-            Some(ContentRange::Range { first: 0, last: 99, total: 1000 })
+            Some(ContentRange::Range {
+                first: 0,
+                last: 99,
+                total: 1000
+            })
         );
-        assert_eq!(parse_content_range("bytes */1000"), Some(ContentRange::Unsatisfied { total: 1000 }));
-        for bad in ["bytes 0-99/*", "bytes 100-99/1000", "bytes 0-1000/1000", "items 0-1/2", "bytes -1-2/3", ""] {
+        assert_eq!(
+            parse_content_range("bytes */1000"),
+            Some(ContentRange::Unsatisfied { total: 1000 })
+        );
+        for bad in [
+            "bytes 0-99/*",
+            "bytes 100-99/1000",
+            "bytes 0-1000/1000",
+            "items 0-1/2",
+            "bytes -1-2/3",
+            "",
+        ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
     }

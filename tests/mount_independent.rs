@@ -1,0 +1,203 @@
+//! Real FUSE mounts of the independent origin (tests/independent/origin.py): unknown protobuf
+//! fields, unknown formats, a password with `:`, names with unicode, quotes, colons and `?`.
+
+mod support;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use support::{sources, Mount, PythonOrigin};
+
+fn setup(extra: &[&str]) -> Option<(PythonOrigin, Mount)> {
+    if !support::fuse_usable() || !support::require_tool("ffmpeg") {
+        return None;
+    }
+    let origin = PythonOrigin::start(sources::music(), extra);
+    let mount = Mount::start(&origin.url, &origin.credentials_file, &[]);
+    Some((origin, mount))
+}
+
+#[test]
+fn every_track_appears_once_with_the_source_bytes() {
+    let Some((origin, mount)) = setup(&["--seed", "3"]) else {
+        return;
+    };
+    let expected = origin.expected_files();
+    assert_eq!(expected.len(), sources::TRACKS.len());
+    for (relative, source) in &expected {
+        let path = mount.path().join(relative);
+        let meta =
+            std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", relative.display()));
+        assert_eq!(
+            meta.len(),
+            std::fs::metadata(source).unwrap().len(),
+            "size of {}",
+            relative.display()
+        );
+        assert_eq!(
+            support::sha256_file(&path),
+            support::sha256_file(source),
+            "bytes of {}",
+            relative.display()
+        );
+    }
+    let listed = walk(&mount.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(".trackfs"))
+        .count();
+    assert_eq!(listed, expected.len(), "no extra or duplicate files");
+    assert!(mount.path().join(".trackfs/stats").exists());
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn random_preads_equal_the_source() {
+    let Some((origin, mount)) = setup(&["--seed", "4"]) else {
+        return;
+    };
+    let files: Vec<_> = origin
+        .expected_files()
+        .into_iter()
+        .map(|(rel, src)| {
+            (
+                std::fs::File::open(mount.path().join(rel)).unwrap(),
+                std::fs::read(src).unwrap(),
+            )
+        })
+        .collect();
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        ..Config::default()
+    });
+    let strategy = (0..files.len(), 0.0f64..1.1, 0usize..300_000);
+    runner
+        .run(&strategy, |(index, position, len)| {
+            let (file, source) = &files[index];
+            let offset = (position * source.len() as f64) as u64;
+            let mut buf = vec![0u8; len];
+            let got = file.read_at(&mut buf, offset).unwrap();
+            let start = (offset as usize).min(source.len());
+            let end = (start + len).min(source.len());
+            prop_assert_eq!(got, end - start, "length at offset {} len {}", offset, len);
+            prop_assert!(
+                buf[..got] == source[start..end],
+                "bytes at offset {} len {}",
+                offset,
+                len
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn sixteen_concurrent_readers_get_exact_bytes() {
+    let Some((origin, mount)) = setup(&["--seed", "5"]) else {
+        return;
+    };
+    let expected = origin.expected_files();
+    std::thread::scope(|scope| {
+        for reader in 0..16 {
+            // Half on one shared (large) file, half spread over the others.
+            let (relative, source) = if reader % 2 == 0 {
+                &expected[2]
+            } else {
+                &expected[reader % expected.len()]
+            };
+            let path = mount.path().join(relative);
+            scope.spawn(move || {
+                let want = std::fs::read(source).unwrap();
+                let file = std::fs::File::open(&path).unwrap();
+                let mut got = vec![0u8; want.len()];
+                // Different chunk sizes per reader, so requests interleave differently.
+                let chunk = 4096 * (reader + 1);
+                let mut offset = 0;
+                while offset < want.len() {
+                    let n = file
+                        .read_at(
+                            &mut got[offset..(offset + chunk).min(want.len())],
+                            offset as u64,
+                        )
+                        .unwrap();
+                    assert!(n > 0, "early EOF at {offset}");
+                    offset += n;
+                }
+                assert!(
+                    got == want,
+                    "reader {reader} got wrong bytes of {}",
+                    path.display()
+                );
+            });
+        }
+    });
+}
+
+#[test]
+fn the_mount_is_read_only_and_unknown_names_are_enoent() {
+    let Some((origin, mount)) = setup(&["--seed", "6"]) else {
+        return;
+    };
+    let (relative, _) = &origin.expected_files()[0];
+    let track = mount.path().join(relative);
+    let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    let erofs = Some(libc::EROFS);
+    assert_eq!(
+        errno(std::fs::write(mount.path().join("new.mp3"), b"x")),
+        erofs
+    );
+    assert_eq!(
+        errno(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&track)
+                .map(drop)
+        ),
+        erofs
+    );
+    assert_eq!(errno(std::fs::remove_file(&track)), erofs);
+    assert_eq!(errno(std::fs::create_dir(mount.path().join("dir"))), erofs);
+    assert_eq!(
+        errno(std::fs::rename(&track, mount.path().join("x"))),
+        erofs
+    );
+    assert_eq!(
+        errno(std::fs::metadata(mount.path().join("nope")).map(drop)),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(
+        errno(std::fs::metadata(track.join("below-a-file")).map(drop)),
+        Some(libc::ENOTDIR)
+    );
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let Some((_origin, mut mount)) = setup(&["--seed", "7"]) else {
+        return;
+    };
+    let point = mount.path();
+    assert!(support::is_mounted(&point));
+    let status = mount.terminate().expect("trackfs exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        mount.log_text()
+    );
+    assert!(!support::is_mounted(&point), "still mounted after SIGTERM");
+}

@@ -1,0 +1,63 @@
+//! A small music folder made with ffmpeg once per test binary: Ogg Vorbis, MP3 and FLAC, names
+//! with unicode, quotes, colons and `?`, a two-disc album, and one multi-megabyte track.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const TRACKS: &[(&str, &str)] = &[
+    (
+        "Björk/Vespertine: \"Live\"?/01 Hidden Place.ogg",
+        "sine=f=440:d=6",
+    ),
+    (
+        "Björk/Vespertine: \"Live\"?/02 Cocoon?.mp3",
+        "sine=f=330:d=5",
+    ),
+    (
+        "Björk/Vespertine: \"Live\"?/03 Noise Study.flac",
+        "anoisesrc=d=12:c=pink:r=44100:a=0.5",
+    ),
+    (
+        "Ensemble l'Été/Suite: Part \"One\"/1-01 Prélude.ogg",
+        "sine=f=523:d=4",
+    ),
+    (
+        "Ensemble l'Été/Suite: Part \"One\"/1-02 Allemande?.mp3",
+        "sine=f=587:d=3",
+    ),
+    (
+        "Ensemble l'Été/Suite: Part \"One\"/2-01 Courante.flac",
+        "sine=f=659:d=3",
+    ),
+];
+
+fn codec_args(path: &str) -> &'static [&'static str] {
+    if path.ends_with(".ogg") {
+        &["-c:a", "libvorbis", "-q:a", "4"]
+    } else if path.ends_with(".mp3") {
+        &["-c:a", "libmp3lame", "-b:a", "320k"]
+    } else {
+        &["-c:a", "flac"]
+    }
+}
+
+/// The folder, made on first use (ffmpeg must be installed; scripts/test.sh installs it).
+pub fn music() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("trackfs-test-music-{}", std::process::id()));
+        for (relative, source) in TRACKS {
+            let path = dir.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i", source, "-ac", "2"])
+                .args(codec_args(relative))
+                .arg(&path)
+                .status()
+                .expect("ffmpeg runs");
+            assert!(status.success(), "ffmpeg failed for {relative}");
+        }
+        dir
+    })
+}
