@@ -26,7 +26,7 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. System tools the tests use: "command it provides" -> "Debian package" -------------
 # (ffprobe comes with ffmpeg. `nginx`, not `nginx-light`: on Debian 12 the latter is only a
-# transitional package pulling in nginx plus an extra module, and it is gone from Debian 13.)
+# transitional package pulling in nginx plus an extra module, and not in every release.)
 declare -A PKG_FOR=(
   [fusermount3]=fuse3
   [ffmpeg]=ffmpeg
