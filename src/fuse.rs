@@ -12,6 +12,7 @@ use fuser::{
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Files are content-addressed and the tree never changes while mounted: cache for long.
 const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -20,17 +21,40 @@ pub struct TrackFs {
     core: Arc<FsCore>,
     runtime: tokio::runtime::Handle,
     owner: Owner,
+    /// Cancelled at shutdown: every request still waiting on the network answers EIO at once.
+    shutdown: CancellationToken,
 }
 
 impl TrackFs {
-    pub fn new(core: Arc<FsCore>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        core: Arc<FsCore>,
+        runtime: tokio::runtime::Handle,
+        shutdown: CancellationToken,
+    ) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         TrackFs {
             core,
             runtime,
             owner: Owner { uid, gid },
+            shutdown,
         }
+    }
+
+    /// Runs `work` on tokio and hands its result to `answer` (EIO at once on shutdown).
+    fn spawn<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, FsError>> + Send + 'static,
+        answer: impl FnOnce(Result<T, Errno>) + Send + 'static,
+    ) {
+        let shutdown = self.shutdown.clone();
+        self.runtime.spawn(async move {
+            let result = tokio::select! {
+                result = work => result.map_err(|e| errno(&e)),
+                _ = shutdown.cancelled() => Err(Errno::EIO),
+            };
+            answer(result);
+        });
     }
 
     fn ttl(attr: &Attr) -> Duration {
@@ -89,26 +113,28 @@ impl Filesystem for TrackFs {
             return reply.error(Errno::ENOENT);
         };
         let (core, owner) = (self.core.clone(), self.owner);
-        self.runtime.spawn(async move {
-            match core.lookup(parent.0, &name).await {
+        self.spawn(
+            async move { core.lookup(parent.0, &name).await },
+            move |result| match result {
                 Ok(attr) => reply.entry(
                     &TrackFs::ttl(&attr),
                     &file_attr(&attr, owner),
                     Generation(0),
                 ),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (core, owner) = (self.core.clone(), self.owner);
-        self.runtime.spawn(async move {
-            match core.getattr(ino.0).await {
+        self.spawn(
+            async move { core.getattr(ino.0).await },
+            move |result| match result {
                 Ok(attr) => reply.attr(&TrackFs::ttl(&attr), &file_attr(&attr, owner)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -132,12 +158,13 @@ impl Filesystem for TrackFs {
         reply: ReplyData,
     ) {
         let core = self.core.clone();
-        self.runtime.spawn(async move {
-            match core.read(ino.0, offset, size).await {
+        self.spawn(
+            async move { core.read(ino.0, offset, size).await },
+            move |result| match result {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn readdir(

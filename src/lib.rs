@@ -10,6 +10,7 @@ pub mod client;
 pub mod crypto;
 pub mod fs;
 pub mod fuse;
+pub mod heads;
 pub mod keys;
 pub mod model;
 pub mod mount;

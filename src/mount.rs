@@ -9,6 +9,7 @@ use crate::client::transport::ReqwestTransport;
 use crate::crypto::AudioKey;
 use crate::fs::tree::Tree;
 use crate::fs::FsCore;
+use crate::heads::HeadStore;
 use crate::keys::KeyStore;
 use crate::model::{AudioFormat, FileId};
 use crate::reader::{Reader, ReaderConfig};
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a mount needs, as plain data (built from flags by `cli`, or by `demo`).
 #[derive(Debug, Clone)]
@@ -80,6 +82,7 @@ fn unescape_mountinfo(text: &str) -> String {
 /// A mounted filesystem; dropping it unmounts.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    shutdown: CancellationToken,
     pub tracks: usize,
     pub mountpoint: PathBuf,
 }
@@ -90,19 +93,48 @@ impl Mounted {
         self.unmount_inner()
     }
 
+    /// Fails whatever still waits on the network with EIO, then unmounts. When a program keeps
+    /// a file open (EBUSY), the mount is detached lazily: it vanishes from the tree now and
+    /// the kernel lets go when the last file is closed.
     fn unmount_inner(&mut self) -> Result<(), MountError> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join().map_err(|e| MountError::Mount {
+        self.shutdown.cancel();
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if let Err(e) = session.umount_and_join() {
+            tracing::info!("unmount: {e}; detaching lazily");
+            detach(&self.mountpoint).map_err(|reason| MountError::Mount {
                 path: self.mountpoint.display().to_string(),
-                reason: format!("unmount failed: {e}"),
-            }),
-            None => Ok(()),
+                reason,
+            })?;
         }
+        Ok(())
     }
 
     /// True once the kernel side is gone (e.g. `fusermount3 -u` from outside).
     pub fn is_finished(&self) -> bool {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+}
+
+/// `umount -l`: as root directly, otherwise through `fusermount3 -u -z`.
+fn detach(mountpoint: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path =
+        std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("fusermount3 -u -z failed ({s})")),
+        Err(e) => Err(format!("cannot run fusermount3: {e}")),
     }
 }
 
@@ -143,16 +175,25 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         config.cdn.clone(),
         stats.clone(),
     ));
-    let keys = Arc::new(KeyStore::new(config.keys.clone(), api));
+    let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
+    let heads = HeadStore::new(Some(api));
     let mut reader_config = config.reader.clone();
     // Read-ahead windows of all readers together should fit the cache budget.
     reader_config.readahead.max_window = reader_config
         .readahead
         .max_window
         .min((config.cache_size / 4).max(1 << 20));
-    let reader = Arc::new(Reader::new(cache.clone(), cdn, keys, reader_config));
+    let reader = Arc::new(Reader::new(
+        cache.clone(),
+        cdn,
+        keys,
+        heads,
+        stats.clone(),
+        reader_config,
+    ));
     let core = Arc::new(FsCore::new(tree, reader, cache, stats));
-    let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current());
+    let shutdown = CancellationToken::new();
+    let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current(), shutdown.clone());
     let session =
         fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
             path: config.mountpoint.display().to_string(),
@@ -160,6 +201,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         })?;
     Ok(Mounted {
         session: Some(session),
+        shutdown,
         tracks,
         mountpoint: config.mountpoint,
     })

@@ -8,7 +8,9 @@
 use crate::cache::{BlockCache, Claim, Lookup, Pending};
 use crate::client::cdn::Cdn;
 use crate::client::error::FetchError;
+use crate::client::stats::Stats;
 use crate::crypto;
+use crate::heads::HeadStore;
 use crate::keys::KeyStore;
 use crate::model::{Container, FileId};
 use crate::readahead::{ReadAheadConfig, Streams};
@@ -51,6 +53,8 @@ pub struct Reader {
     cache: Arc<BlockCache>,
     cdn: Arc<Cdn>,
     keys: Arc<KeyStore>,
+    heads: HeadStore,
+    stats: Arc<Stats>,
     config: ReaderConfig,
     files: Mutex<HashMap<FileId, FileState>>,
 }
@@ -60,12 +64,16 @@ impl Reader {
         cache: Arc<BlockCache>,
         cdn: Arc<Cdn>,
         keys: Arc<KeyStore>,
+        heads: HeadStore,
+        stats: Arc<Stats>,
         config: ReaderConfig,
     ) -> Self {
         Reader {
             cache,
             cdn,
             keys,
+            heads,
+            stats,
             config,
             files: Mutex::new(HashMap::new()),
         }
@@ -110,8 +118,34 @@ impl Reader {
         let bs = self.config.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
+        if let Some(bytes) = self.from_head(file, first, last, offset, end) {
+            // The head answers now; the blocks are fetched for the reads that follow.
+            let reader = self.clone();
+            tokio::spawn(
+                async move { reader.blocks(file, first, last + 1, prefetch_blocks).await },
+            );
+            return Ok(bytes);
+        }
         let blocks = self.blocks(file, first, last + 1, prefetch_blocks).await?;
         Ok(assemble(&blocks, offset - first * bs, end - offset))
+    }
+
+    /// Bytes `offset..end` from the head file, when they lie inside it and a block they need
+    /// is not cached yet.
+    fn from_head(
+        &self,
+        file: FileRef,
+        first: u64,
+        last: u64,
+        offset: u64,
+        end: u64,
+    ) -> Option<Bytes> {
+        let head = self.heads.cached(file.id)?;
+        if end > head.len() as u64 || (first..=last).all(|b| self.cache.contains(&(file.id, b))) {
+            return None;
+        }
+        self.stats.head_hits.incr();
+        Some(head.slice(offset as usize..end as usize))
     }
 
     /// Returns blocks `first..end`, fetching what is missing together with the blocks of
@@ -205,15 +239,24 @@ impl Reader {
         let start = first * bs;
         let last = start + count * bs - 1;
         let known = self.known_size(file.id);
-        let (fetched, key) = tokio::join!(
+        // The first block comes with its head file (if any), to check the key against.
+        let head = async {
+            match first {
+                0 => self.heads.get(file.id).await,
+                _ => None,
+            }
+        };
+        let (fetched, key, head) = tokio::join!(
             self.cdn.fetch(file.id, start, last, known),
-            self.keys.get(file.id)
+            self.keys.get(file.id),
+            head
         );
         let (fetched, key) = (fetched?, key?);
         let mut data: BytesMut = fetched.data;
         crypto::apply_keystream(&key, start, &mut data);
         if first == 0 {
             check_magic(file, &data)?;
+            check_head(file, &data, head.as_deref())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
         let data = data.freeze();
@@ -265,6 +308,20 @@ fn assemble(blocks: &[Bytes], skip: u64, len: u64) -> Bytes {
         }
     }
     out.freeze()
+}
+
+/// The first block must begin with exactly the head file's bytes, when there is one.
+fn check_head(file: FileRef, plain: &[u8], head: Option<&[u8]>) -> Result<(), FetchError> {
+    let Some(head) = head else { return Ok(()) };
+    let n = head.len().min(plain.len());
+    if plain[..n] == head[..n] {
+        return Ok(());
+    }
+    tracing::error!(file = %file.id, "decrypted data differs from the head file: wrong key or corrupt file");
+    Err(FetchError::WrongKey {
+        file: file.id,
+        expected: "the head file's bytes",
+    })
 }
 
 /// A wrong key turns audio into noise: the plaintext after the hidden header must start the

@@ -1,0 +1,60 @@
+//! Head files: the first bytes of a file in plaintext, served by the origin without auth.
+//!
+//! They are fetched alongside a file's first block and used twice: to check that the key
+//! decrypts the first block into exactly these bytes (a wrong key fails loudly instead of
+//! playing noise), and to answer reads of the file's start at once when its blocks are not
+//! cached, while the CDN fetch runs. A `404` is remembered: the origin has no head for it.
+
+use crate::client::api::Api;
+use crate::model::FileId;
+use bytes::Bytes;
+use lru::LruCache;
+use std::sync::{Arc, Mutex};
+
+/// Heads kept in memory, in bytes (a head is 64–128 KiB).
+const BUDGET: usize = 16 << 20;
+
+pub struct HeadStore {
+    api: Option<Arc<Api>>,
+    known: Mutex<LruCache<FileId, Option<Bytes>>>,
+}
+
+impl HeadStore {
+    /// `api = None` disables head files (tests of the CDN path alone).
+    pub fn new(api: Option<Arc<Api>>) -> Self {
+        HeadStore {
+            api,
+            known: Mutex::new(LruCache::unbounded()),
+        }
+    }
+
+    /// The head if it is in memory, without I/O.
+    pub fn cached(&self, file: FileId) -> Option<Bytes> {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&file).cloned().flatten()
+    }
+
+    /// The head, fetching it once; `None` when the origin has none.
+    pub async fn get(&self, file: FileId) -> Option<Bytes> {
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(head) = known.get(&file) {
+                return head.clone();
+            }
+        }
+        let head = self.api.as_ref()?.head(file).await;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.put(file, head.clone());
+        let mut bytes: usize = known
+            .iter()
+            .map(|(_, h)| h.as_ref().map_or(0, Bytes::len))
+            .sum();
+        while bytes > BUDGET {
+            match known.pop_lru() {
+                Some((_, evicted)) => bytes -= evicted.map_or(0, |h| h.len()),
+                None => break,
+            }
+        }
+        head
+    }
+}
