@@ -69,7 +69,8 @@ impl Signer {
 
     /// `<expiry>_<sig>` for a CDN URL of `file` valid for `ttl` (expiry in Unix seconds).
     pub fn sign_url(&self, file: &FileId, ttl: Duration) -> String {
-        let expiry = (now() + ttl).as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let until = now() + ttl;
+        let expiry = until.as_secs() + u64::from(until.subsec_nanos() > 0);
         let sig = self.mac_hex("cdn", &format!("{file}:{expiry}"));
         format!("{expiry}_{sig}")
     }

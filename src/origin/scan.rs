@@ -240,11 +240,11 @@ impl Layout {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (number, title) = split_track_number(&stem);
+        let (file_disc, number, title) = split_track_number(&stem);
         Layout {
             album: dirs.pop(),
             artist: dirs.pop(),
-            disc,
+            disc: disc.or(file_disc),
             number,
             title,
         }
@@ -260,21 +260,34 @@ fn disc_folder_number(name: &str) -> Option<u32> {
     rest.trim_start_matches([' ', '_', '-', '.']).parse().ok()
 }
 
-/// `03 - Title` / `03. Title` / `03 Title` → (3, "Title"); no leading number → (None, stem).
-fn split_track_number(stem: &str) -> (Option<u32>, String) {
-    let digits = stem.chars().take_while(char::is_ascii_digit).count();
-    if digits == 0 || digits > 3 {
-        return (None, stem.to_string());
+/// `NN Title`, `NN - Title` and `D-NN Title` → (disc, number, title); a stem without that
+/// shape is the title as it is (`03.Title`, `Intro`, `1984`).
+fn split_track_number(stem: &str) -> (Option<u32>, Option<u32>, String) {
+    let whole = || (None, None, stem.to_string());
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let n = digits(stem);
+    if n == 0 {
+        return whole();
     }
-    let rest = stem[digits..]
-        .trim_start_matches([' ', '.', '-', '_'])
-        .trim();
-    let number = stem[..digits].parse().ok();
-    if rest.is_empty() {
-        (number, stem.to_string())
-    } else {
-        (number, rest.to_string())
+    let (mut disc, mut number, mut rest) = (None, stem[..n].parse().ok(), &stem[n..]);
+    if let Some(after) = rest.strip_prefix('-') {
+        let m = digits(after);
+        if m > 0 {
+            (disc, number, rest) = (number, after[..m].parse().ok(), &after[m..]);
+        }
     }
+    if !rest.starts_with(char::is_whitespace) {
+        return whole();
+    }
+    let rest = rest.trim_start();
+    let title = match rest.strip_prefix('-') {
+        Some(t) if t.starts_with(char::is_whitespace) => t.trim_start(),
+        _ => rest,
+    };
+    if title.is_empty() || number.is_none() {
+        return whole();
+    }
+    (disc, number, title.to_string())
 }
 
 #[cfg(test)]
@@ -291,8 +304,12 @@ mod tests {
         let l = Layout::from_path(Path::new("song.mp3"));
         assert_eq!((l.artist, l.album, l.number), (None, None, None));
         assert_eq!(l.title, "song");
-        assert_eq!(split_track_number("1984"), (None, "1984".into()));
-        assert_eq!(split_track_number("12"), (Some(12), "12".into()));
+        let split = |s: &str| split_track_number(s);
+        assert_eq!(split("1984"), (None, None, "1984".into()));
+        assert_eq!(split("03.Title"), (None, None, "03.Title".into()));
+        assert_eq!(split("03 - A - B"), (None, Some(3), "A - B".into()));
+        assert_eq!(split("2-07 Song"), (Some(2), Some(7), "Song".into()));
+        assert_eq!(split("12 -"), (None, Some(12), "-".into()));
     }
 
     #[test]
