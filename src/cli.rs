@@ -56,6 +56,9 @@ struct PublishArgs {
     src: PathBuf,
     /// Library folder to create or update.
     library: PathBuf,
+    /// Never draw a progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args, Debug)]
@@ -262,7 +265,10 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log_level);
     let result: Result<(), String> = match cli.command {
         Command::Publish(args) => {
-            origin::publish(&args.src, &args.library, &PublishOptions::default())
+            let options = PublishOptions {
+                no_progress: args.no_progress,
+            };
+            origin::publish(&args.src, &args.library, &options)
                 .map(|summary| eprintln!("{summary}"))
                 .map_err(|e| e.to_string())
         }

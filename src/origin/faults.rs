@@ -78,3 +78,99 @@ impl Default for FaultConfig {
         }
     }
 }
+
+/// One fault drawn for one CDN request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// For faults in the body (reset, truncate, mid-body stall): the fraction of the body sent
+    /// before the fault, in `0.1..0.9`.
+    pub cut: f64,
+    /// For `Stall`: stall after part of the body instead of before it.
+    pub mid_body: bool,
+}
+
+impl Fault {
+    /// Bytes of a `len`-byte body sent before the fault.
+    pub fn cut_at(&self, len: u64) -> u64 {
+        ((len as f64) * self.cut) as u64
+    }
+}
+
+/// The per-request fault sequence. Every request draws the same number of values whatever
+/// the outcome, so a seed gives the same sequence of faults for the same sequence of requests.
+#[derive(Debug)]
+pub struct FaultPlan {
+    rate: f64,
+    kinds: Vec<FaultKind>,
+    rng: std::sync::Mutex<rand::rngs::StdRng>,
+}
+
+impl FaultPlan {
+    pub fn new(config: &FaultConfig) -> Self {
+        use rand::SeedableRng;
+        FaultPlan {
+            rate: config.rate.clamp(0.0, 1.0),
+            kinds: config.kinds.clone(),
+            rng: std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
+        }
+    }
+
+    /// Decides the next request's fault, if any.
+    pub fn next(&self) -> Option<Fault> {
+        use rand::Rng;
+        if self.rate <= 0.0 || self.kinds.is_empty() {
+            return None;
+        }
+        let (roll, pick, cut, mid_body) = {
+            // A poisoned lock only means another request panicked; the RNG state is still fine.
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                rng.gen::<f64>(),
+                rng.gen_range(0..self.kinds.len()),
+                rng.gen_range(0.1..0.9),
+                rng.gen::<bool>(),
+            )
+        };
+        (roll < self.rate).then(|| Fault {
+            kind: self.kinds[pick],
+            cut,
+            mid_body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_a_repeatable_sequence() {
+        let config = FaultConfig {
+            rate: 0.5,
+            seed: 42,
+            ..Default::default()
+        };
+        let draw = |c: &FaultConfig| {
+            let plan = FaultPlan::new(c);
+            (0..200).map(|_| plan.next()).collect::<Vec<_>>()
+        };
+        let a = draw(&config);
+        assert_eq!(a, draw(&config));
+        let faults = a.iter().flatten().count();
+        assert!(
+            (60..140).contains(&faults),
+            "{faults} faults of 200 at rate 0.5"
+        );
+        let other = FaultConfig { seed: 43, ..config };
+        assert_ne!(a, draw(&other));
+        let none = FaultConfig::default();
+        assert!(draw(&none).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn kinds_parse_by_name() {
+        assert_eq!("ignore-range".parse(), Ok(FaultKind::IgnoreRange));
+        assert!("boom".parse::<FaultKind>().is_err());
+    }
+}

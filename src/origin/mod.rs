@@ -4,8 +4,13 @@
 //! It shares `proto`, `model` and `crypto` with the client but never the client's fetch code,
 //! so a misreading of the protocol cannot hide on both sides at once.
 
+mod auth;
+mod catalog;
+mod cdn;
 pub mod faults;
+pub mod library;
 pub mod publish;
+mod scan;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -27,7 +32,8 @@ pub struct ServeConfig {
     pub token_ttl: Duration,
     /// When set, storage-resolve answers URLs on this base (e.g. nginx over `LIBRARY/audio`).
     pub cdn_base: Option<String>,
-    /// Extra `cdnurl`s put before the real one (for failover tests), e.g. a dead port.
+    /// Extra CDN bases put before the real one (for failover tests), e.g. a dead port: each
+    /// gets the same `/audio/<file id>?<expiry>_<sig>` appended as the real base.
     pub extra_cdn_urls: Vec<String>,
     /// Whether `/head/<id>` serves head files (off answers 404 for all).
     pub head_files: bool,

@@ -1,0 +1,302 @@
+//! The CDN side of the origin: signed, ranged GETs of ciphertext (`/audio/<file id>`), plaintext
+//! head files (`/head/<file id>`), and the faults that tests ask for.
+//!
+//! Files are streamed from disk in chunks (never loaded whole). Faults are drawn per `/audio/`
+//! request from a seeded plan after the URL's signature checks out, so a given seed and request
+//! sequence always misbehave the same way.
+
+use super::faults::{Fault, FaultKind};
+use super::serve::{ApiError, Origin};
+use crate::model::FileId;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::io::{self, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+const CHUNK: u64 = 128 * 1024;
+
+/// What a `Range` header asks of a file of a given size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable `Range`: the whole file with `200`.
+    Whole,
+    /// Bytes `start..=end`, with `206`.
+    Part { start: u64, end: u64 },
+    /// `416`.
+    Unsatisfiable,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`. Headers that are malformed, use another unit
+/// or ask for several ranges are ignored (RFC 9110 allows it), which means the whole file.
+pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (number(first), last.trim()) {
+        (None, _) if first.trim().is_empty() => match number(last) {
+            None => RangeRequest::Whole,
+            Some(_) if total == 0 => RangeRequest::Unsatisfiable,
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Part {
+                start: total.saturating_sub(n),
+                end: total - 1,
+            },
+        },
+        (Some(start), _) if start >= total => RangeRequest::Unsatisfiable,
+        (Some(start), "") => RangeRequest::Part {
+            start,
+            end: total - 1,
+        },
+        (Some(start), last) => match number(last) {
+            Some(end) if end >= start => RangeRequest::Part {
+                start,
+                end: end.min(total - 1),
+            },
+            _ => RangeRequest::Whole,
+        },
+        (None, _) => RangeRequest::Whole,
+    }
+}
+
+/// `GET /audio/<file id>?<expiry>_<sig>`.
+pub async fn audio(
+    State(origin): State<Arc<Origin>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = id
+        .ok()
+        .and_then(|Path(id)| FileId::from_hex(&id).ok())
+        .ok_or(ApiError::NotFound)?;
+    if !origin.signer.check_url(&id, query.as_deref()) {
+        return Err(ApiError::Forbidden);
+    }
+    let path = origin.lib.audio(&id);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ApiError::NotFound),
+        Err(e) => return Err(ApiError::internal(&path, e)),
+    };
+    let total = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(&path, e))?
+        .len();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let fault = origin.faults.next();
+    if let Some(f) = fault {
+        tracing::debug!("fault {} on /audio/{id}", f.kind.name());
+    }
+    let range = match fault.map(|f| f.kind) {
+        Some(FaultKind::Status500) => return Ok(status(StatusCode::INTERNAL_SERVER_ERROR)),
+        Some(FaultKind::Status503) => return Ok(status(StatusCode::SERVICE_UNAVAILABLE)),
+        Some(FaultKind::Expired) => return Err(ApiError::Forbidden),
+        Some(FaultKind::IgnoreRange) => RangeRequest::Whole,
+        _ => parse_range(range.as_deref(), total),
+    };
+    if fault.is_some_and(|f| f.kind == FaultKind::Stall && !f.mid_body) {
+        tokio::time::sleep(origin.config.faults.stall).await;
+    }
+    let tail = fault.map(|f| body_tail(f, origin.config.faults.stall));
+    ranged_response(file, range, total, tail).await
+}
+
+fn status(code: StatusCode) -> Response {
+    (code, code.canonical_reason().unwrap_or("")).into_response()
+}
+
+/// How a faulty body ends: at which fraction, and with what.
+fn body_tail(fault: Fault, stall: Duration) -> (Fault, Tail) {
+    let tail = match fault.kind {
+        FaultKind::Reset => Tail::Error,
+        FaultKind::Truncate => Tail::End,
+        FaultKind::Stall if fault.mid_body => Tail::Stall(stall),
+        _ => Tail::Continue,
+    };
+    (fault, tail)
+}
+
+async fn ranged_response(
+    mut file: tokio::fs::File,
+    range: RangeRequest,
+    total: u64,
+    tail: Option<(Fault, Tail)>,
+) -> Result<Response, ApiError> {
+    let (code, start, len) = match range {
+        RangeRequest::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+            )
+                .into_response())
+        }
+        RangeRequest::Whole => (StatusCode::OK, 0, total),
+        RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+    };
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::Internal(format!("seek: {e}")))?;
+    }
+    let (cut, tail) = match tail {
+        Some((fault, tail)) if tail != Tail::Continue => (fault.cut_at(len), tail),
+        _ => (len, Tail::Continue),
+    };
+    let body = Body::from_stream(body_stream(file, len, cut, tail));
+    let mut response = Response::new(body);
+    *response.status_mut() = code;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, octet_stream());
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if code == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{total}", start + len - 1);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+fn octet_stream() -> HeaderValue {
+    HeaderValue::from_static("application/octet-stream")
+}
+
+/// What happens once `cut` bytes of the body have been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Nothing special: the whole body.
+    Continue,
+    /// Close early (fewer bytes than `Content-Length`).
+    End,
+    /// Abort the connection with an error.
+    Error,
+    /// Pause, then send the rest.
+    Stall(Duration),
+}
+
+struct BodyState {
+    file: tokio::fs::File,
+    remaining: u64,
+    sent: u64,
+    cut: u64,
+    tail: Tail,
+}
+
+/// `len` bytes of `file` from its current position, in chunks, shaped by `cut` and `tail`.
+fn body_stream(
+    file: tokio::fs::File,
+    len: u64,
+    cut: u64,
+    tail: Tail,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let state = BodyState {
+        file,
+        remaining: len,
+        sent: 0,
+        cut,
+        tail,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.remaining == 0 {
+            return None;
+        }
+        if s.sent == s.cut {
+            match s.tail {
+                Tail::End => return None,
+                Tail::Error => {
+                    s.remaining = 0;
+                    let e = io::Error::new(io::ErrorKind::ConnectionReset, "injected reset");
+                    return Some((Err(e), s));
+                }
+                Tail::Stall(d) => tokio::time::sleep(d).await,
+                Tail::Continue => {}
+            }
+            s.tail = Tail::Continue;
+        }
+        let limit = if s.sent < s.cut {
+            s.cut - s.sent
+        } else {
+            s.remaining
+        };
+        let want = CHUNK.min(s.remaining).min(limit) as usize;
+        let mut buf = vec![0u8; want];
+        match s.file.read(&mut buf).await {
+            Ok(0) => {
+                s.remaining = 0;
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while served");
+                Some((Err(e), s))
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                s.sent += n as u64;
+                s.remaining -= n as u64;
+                Some((Ok(Bytes::from(buf)), s))
+            }
+            Err(e) => {
+                s.remaining = 0;
+                Some((Err(e), s))
+            }
+        }
+    })
+}
+
+/// `GET /head/<file id>`: the plaintext prefix, unauthenticated; `404` when head files are off.
+pub async fn head(
+    State(origin): State<Arc<Origin>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id
+        .ok()
+        .and_then(|Path(id)| FileId::from_hex(&id).ok())
+        .ok_or(ApiError::NotFound)?;
+    if !origin.config.head_files {
+        return Err(ApiError::NotFound);
+    }
+    let bytes = origin.read_file(&origin.lib.head(&id)).await?;
+    Ok(([(header::CONTENT_TYPE, octet_stream())], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeRequest::*;
+
+    #[test]
+    fn ranges() {
+        let r = |h: &str| parse_range(Some(h), 100);
+        assert_eq!(r("bytes=0-9"), Part { start: 0, end: 9 });
+        assert_eq!(r("bytes=90-"), Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=90-200"), Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=-10"), Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=-1000"), Part { start: 0, end: 99 });
+        assert_eq!(r("bytes=100-"), Unsatisfiable);
+        assert_eq!(r("bytes=100-200"), Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Unsatisfiable);
+        assert_eq!(r("bytes=5-1"), Whole);
+        assert_eq!(r("bytes=0-1,5-6"), Whole);
+        assert_eq!(r("items=0-1"), Whole);
+        assert_eq!(r("bytes=a-b"), Whole);
+        assert_eq!(parse_range(None, 100), Whole);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-5"), 0), Unsatisfiable);
+    }
+}

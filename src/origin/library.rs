@@ -1,0 +1,273 @@
+//! The library folder on disk: where each file lives, and the small secret files.
+//!
+//! `publish` writes this layout and `serve` reads it; nginx configs, benchmarks and the demo
+//! rely on it too, so every path is spelled here once:
+//!
+//! ```text
+//! LIBRARY/credentials          `trackfs:<password>`, 0600, created when absent
+//! LIBRARY/secret               HMAC secret for URL and token signing, 0600, created when absent
+//! LIBRARY/library.pb           Library protobuf (album gids)
+//! LIBRARY/albums/<gid>.pb      Album protobuf
+//! LIBRARY/tracks/<gid>.pb      Track protobuf
+//! LIBRARY/audio/<file id>      ciphertext of the whole stored file
+//! LIBRARY/heads/<file id>      first 128 KiB of the stored plaintext
+//! LIBRARY/keys                 `<file id hex> <key hex>` per line, 0600
+//! ```
+//!
+//! Every write goes through a temporary file and a rename, so a reader (a running `serve`,
+//! nginx) never sees half a file, and files whose bytes would not change are left untouched.
+
+use crate::crypto::AudioKey;
+use crate::model::{AlbumId, FileId, TrackId};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The user name in `LIBRARY/credentials`.
+pub const USER: &str = "trackfs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl LibraryError {
+    pub fn io(path: &Path) -> impl FnOnce(io::Error) -> LibraryError + '_ {
+        move |source| LibraryError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn invalid(path: &Path, reason: impl Into<String>) -> LibraryError {
+        LibraryError::Invalid {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The paths of one library folder.
+#[derive(Debug, Clone)]
+pub struct Library {
+    root: PathBuf,
+}
+
+impl Library {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Library { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn credentials(&self) -> PathBuf {
+        self.root.join("credentials")
+    }
+
+    pub fn secret(&self) -> PathBuf {
+        self.root.join("secret")
+    }
+
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    pub fn library_pb(&self) -> PathBuf {
+        self.root.join("library.pb")
+    }
+
+    pub fn album(&self, id: &AlbumId) -> PathBuf {
+        self.root.join("albums").join(format!("{id}.pb"))
+    }
+
+    pub fn track(&self, id: &TrackId) -> PathBuf {
+        self.root.join("tracks").join(format!("{id}.pb"))
+    }
+
+    pub fn audio(&self, id: &FileId) -> PathBuf {
+        self.root.join("audio").join(id.to_hex())
+    }
+
+    pub fn head(&self, id: &FileId) -> PathBuf {
+        self.root.join("heads").join(id.to_hex())
+    }
+
+    /// Creates the folder and its subfolders.
+    pub fn create_dirs(&self) -> Result<(), LibraryError> {
+        for dir in ["albums", "tracks", "audio", "heads"] {
+            let path = self.root.join(dir);
+            fs::create_dir_all(&path).map_err(LibraryError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `credentials` (`trackfs:<random password>`) and `secret` when absent; existing
+    /// ones are never overwritten.
+    pub fn ensure_secrets(&self) -> Result<(), LibraryError> {
+        create_private_if_absent(&self.credentials(), || {
+            format!("{USER}:{}\n", random_text(24))
+        })?;
+        create_private_if_absent(&self.secret(), || format!("{}\n", random_text(48)))
+    }
+
+    /// `(user, password)` from `credentials`.
+    pub fn read_credentials(&self) -> Result<(String, String), LibraryError> {
+        let path = self.credentials();
+        let text = fs::read_to_string(&path).map_err(LibraryError::io(&path))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                Ok((user.to_string(), password.to_string()))
+            }
+            _ => Err(LibraryError::invalid(
+                &path,
+                "expected one line user:password",
+            )),
+        }
+    }
+
+    /// The HMAC secret (the file's trimmed text, as bytes).
+    pub fn read_secret(&self) -> Result<Vec<u8>, LibraryError> {
+        let path = self.secret();
+        let text = fs::read_to_string(&path).map_err(LibraryError::io(&path))?;
+        let secret = text.trim();
+        if secret.len() < 16 {
+            return Err(LibraryError::invalid(
+                &path,
+                "secret is shorter than 16 bytes",
+            ));
+        }
+        Ok(secret.as_bytes().to_vec())
+    }
+
+    /// The `keys` file; a missing file is an empty map.
+    pub fn read_keys(&self) -> Result<BTreeMap<FileId, AudioKey>, LibraryError> {
+        let path = self.keys();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(LibraryError::io(&path)(e)),
+        };
+        parse_keys(&text).map_err(|reason| LibraryError::invalid(&path, reason))
+    }
+
+    /// Rewrites `keys` (0600) when its content would change.
+    pub fn write_keys(&self, keys: &BTreeMap<FileId, AudioKey>) -> Result<bool, LibraryError> {
+        let text: String = keys
+            .iter()
+            .map(|(id, key)| format!("{id} {}\n", hex::encode(key.0)))
+            .collect();
+        write_if_changed(&self.keys(), text.as_bytes(), 0o600)
+    }
+}
+
+/// Parses `<file id hex> <key hex>` lines; blank lines and `#` comments are allowed.
+pub fn parse_keys(text: &str) -> Result<BTreeMap<FileId, AudioKey>, String> {
+    let mut keys = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |what: &str| format!("line {}: {what}", n + 1);
+        let (id, key) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("expected `<file id> <key>`"))?;
+        let id = FileId::from_hex(id).map_err(|e| bad(&e.to_string()))?;
+        let key = AudioKey::from_hex(key.trim()).map_err(|e| bad(&e.to_string()))?;
+        keys.insert(id, key);
+    }
+    Ok(keys)
+}
+
+/// Random alphanumeric text from the OS generator.
+pub fn random_text(len: usize) -> String {
+    rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn create_private_if_absent(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<(), LibraryError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        Ok(mut file) => file
+            .write_all(make().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(LibraryError::io(path)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(LibraryError::io(path)(e)),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, unless the file already
+/// holds exactly these bytes. Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, LibraryError> {
+    match fs::read(path) {
+        Ok(existing) if existing == bytes => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LibraryError::io(path)(e)),
+    }
+    write_atomic(path, mode, |file| file.write_all(bytes))?;
+    Ok(true)
+}
+
+/// Creates `path` atomically: `fill` writes a temporary file next to it, which is then synced
+/// and renamed over `path`.
+pub fn write_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> Result<(), LibraryError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut file| {
+            fill(&mut file)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(LibraryError::io(path)(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_reject_garbage() {
+        let id = FileId([0xab; 20]);
+        let text = format!("# comment\n\n{id} {}\n", "01".repeat(16));
+        let keys = parse_keys(&text).unwrap();
+        assert_eq!(keys[&id], AudioKey([1; 16]));
+        assert!(parse_keys("nothex 00").is_err());
+        assert!(parse_keys(&format!("{id} 0011")).is_err());
+    }
+}
