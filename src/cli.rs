@@ -35,6 +35,11 @@ enum Command {
         after_help = "Examples:\n  trackfs publish ~/Music ./library\n  trackfs publish ./new-albums ./library   # adds only what is new"
     )]
     Publish(PublishArgs),
+    /// Build a sample library, serve it on loopback and mount it: the one-command tour.
+    #[command(
+        after_help = "Examples:\n  trackfs demo                 # mounts at ./trackfs-demo\n  trackfs demo /tmp/music      # mounts there; Ctrl-C unmounts and cleans up"
+    )]
+    Demo(DemoArgs),
     /// Mount an origin's catalogue as a read-only directory (runs until unmounted).
     #[command(
         after_help = "Examples:\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials\n  trackfs mount https://origin.example ~/tracks --credentials ~/.config/trackfs/credentials --cache-size 1GiB --format FLAC_FLAC,OGG_VORBIS_320\n\nUnmount with Ctrl-C, `kill <pid>` or `fusermount3 -u <MOUNTPOINT>`."
@@ -91,6 +96,12 @@ struct MountArgs {
     /// Attempts per CDN range before a read fails with EIO.
     #[arg(long, default_value_t = 6)]
     retries: u32,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where to mount (created when missing, removed again afterwards).
+    mountpoint: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +289,12 @@ pub fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
         Command::Stats(args) => print_stats(&args.mountpoint),
+        Command::Demo(args) => runtime()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+            .and_then(|rt| {
+                rt.block_on(trackfs::demo::run(args.mountpoint))
+                    .map_err(|e| e.to_string())
+            }),
         Command::Serve(args) => args.into_config().and_then(|config| {
             let rt = runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
             rt.block_on(origin::serve::run(config))

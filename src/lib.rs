@@ -8,6 +8,7 @@ pub mod cache;
 pub mod catalogue;
 pub mod client;
 pub mod crypto;
+pub mod demo;
 pub mod fs;
 pub mod fuse;
 pub mod heads;

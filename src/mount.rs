@@ -36,6 +36,24 @@ pub struct MountConfig {
     pub reader: ReaderConfig,
 }
 
+impl MountConfig {
+    /// Defaults for everything but where to connect and mount.
+    pub fn new(origin: &str, mountpoint: &Path, credentials: Credentials) -> Self {
+        MountConfig {
+            origin: origin.to_string(),
+            mountpoint: mountpoint.to_path_buf(),
+            credentials,
+            cache_size: 256 << 20,
+            keys: HashMap::new(),
+            formats: Vec::new(),
+            allow_other: false,
+            ca_cert: None,
+            cdn: CdnConfig::default(),
+            reader: ReaderConfig::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mountpoint {0} does not exist; create it with `mkdir -p {0}`")]
