@@ -1,0 +1,537 @@
+#!/usr/bin/env bash
+# trackfs side by side with `rclone mount` of an rclone-crypt remote and with raw `curl`,
+# all on loopback through one private nginx; prints a table of figures, ratios and targets.
+#
+# Usage: scripts/bench.sh [--quick] [--rows 1,2,3,4,5,6] [--trackfs BIN] [--skip-trackfs] [--keep]
+#   --quick          smaller data (64 MiB + 8 x 8 MiB, 200-track listing) for a smoke run
+#   --rows LIST      only these rows (1 cold seq, 2 warm, 3 random, 4 first byte/seek,
+#                    5 eight readers, 6 ls -lR); default all
+#   --trackfs BIN    use this binary (default: `cargo build --release` of this repo)
+#   --skip-trackfs   only the rclone/curl/local figures (no build, no trackfs mounts)
+#   --keep           keep the work folder (libraries, logs, nginx access log) afterwards
+#
+# Rows (DESIGN.md §4 and issue 5):
+#   1. cold sequential read of the 256 MiB track, 1 MiB reads: trackfs, rclone-crypt, curl
+#   2. warm re-read (same mount, nothing dropped) vs the plaintext from local page cache
+#   3. fio randread 4 KiB psync, 10 s, cold: IOPS trackfs vs rclone
+#   4. first byte after open() and after a seek to the middle, cold, `serve --latency 20`
+#      (the origin's built-in CDN, so every round trip, CDN included, costs 20 ms): median of 3
+#   5. eight 24 MiB tracks read at once, cold: aggregate MB/s, and trackfs peak RSS (VmHWM)
+#      with --cache-size 64MiB
+#   6. `ls -lR` of a 2,000-track library with `serve --latency 20`: cold and warm seconds
+# "Cold" = page cache dropped (echo 3 > /proc/sys/vm/drop_caches, needs root) and a fresh mount.
+# MB/s are decimal megabytes (10^6 bytes) per second, like dd and curl.
+#
+# Why this shape: the ratios only mean something if both contenders read the same bytes from
+# the same server on the same machine in the same run; everything here is made fresh, served
+# on 127.0.0.1 only, and torn down by a trap (only mounts and processes this script started).
+# awk programs are single-quoted on purpose.
+# shellcheck disable=SC2016
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+scripts=$repo/scripts
+helper=$scripts/bench_helper.py
+
+BIG_MIB=256 SMALL_MIB=24 N_SMALL=8 N_LIST=2000 LIST_BYTES=8192
+ROWS=1,2,3,4,5,6 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
+LATENCY_MS=20 CACHE_ROW5=64MiB FIO_SECONDS=10 REPEAT_ROW4=3
+
+usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while (($#)); do
+  case $1 in
+    --quick) BIG_MIB=64 SMALL_MIB=8 N_LIST=200; shift ;;
+    --rows) ROWS=${2:?}; shift 2 ;;
+    --trackfs) TRACKFS=${2:?}; shift 2 ;;
+    --skip-trackfs) SKIP_TRACKFS=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) usage ;;
+  esac
+done
+row_on() { [[ ",$ROWS," == *",$1,"* ]]; }
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# --- tools -----------------------------------------------------------------------------
+declare -A PKG_FOR=([nginx]=nginx [rclone]=rclone [fio]=fio [curl]=curl [python3]=python3
+  [fusermount3]=fuse3 [mountpoint]=util-linux)
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
+missing=()
+for cmd in "${!PKG_FOR[@]}"; do
+  have "$cmd" || [[ " ${missing[*]-} " == *" ${PKG_FOR[$cmd]} "* ]] || missing+=("${PKG_FOR[$cmd]}")
+done
+if ((${#missing[@]})); then
+  [[ $(id -u) -eq 0 ]] || die "missing tools; install them: sudo apt-get install -y ${missing[*]}"
+  log "installing ${missing[*]}"
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >/tmp/trackfs-bench-apt.log 2>&1 || die "apt-get failed; see /tmp/trackfs-bench-apt.log"
+fi
+[[ -e /dev/fuse ]] || die "/dev/fuse is missing: FUSE is needed for the mounts"
+IS_ROOT=0
+if [[ $(id -u) -eq 0 ]]; then IS_ROOT=1; fi
+
+# --- work folder, bookkeeping and cleanup ----------------------------------------------
+W=$(mktemp -d "${TMPDIR:-/tmp}/trackfs-bench.XXXXXX")
+mkdir -p "$W/logs" "$W/mnt"
+: >"$W/pids" # one "PID" per line: processes we started (serve, mounts)
+: >"$W/mounts" # one mountpoint per line
+: >"$W/results" # "key value" per line
+NGINX_PID=""
+
+unmount() { # MOUNTPOINT: politely, then lazily
+  mountpoint -q "$1" 2>/dev/null || return 0
+  fusermount3 -u "$1" 2>/dev/null || umount "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null ||
+    umount -l "$1" 2>/dev/null || true
+}
+stop_pid() { # PID: TERM, wait up to 5 s, then KILL
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local m pid
+  while read -r m; do [[ -n $m ]] && unmount "$m"; done <"$W/mounts"
+  while read -r pid; do [[ -n $pid ]] && stop_pid "$pid"; done <"$W/pids"
+  [[ -n $NGINX_PID ]] && "$scripts/nginx-cdn.sh" --stop "$NGINX_PID" 2>/dev/null
+  if ((KEEP)); then echo "work folder kept: $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+record() { echo "$1 $2" >>"$W/results"; note "$1 = $2"; }
+# measure KEY COMMAND...: run it (a failure fails the row under set -e), record its output.
+measure() {
+  local v
+  v=$("${@:2}")
+  [[ -n $v ]] || die "no figure for $1"
+  record "$1" "$v"
+}
+free_port() { python3 "$helper" free-port; }
+wait_port() { # PORT PID LOG: until something listens, or the process died
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "process $2 exited (log: $3)"; }
+    sleep 0.05
+  done
+  die "nothing listening on port $1 after 15 s (log: $3)"
+}
+
+drop_caches() {
+  if ((IS_ROOT)); then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  fi
+}
+
+# Mounts run in the foreground of a background job; wait until the kernel shows the mount.
+# Sets MOUNT_PID. Used by row subshells, which are cleaned up by umount_all after each row.
+wait_mounted() { # MOUNTPOINT PID LOG
+  for _ in $(seq 1200); do
+    mountpoint -q "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "mount process exited (log: $3)"; }
+    sleep 0.05
+  done
+  die "$1 not mounted after 60 s (log: $3)"
+}
+mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from LIBRARY)
+  local port=$1 name=$2 lib=$3
+  shift 3
+  local mnt=$W/mnt/$name lg
+  lg=$W/logs/mount-$name-$(date +%s%N).log
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$W/mounts"
+  "$TRACKFS" mount "http://127.0.0.1:$port" "$mnt" --credentials "$lib/credentials" "$@" \
+    >"$lg" 2>&1 &
+  MOUNT_PID=$!
+  echo "$MOUNT_PID" >>"$W/pids"
+  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+  MNT=$mnt
+}
+mount_rclone() { # NAME
+  local mnt=$W/mnt/$1 lg
+  lg=$W/logs/rclone-$1-$(date +%s%N).log
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$W/mounts"
+  # Defaults on purpose (vfs-cache-mode off, 16 MiB buffer): what a user gets out of the box.
+  rclone --config "$W/rclone.conf" mount wcrypt: "$mnt" >"$lg" 2>&1 &
+  MOUNT_PID=$!
+  echo "$MOUNT_PID" >>"$W/pids"
+  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+  MNT=$mnt
+}
+umount_wait() { # MOUNTPOINT PID: unmount and let the mount process exit
+  unmount "$1"
+  for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.05; done
+  stop_pid "$2"
+}
+umount_all() { # after a row: whatever a (failed) row left mounted
+  local m
+  while read -r m; do [[ -n $m ]] && unmount "$m"; done <"$W/mounts"
+}
+
+# Run one row in a subshell so `set -e` works inside it and a failing row (a trackfs bug,
+# a timeout) is reported and the next row still runs.
+run_row() { # NAME FUNCTION
+  local rc=0
+  log "$1"
+  set +e
+  (
+    set -e
+    "$2"
+  )
+  rc=$?
+  set -e
+  umount_all
+  ((rc == 0)) || {
+    note "row failed (exit $rc); logs in $W/logs"
+    echo "failed_$2 1" >>"$W/results"
+  }
+}
+
+# A read must not hang the whole benchmark (a FUSE read that never returns).
+T() { timeout -k 10 "$@"; }
+seq_read() { T 600 python3 "$helper" seq "$1" | awk '{ printf "%.1f", $1 / $2 / 1e6 }'; }
+
+# --- the machine -----------------------------------------------------------------------
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+aes=$(grep -qw aes /proc/cpuinfo && echo yes || echo no)
+disk=$(df -h --output=source,fstype "$W" | tail -1 | tr -s ' ')
+rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+MACHINE="$(nproc) cores, ${cpu:-unknown CPU}, AES-NI: $aes, $mem RAM, kernel $(uname -r), work folder on $disk"
+VERSIONS="trackfs $rev; $(nginx -v 2>&1 | sed 's/.*version: //'); $(rclone version 2>/dev/null | head -1); $(fio --version); $(curl --version | head -1 | cut -d' ' -f1-2)"
+log "machine: $MACHINE"
+note "$VERSIONS"
+((IS_ROOT)) || note "not root: page cache cannot be dropped, so 'cold' figures are only fresh-mount figures"
+
+# --- trackfs binary ----------------------------------------------------------------------
+# Publishing needs it even with --skip-trackfs (which only skips trackfs's own rows).
+if [[ -z $TRACKFS ]]; then
+  log "building trackfs (release)"
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin trackfs
+  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  TRACKFS=${target:-$repo/target}/release/trackfs
+fi
+[[ -x $TRACKFS ]] || die "no trackfs binary at $TRACKFS"
+TFS=1
+if ((SKIP_TRACKFS)); then TFS=0; fi
+
+# --- data ---------------------------------------------------------------------------------
+log "making data: one ${BIG_MIB} MiB track and ${N_SMALL} x ${SMALL_MIB} MiB (random MP3 frames)"
+SRC=$W/src
+BIG_REL="Benchmark/Big/01 Big Track.mp3"
+python3 "$helper" mkmp3 "$SRC/$BIG_REL" $((BIG_MIB << 20))
+SMALL_REL=()
+for i in $(seq "$N_SMALL"); do
+  rel=$(printf 'Benchmark/Eight/%02d Track %d.mp3' "$i" "$i")
+  python3 "$helper" mkmp3 "$SRC/$rel" $((SMALL_MIB << 20))
+  SMALL_REL+=("$rel")
+done
+t0=$(now)
+"$TRACKFS" publish --no-progress "$SRC" "$W/lib" >"$W/logs/publish.log" 2>&1 ||
+  { tail -20 "$W/logs/publish.log" >&2; die "trackfs publish failed"; }
+note "published in $(elapsed "$t0" "$(now)") s"
+BIG_BYTES=$((BIG_MIB << 20))
+# The ciphertext of the big track: the one file of its size in LIBRARY/audio.
+BIG_ID=$(find "$W/lib/audio" -type f -size "${BIG_BYTES}c" -printf '%f\n' | head -1)
+[[ -n $BIG_ID ]] || die "no ${BIG_BYTES}-byte file in $W/lib/audio"
+
+if ((TFS)) && row_on 6; then
+  log "making a ${N_LIST}-track library for ls -lR"
+  python3 "$helper" mklib "$W/src-list" "$N_LIST" "$LIST_BYTES"
+  "$TRACKFS" publish --no-progress "$W/src-list" "$W/lib-list" >"$W/logs/publish-list.log" 2>&1 ||
+    { tail -20 "$W/logs/publish-list.log" >&2; die "trackfs publish (list library) failed"; }
+fi
+
+# rclone: the same plaintext, encrypted by rclone-crypt into a folder nginx serves with
+# listings; the mounted remote is crypt over http. The config is ours alone (--config).
+log "encrypting the same plaintext with rclone-crypt"
+pass=$(rclone obscure "trackfs-bench-password")
+salt=$(rclone obscure "trackfs-bench-salt")
+NGINX_PORT=$(free_port)
+cat >"$W/rclone.conf" <<EOF
+[lcrypt]
+type = crypt
+remote = $W/crypt
+password = $pass
+password2 = $salt
+
+[web]
+type = http
+url = http://127.0.0.1:$NGINX_PORT/crypt/
+
+[wcrypt]
+type = crypt
+remote = web:
+password = $pass
+password2 = $salt
+EOF
+mkdir -p "$W/crypt"
+rclone --config "$W/rclone.conf" copy "$SRC" lcrypt: 2>"$W/logs/rclone-copy.log" ||
+  { tail "$W/logs/rclone-copy.log" >&2; die "rclone copy into the crypt folder failed"; }
+
+log "starting nginx (CDN for LIBRARY/audio, and the rclone-crypt folder at /crypt/)"
+NGINX_PID=$("$scripts/nginx-cdn.sh" "$W/lib" "$NGINX_PORT" --dir /crypt/="$W/crypt" 2>"$W/logs/nginx-start.log") ||
+  { cat "$W/logs/nginx-start.log" >&2; die "nginx did not start"; }
+CDN=http://127.0.0.1:$NGINX_PORT
+
+start_serve() { # LIBRARY [serve flags...]: sets SERVE_PORT
+  local lib=$1 port lg pid
+  shift
+  port=$(free_port)
+  lg=$W/logs/serve-$port.log
+  "$TRACKFS" serve "$lib" --listen "127.0.0.1:$port" "$@" >"$lg" 2>&1 &
+  pid=$!
+  echo "$pid" >>"$W/pids"
+  wait_port "$port" "$pid" "$lg"
+  SERVE_PORT=$port
+}
+if ((TFS)); then
+  log "starting trackfs serve: one on nginx, one with ${LATENCY_MS} ms latency"
+  start_serve "$W/lib" --cdn-base "$CDN"
+  PORT_FAST=$SERVE_PORT
+  start_serve "$W/lib" --latency "$LATENCY_MS"
+  PORT_SLOW=$SERVE_PORT
+  if row_on 6; then
+    start_serve "$W/lib-list" --latency "$LATENCY_MS"
+    PORT_LIST=$SERVE_PORT
+  fi
+fi
+
+# Where a source file appears in a trackfs mount: found by its size (names are the mount's
+# business: "NN - Title.ext").
+tfs_path() { # MOUNTPOINT BYTES [N]
+  find "$1" -path "$1/.trackfs" -prune -o -type f -size "${2}c" -print | sort | head -"${3:-1}"
+}
+
+# --- rows --------------------------------------------------------------------------------
+row1_trackfs() {
+  drop_caches
+  mount_trackfs "$PORT_FAST" seq "$W/lib"
+  local f
+  f=$(tfs_path "$MNT" "$BIG_BYTES")
+  [[ -n $f ]] || die "the big track is not in the mount"
+  measure tfs_cold_seq seq_read "$f"
+  if row_on 2; then measure tfs_warm_seq seq_read "$f"; fi
+  "$TRACKFS" stats "$MNT" >"$W/logs/stats-row1.txt" 2>&1 || true
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row1_rclone() {
+  drop_caches
+  mount_rclone seq
+  measure rclone_cold_seq seq_read "$MNT/$BIG_REL"
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row1_curl() {
+  drop_caches
+  T 600 curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' "$CDN/audio/$BIG_ID" >"$W/curl.out"
+  measure curl_cold_seq awk '{ printf "%.1f", $1 / $2 / 1e6 }' "$W/curl.out"
+}
+row2_local() {
+  cat "$SRC/$BIG_REL" >/dev/null # into the page cache
+  measure local_warm_seq seq_read "$SRC/$BIG_REL"
+}
+fio_iops() { # FILE NAME
+  T 120 fio --name=randread --filename="$1" --rw=randread --bs=4k --ioengine=psync \
+    --runtime="$FIO_SECONDS" --time_based --readonly --numjobs=1 \
+    --output-format=json --output="$W/logs/fio-$2.json" >/dev/null
+  python3 "$helper" fio-iops "$W/logs/fio-$2.json"
+}
+row3_trackfs() {
+  drop_caches
+  mount_trackfs "$PORT_FAST" rand "$W/lib"
+  local f
+  f=$(tfs_path "$MNT" "$BIG_BYTES")
+  measure tfs_rand_iops fio_iops "$f" trackfs
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row3_rclone() {
+  drop_caches
+  mount_rclone rand
+  measure rclone_rand_iops fio_iops "$MNT/$BIG_REL" rclone
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row4_trackfs() {
+  local i f out opens=() firsts=() seeks=()
+  for i in $(seq "$REPEAT_ROW4"); do
+    drop_caches
+    mount_trackfs "$PORT_SLOW" first "$W/lib"
+    f=$(tfs_path "$MNT" "$BIG_BYTES")
+    out=$(T 60 python3 "$helper" firstbyte "$f")
+    opens+=("${out% *}") firsts+=("${out#* }")
+    umount_wait "$MNT" "$MOUNT_PID"
+  done
+  for i in $(seq "$REPEAT_ROW4"); do
+    drop_caches
+    mount_trackfs "$PORT_SLOW" seek "$W/lib"
+    f=$(tfs_path "$MNT" "$BIG_BYTES")
+    out=$(T 60 python3 "$helper" seekbyte "$f")
+    seeks+=("${out#* }")
+    umount_wait "$MNT" "$MOUNT_PID"
+  done
+  note "open ms: ${opens[*]}; first byte ms: ${firsts[*]}; seek+read ms: ${seeks[*]}"
+  measure tfs_open_ms python3 "$helper" median "${opens[@]}"
+  measure tfs_first_byte_ms python3 "$helper" median "${firsts[@]}"
+  measure tfs_seek_ms python3 "$helper" median "${seeks[@]}"
+}
+par_read() { # FILES...: prints aggregate MB/s
+  T 600 python3 "$helper" par "$@" | awk '{ printf "%.1f", $1 / $2 / 1e6 }'
+}
+row5_trackfs() {
+  drop_caches
+  mount_trackfs "$PORT_FAST" eight "$W/lib" --cache-size "$CACHE_ROW5"
+  local files=()
+  mapfile -t files < <(tfs_path "$MNT" $((SMALL_MIB << 20)) "$N_SMALL")
+  ((${#files[@]} == N_SMALL)) || die "found ${#files[@]} of $N_SMALL tracks in the mount"
+  measure tfs_par_mbs par_read "${files[@]}"
+  measure tfs_peak_rss_mib awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$MOUNT_PID/status"
+  "$TRACKFS" stats "$MNT" >"$W/logs/stats-row5.txt" 2>&1 || true
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row5_rclone() {
+  drop_caches
+  mount_rclone eight
+  local files=() rel
+  for rel in "${SMALL_REL[@]}"; do files+=("$MNT/$rel"); done
+  measure rclone_par_mbs par_read "${files[@]}"
+  measure rclone_peak_rss_mib awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$MOUNT_PID/status"
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+row6_trackfs() {
+  drop_caches
+  local t0 t1 t2 t3 n
+  t0=$(now)
+  mount_trackfs "$PORT_LIST" list "$W/lib-list"
+  t1=$(now)
+  T 300 ls -lR "$MNT" >"$W/logs/ls-cold.txt"
+  t2=$(now)
+  T 300 ls -lR "$MNT" >"$W/logs/ls-warm.txt"
+  t3=$(now)
+  n=$(grep -c '\.mp3$' "$W/logs/ls-cold.txt" || true)
+  ((n == N_LIST)) || note "warning: ls -lR listed $n tracks, expected $N_LIST"
+  record tfs_list_mount_s "$(elapsed "$t0" "$t1")"
+  record tfs_ls_cold_s "$(elapsed "$t1" "$t2")"
+  record tfs_ls_warm_s "$(elapsed "$t2" "$t3")"
+  umount_wait "$MNT" "$MOUNT_PID"
+}
+
+if ((TFS)) && { row_on 1 || row_on 2; }; then
+  run_row "1/2. trackfs: cold sequential read, then warm re-read" row1_trackfs
+fi
+if row_on 1; then
+  run_row "1. rclone-crypt: cold sequential read" row1_rclone
+  run_row "1. curl of the ciphertext from nginx: cold" row1_curl
+fi
+if row_on 2; then run_row "2. plaintext from the local page cache" row2_local; fi
+if row_on 3; then
+  if ((TFS)); then run_row "3. trackfs: fio random 4 KiB reads, cold" row3_trackfs; fi
+  run_row "3. rclone-crypt: fio random 4 KiB reads, cold" row3_rclone
+fi
+if ((TFS)) && row_on 4; then
+  run_row "4. trackfs: first byte and seek, ${LATENCY_MS} ms latency, cold (x$REPEAT_ROW4)" row4_trackfs
+fi
+if row_on 5; then
+  if ((TFS)); then run_row "5. trackfs: $N_SMALL tracks at once, --cache-size $CACHE_ROW5" row5_trackfs; fi
+  run_row "5. rclone-crypt: $N_SMALL tracks at once" row5_rclone
+fi
+if ((TFS)) && row_on 6; then
+  run_row "6. trackfs: ls -lR of $N_LIST tracks, ${LATENCY_MS} ms latency" row6_trackfs
+fi
+
+if [[ -d $repo/benches ]] && ((TFS)); then
+  log "cargo bench (criterion); full output in the work folder's logs/cargo-bench.log"
+  (cd "$repo" && cargo bench 2>&1) >"$W/logs/cargo-bench.log" || note "cargo bench failed"
+  grep -E '^[^ ].*|time:|thrpt:' "$W/logs/cargo-bench.log" | grep -E 'time:|thrpt:' -B1 |
+    grep -v '^--' | sed 's/^/    /' >&2 || true
+  [[ -f $W/logs/cargo-bench.log ]] && cp "$W/logs/cargo-bench.log" "${TMPDIR:-/tmp}/trackfs-cargo-bench.log"
+fi
+
+# --- the table ----------------------------------------------------------------------------
+declare -A R=()
+while read -r k v; do R[$k]=$v; done <"$W/results"
+get() { echo "${R[$1]:-}"; }
+
+cache_mib=$(awk -v s="$CACHE_ROW5" 'BEGIN { sub(/MiB$/, "", s); print s }')
+rss_limit=$((cache_mib + 64))
+PASS=0 FAIL=0
+# row: LABEL UNIT OURS PEER PEER_LABEL TARGET_KIND TARGET_VALUE
+#   TARGET_KIND: ratio_ge (ours/peer >= v), le (ours <= v), info (no target)
+line() {
+  local label=$1 unit=$2 ours=$3 peer=$4 plabel=$5 kind=$6 tv=$7 ratio="" verdict="" target=""
+  if [[ -n $ours && -n $peer ]]; then
+    ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')
+  fi
+  case $kind in
+    ratio_ge)
+      target=">= ${tv}x $plabel"
+      if [[ -n $ratio ]]; then
+        if awk -v r="${ratio%x}" -v t="$tv" 'BEGIN { exit !(r >= t) }'; then verdict=PASS; else verdict=FAIL; fi
+      fi
+      ;;
+    le)
+      target="<= $tv $unit"
+      if [[ -n $ours ]]; then
+        if awk -v a="$ours" -v t="$tv" 'BEGIN { exit !(a <= t) }'; then verdict=PASS; else verdict=FAIL; fi
+      fi
+      ;;
+    info) target="-" ;;
+  esac
+  if [[ $kind != info ]]; then
+    case $verdict in
+      PASS) PASS=$((PASS + 1)) ;;
+      FAIL) FAIL=$((FAIL + 1)) ;;
+      *) verdict="n/a" ;;
+    esac
+  fi
+  printf '| %-44s | %10s | %10s | %-17s | %7s | %-22s | %-4s |\n' \
+    "$label" "${ours:--}" "${peer:--}" "$plabel" "${ratio:--}" "$target" "${verdict:-}"
+}
+
+{
+  echo
+  echo "trackfs benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "machine: $MACHINE"
+  echo "versions: $VERSIONS"
+  echo "data: ${BIG_MIB} MiB track, ${N_SMALL} x ${SMALL_MIB} MiB tracks, ${N_LIST}-track listing; loopback nginx CDN"
+  ((IS_ROOT)) || echo "NOTE: not root, page cache not dropped: cold figures are fresh-mount only"
+  echo
+  printf '| %-44s | %10s | %10s | %-17s | %7s | %-22s | %-4s |\n' \
+    "row" "trackfs" "peer" "peer is" "ratio" "target" "met"
+  printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..12})" \
+    "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..19})" "$(printf -- '-%.0s' {1..9})" \
+    "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..6})"
+  if row_on 1; then
+    line "1. cold sequential read, MB/s" MB/s "$(get tfs_cold_seq)" "$(get rclone_cold_seq)" "rclone-crypt" ratio_ge 3
+    line "1. cold sequential read, MB/s" MB/s "$(get tfs_cold_seq)" "$(get curl_cold_seq)" "curl (ciphertext)" ratio_ge 0.8
+  fi
+  row_on 2 && line "2. warm re-read, MB/s" MB/s "$(get tfs_warm_seq)" "$(get local_warm_seq)" "local page cache" ratio_ge 0.5
+  row_on 3 && line "3. random 4 KiB reads (fio, cold), IOPS" IOPS "$(get tfs_rand_iops)" "$(get rclone_rand_iops)" "rclone-crypt" ratio_ge 5
+  if row_on 4; then
+    line "4. open(), ${LATENCY_MS} ms latency, cold, ms" ms "$(get tfs_open_ms)" "" "" info ""
+    line "4. first byte after open(), cold, ms" ms "$(get tfs_first_byte_ms)" "" "" le 50
+    line "4. seek to middle + read, cold, ms" ms "$(get tfs_seek_ms)" "" "" le 30
+  fi
+  if row_on 5; then
+    line "5. $N_SMALL tracks at once, aggregate MB/s" MB/s "$(get tfs_par_mbs)" "$(get rclone_par_mbs)" "rclone-crypt" info ""
+    line "5. peak RSS, MiB (cache $CACHE_ROW5)" MiB "$(get tfs_peak_rss_mib)" "$(get rclone_peak_rss_mib)" "rclone-crypt" le "$rss_limit"
+  fi
+  if row_on 6; then
+    line "6. mount ready, $N_LIST tracks, s" s "$(get tfs_list_mount_s)" "" "" info ""
+    line "6. ls -lR cold, $N_LIST tracks, s" s "$(get tfs_ls_cold_s)" "" "" le 3
+    line "6. ls -lR warm, $N_LIST tracks, s" s "$(get tfs_ls_warm_s)" "" "" info ""
+  fi
+  echo
+  failed=$(grep -c '^failed_' "$W/results" || true)
+  echo "targets met: $PASS of $((PASS + FAIL))$( ((failed)) && echo "; $failed row(s) failed to run (see logs above)")"
+} | tee "$W/table.txt"
+cp "$W/table.txt" "${TMPDIR:-/tmp}/trackfs-bench-table.txt"
+echo "(table also saved to ${TMPDIR:-/tmp}/trackfs-bench-table.txt)" >&2
