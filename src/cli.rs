@@ -176,7 +176,7 @@ impl MountArgs {
             origin: self.origin,
             mountpoint: self.mountpoint,
             credentials,
-            cache_size: self.cache_size.max(4 << 20),
+            cache_size: self.cache_size.max(1 << 20),
             keys,
             formats: self.format,
             allow_other: self.allow_other,
