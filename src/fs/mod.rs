@@ -131,7 +131,9 @@ impl FsCore {
 
     /// The size the mount shows: the stored size minus the hidden header.
     async fn track_size(&self, file: FileRef, header: u64) -> Result<u64, FsError> {
-        let total = self.reader.size(file).await?;
+        let total = self.reader.size(file).await.inspect_err(|e| {
+            tracing::warn!(file = %file.id, "cannot learn the size: {e}");
+        })?;
         Ok(total.saturating_sub(header))
     }
 
