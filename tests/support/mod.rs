@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod liar;
+pub mod rust_origin;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
-fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
