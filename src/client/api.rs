@@ -157,6 +157,7 @@ impl Api {
                 .and_then(|r| r.build().ok())
                 .map(|r| redact::url(r.url().as_str()))
                 .unwrap_or_default();
+            tracing::debug!(%url, attempt, "origin request");
             let error = match request.send().await {
                 Err(e) => FetchError::Connect {
                     url,

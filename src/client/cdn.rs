@@ -228,6 +228,7 @@ impl Cdn {
         let _in_flight = self.stats.in_flight.enter();
         self.stats.cdn_requests.incr();
         let shown = redact::url(url);
+        tracing::debug!(url = %shown, first, last, "CDN range request");
         let response = tokio::time::timeout(
             self.config.header_timeout,
             self.transport.get(url, Some((first, last))),
