@@ -20,6 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const CHUNK: u64 = 128 * 1024;
 
+/// How long a faulty body waits before it breaks off.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
+
 /// What a `Range` header asks of a file of a given size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -220,6 +223,11 @@ fn body_stream(
             return None;
         }
         if s.sent == s.cut {
+            if matches!(s.tail, Tail::End | Tail::Error) {
+                // Pending for a moment lets hyper flush the head and the bytes so far;
+                // ending or failing right away would drop them unsent.
+                tokio::time::sleep(FLUSH_PAUSE).await;
+            }
             match s.tail {
                 Tail::End => return None,
                 Tail::Error => {

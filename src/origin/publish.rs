@@ -90,14 +90,20 @@ pub fn publish(
     options: &PublishOptions,
 ) -> Result<PublishSummary, PublishError> {
     check_source(src)?;
-    let lib = Library::new(dst);
-    lib.create_dirs()?;
-    lib.ensure_secrets()?;
     let mut summary = PublishSummary {
         library: dst.to_path_buf(),
         ..Default::default()
     };
     let files = walk(src, &mut summary.skipped);
+    if files.is_empty() {
+        return Err(PublishError::NothingToPublish {
+            path: src.to_path_buf(),
+            skipped: summary.skipped.len(),
+        });
+    }
+    let lib = Library::new(dst);
+    lib.create_dirs()?;
+    lib.ensure_secrets()?;
     let bar = progress_bar(options, files.len());
     let mut keys = lib.read_keys()?;
     let stored = store_all(&lib, &mut keys, src, &files, &bar, &mut summary);

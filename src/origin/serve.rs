@@ -20,6 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use prost::Message;
 use std::net::SocketAddr;
@@ -196,6 +197,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(origin);
+    // No Nagle delay: a response head and its first body chunk go out as separate writes,
+    // and time to first byte is one of the things the client is measured on.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -1,0 +1,369 @@
+//! `trackfs publish` on folders made with ffmpeg: the library layout, encryption, metadata from
+//! tags and folder names, idempotence, growth, and bad inputs.
+
+#[path = "common/origin_fixture.rs"]
+mod fixture;
+
+use fixture::*;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+use trackfs::crypto::AudioKey;
+use trackfs::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
+use trackfs::origin::library::parse_keys;
+use trackfs::origin::publish::PublishError;
+use trackfs::origin::{self, PublishOptions};
+use trackfs::proto::library::Library;
+use trackfs::proto::metadata as pb;
+
+fn read_pb<M: Message + Default>(path: &Path) -> M {
+    M::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+}
+
+/// Every track of the library on disk, with its album.
+fn tracks_on_disk(lib: &Path) -> Vec<(model::Album, model::Track)> {
+    let library: Library = read_pb(&lib.join("library.pb"));
+    let mut out = Vec::new();
+    for gid in library.album_gid {
+        let album_path = lib.join("albums").join(format!("{}.pb", hex::encode(&gid)));
+        let album = model::Album::try_from(read_pb::<pb::Album>(&album_path)).unwrap();
+        for id in album.discs.iter().flat_map(|d| d.tracks.clone()) {
+            let track_path = lib.join("tracks").join(format!("{id}.pb"));
+            let track = model::Track::try_from(read_pb::<pb::Track>(&track_path)).unwrap();
+            out.push((album.clone(), track));
+        }
+    }
+    out
+}
+
+fn track_named<'a>(
+    tracks: &'a [(model::Album, model::Track)],
+    name: &str,
+) -> &'a (model::Album, model::Track) {
+    tracks
+        .iter()
+        .find(|(_, t)| t.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no track {name:?} in {:?}",
+                tracks.iter().map(|t| &t.1.name).collect::<Vec<_>>()
+            )
+        })
+}
+
+fn keys(lib: &Path) -> BTreeMap<FileId, AudioKey> {
+    parse_keys(&std::fs::read_to_string(lib.join("keys")).unwrap()).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn publishing_twice_changes_nothing() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    sample_source(src.path());
+    let first = publish(src.path(), lib.path());
+    assert_eq!(
+        (
+            first.tracks,
+            first.new_tracks,
+            first.albums,
+            first.new_albums
+        ),
+        (3, 3, 2, 2)
+    );
+    assert!(first.bytes_encrypted > 0);
+    let before = snapshot(lib.path());
+    let second = publish(src.path(), lib.path());
+    assert_eq!(
+        (second.tracks, second.new_tracks, second.new_albums),
+        (3, 0, 0)
+    );
+    assert_eq!(second.bytes_encrypted, 0);
+    let after = snapshot(lib.path());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &before {
+        assert!(
+            after[path] == *bytes,
+            "{} changed on re-publish",
+            path.display()
+        );
+    }
+    let line = second.to_string();
+    assert!(line.starts_with("published 3 tracks in 2 albums"), "{line}");
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn a_grown_folder_only_adds_tracks() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    sample_source(src.path());
+    publish(src.path(), lib.path());
+    let before = snapshot(lib.path());
+    let old_keys = keys(lib.path());
+    let old_tracks = tracks_on_disk(lib.path());
+    make_audio(
+        &src.path().join("Björk/Début: \"Live\"?/04 Four.mp3"),
+        "libmp3lame",
+        &["-b:a", "128k"],
+    );
+    let summary = publish(src.path(), lib.path());
+    assert_eq!(
+        (summary.tracks, summary.new_tracks, summary.new_albums),
+        (4, 1, 0)
+    );
+    // A different folder into the same library adds an album and keeps the others.
+    let more = TempDir::new().unwrap();
+    make_audio(
+        &more.path().join("New Artist/New: Album?/01 One.ogg"),
+        "libvorbis",
+        &["-b:a", "96k"],
+    );
+    let summary = publish(more.path(), lib.path());
+    assert_eq!(
+        (summary.tracks, summary.new_tracks, summary.new_albums),
+        (1, 1, 1)
+    );
+
+    let after = snapshot(lib.path());
+    let album_of_four = &track_named(&old_tracks, "What's up?").0;
+    let may_change: Vec<PathBuf> = vec![
+        "keys".into(),
+        "library.pb".into(),
+        format!("albums/{}.pb", album_of_four.id).into(),
+    ];
+    for (path, bytes) in &before {
+        if !may_change.contains(path) {
+            assert!(after[path] == *bytes, "{} changed", path.display());
+        }
+    }
+    let added: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    let count = |dir: &str| added.iter().filter(|p| p.starts_with(dir)).count();
+    assert_eq!(
+        (
+            count("tracks"),
+            count("audio"),
+            count("heads"),
+            count("albums")
+        ),
+        (2, 2, 2, 1)
+    );
+    let new_keys = keys(lib.path());
+    assert!(
+        old_keys
+            .iter()
+            .all(|(id, key)| new_keys.get(id) == Some(key)),
+        "keys are kept"
+    );
+    assert_eq!(new_keys.len(), 5);
+
+    let tracks = tracks_on_disk(lib.path());
+    assert_eq!(tracks.len(), 5);
+    let (album, four) = track_named(&tracks, "Four");
+    assert_eq!(album.id, album_of_four.id);
+    assert_eq!(
+        album.date, album_of_four.date,
+        "the first publish date is kept"
+    );
+    assert_eq!(album.discs[0].tracks.len(), 3);
+    assert_eq!(
+        (four.number, four.files[0].format),
+        (4, AudioFormat::Mp3_160)
+    );
+    let (album, one) = track_named(&tracks, "One");
+    assert_eq!(
+        (album.name.as_str(), album.artists[0].as_str()),
+        ("New: Album?", "New Artist")
+    );
+    assert_eq!(one.files[0].format, AudioFormat::OggVorbis96);
+}
+
+#[test]
+fn stored_files_are_ciphertext_heads_are_plaintext_and_secrets_are_private() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let sources = sample_source(src.path());
+    std::fs::write(lib.path().join("credentials"), "trackfs:mine\n").unwrap();
+    publish(src.path(), lib.path());
+    let lib = lib.path();
+    assert_eq!(
+        std::fs::read_to_string(lib.join("credentials")).unwrap(),
+        "trackfs:mine\n"
+    );
+    for name in ["secret", "keys"] {
+        assert_eq!(mode(&lib.join(name)), 0o600, "{name}");
+    }
+    let keys = keys(lib);
+    for source in &sources {
+        let id = file_id_of(source);
+        let cipher = std::fs::read(lib.join("audio").join(id.to_hex())).unwrap();
+        let ogg = is_ogg(source);
+        let plain = decrypt_stored(&cipher, &keys[&id], ogg);
+        let header = if ogg { OGG_HEADER_LEN as usize } else { 0 };
+        assert_eq!(
+            plain.len(),
+            header + std::fs::metadata(source).unwrap().len() as usize
+        );
+        assert!(plain[header..] == std::fs::read(source).unwrap()[..]);
+        for magic in [&b"OggS"[..], b"fLaC", b"ID3"] {
+            assert!(
+                !cipher.starts_with(magic),
+                "{} is stored in plaintext",
+                source.display()
+            );
+        }
+        let head = std::fs::read(lib.join("heads").join(id.to_hex())).unwrap();
+        assert_eq!(head.len(), plain.len().min(128 * 1024));
+        assert!(head[..] == plain[..head.len()]);
+    }
+    // A fresh library gets random credentials.
+    let (src2, lib2) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    make_audio(&src2.path().join("a.flac"), "flac", &[]);
+    publish(src2.path(), lib2.path());
+    let creds = lib2.path().join("credentials");
+    assert_eq!(mode(&creds), 0o600);
+    let text = std::fs::read_to_string(&creds).unwrap();
+    let password = text.trim_end().strip_prefix("trackfs:").unwrap();
+    assert!(password.len() >= 16 && password.chars().all(|c| c.is_ascii_alphanumeric()));
+}
+
+#[test]
+fn tags_win_over_folder_names_and_magic_bytes_over_extensions() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let tags = [
+        "-metadata",
+        "title=Tagged: Title?",
+        "-metadata",
+        "artist=Tag Artist",
+        "-metadata",
+        "album=Tag Album",
+        "-metadata",
+        "date=1999",
+        "-metadata",
+        "track=5",
+        "-metadata",
+        "disc=2",
+        "-b:a",
+        "320k",
+    ];
+    make_audio(
+        &src.path().join("Folder Artist/Folder Album/07 Name.mp3"),
+        "libmp3lame",
+        &tags,
+    );
+    make_audio(
+        &src.path()
+            .join("Folder Artist/Folder Album/08 Misnamed.flac"),
+        "flac",
+        &[],
+    );
+    let dir = src.path().join("Folder Artist/Folder Album");
+    std::fs::rename(dir.join("08 Misnamed.flac"), dir.join("08 Misnamed.ogg")).unwrap();
+    publish(src.path(), lib.path());
+    let tracks = tracks_on_disk(lib.path());
+    let (album, tagged) = track_named(&tracks, "Tagged: Title?");
+    assert_eq!((tagged.number, tagged.disc_number), (5, 2));
+    assert_eq!(tagged.artists, ["Tag Artist"]);
+    assert_eq!(
+        (album.name.as_str(), album.artists[0].as_str()),
+        ("Tag Album", "Tag Artist")
+    );
+    assert_eq!(album.date.map(|d| d.year), Some(1999));
+    assert_eq!(album.discs[0].number, 2);
+    assert_eq!(tagged.files[0].format, AudioFormat::Mp3_320);
+    let (album, misnamed) = track_named(&tracks, "Misnamed");
+    assert_eq!(
+        misnamed.files[0].format,
+        AudioFormat::Flac,
+        "FLAC bytes in a .ogg"
+    );
+    assert_eq!((album.name.as_str(), misnamed.number), ("Folder Album", 8));
+    let id = misnamed.files[0].id;
+    let cipher = std::fs::read(lib.path().join("audio").join(id.to_hex())).unwrap();
+    let size = std::fs::metadata(dir.join("08 Misnamed.ogg"))
+        .unwrap()
+        .len();
+    assert_eq!(cipher.len() as u64, size, "no Ogg header in front of FLAC");
+}
+
+#[test]
+fn bad_files_are_skipped_with_a_warning_naming_them() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let album = src.path().join("Artist/Album");
+    make_audio(&album.join("01 Good.flac"), "flac", &[]);
+    std::fs::write(album.join("02 Fake.ogg"), "this is text, not Vorbis").unwrap();
+    std::os::unix::fs::symlink("/nonexistent/track", album.join("03 Gone.mp3")).unwrap();
+    std::fs::create_dir(album.join("04 Folder.mp3")).unwrap();
+    std::fs::write(album.join("cover.jpg"), [0xff, 0xd8, 0xff, 0xe0]).unwrap();
+    std::fs::write(album.join("notes.txt"), "liner notes").unwrap();
+    let summary = publish(src.path(), lib.path());
+    assert_eq!(summary.tracks, 1);
+    let skipped: BTreeMap<String, String> = summary
+        .skipped
+        .iter()
+        .map(|s| {
+            (
+                s.path.file_name().unwrap().to_string_lossy().into_owned(),
+                s.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped.keys().collect::<Vec<_>>(),
+        ["02 Fake.ogg", "03 Gone.mp3"]
+    );
+    assert!(skipped["02 Fake.ogg"].contains("not Ogg Vorbis, MP3 or FLAC"));
+    assert!(skipped["03 Gone.mp3"].contains("cannot read"));
+    assert!(
+        summary.to_string().ends_with("; 2 files skipped"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn an_empty_or_missing_source_is_an_error() {
+    let lib = TempDir::new().unwrap();
+    let empty = TempDir::new().unwrap();
+    let options = PublishOptions { no_progress: true };
+    let err = origin::publish(empty.path(), lib.path(), &options).unwrap_err();
+    assert!(
+        matches!(err, PublishError::NothingToPublish { .. }),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains(&empty.path().display().to_string()));
+    std::fs::write(empty.path().join("fake.mp3"), "not audio").unwrap();
+    let err = origin::publish(empty.path(), lib.path(), &options).unwrap_err();
+    assert!(
+        matches!(err, PublishError::NothingToPublish { skipped: 1, .. }),
+        "{err}"
+    );
+    let missing = empty.path().join("missing");
+    let err = origin::publish(&missing, lib.path(), &options).unwrap_err();
+    assert!(matches!(err, PublishError::MissingSource(_)), "{err}");
+    assert!(err.to_string().contains("missing"));
+    let file = empty.path().join("fake.mp3");
+    let err = origin::publish(&file, lib.path(), &options).unwrap_err();
+    assert!(matches!(err, PublishError::NotAFolder(_)), "{err}");
+}
