@@ -374,6 +374,7 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True                  # never wait for stalled clients
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128               # default 5 drops bursts of connects
 
     def handle_error(self, request, client_address):
         # Clients hanging up mid-body are routine (faults, cancelled reads).
