@@ -173,6 +173,8 @@ class Checker:
             album = self.check_album(gid)
             for disc_no, tgids in (album or {}).get("discs", []):
                 for tgid in tgids:
+                    if not tgid or len(tgid) != 16:
+                        continue                  # reported by check_album
                     if tgid in seen_tracks:
                         self.r.fail("album", "track %s listed twice" % tgid.hex())
                         continue
@@ -222,7 +224,6 @@ class Checker:
             self.track_results.append((track, shas.pop()))
         elif not shas:
             self.r.fail("track", "%s: no file could be verified" % label)
-
 
     # ---------------------------------------------------------- one file
 
@@ -316,7 +317,10 @@ class Checker:
                 continue
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("content-range") or "")
             total = int(m.group(3)) if m else total
-            if total is None or not self.check_206(resp, pos, min(pos + CHUNK, total) - 1, total,
+            if total is None:
+                return self.r.fail("cdn-range", "GET %s bytes=%d-%d -> %d without a readable Content-Range (%r)"
+                                   % (fid, pos, pos + CHUNK - 1, resp.status, resp.header("content-range")))
+            if not self.check_206(resp, pos, min(pos + CHUNK, total) - 1, total,
                                                    "GET %s bytes=%d-%d" % (fid, pos, pos + CHUNK - 1)):
                 return None
             parts.append(resp.body)
