@@ -42,13 +42,24 @@ fn codec_args(path: &str) -> &'static [&'static str] {
     }
 }
 
-/// The folder, made on first use (ffmpeg must be installed; scripts/test.sh installs it).
+/// The folder, made once and shared by every test process (nextest runs each test in its own
+/// process): built under a temporary name, then renamed into place atomically.
 pub fn music() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("trackfs-test-music-{}", std::process::id()));
+        let fingerprint: u64 = TRACKS
+            .iter()
+            .flat_map(|(p, s)| p.bytes().chain(s.bytes()))
+            .fold(0xcbf29ce484222325, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("music-{fingerprint:016x}"));
+        if dir.exists() {
+            return dir;
+        }
+        let building = dir.with_extension(format!("building-{}", std::process::id()));
         for (relative, source) in TRACKS {
-            let path = dir.join(relative);
+            let path = building.join(relative);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             let status = Command::new("ffmpeg")
                 .args(["-v", "error", "-y", "-f", "lavfi", "-i", source, "-ac", "2"])
@@ -57,6 +68,10 @@ pub fn music() -> &'static Path {
                 .status()
                 .expect("ffmpeg runs");
             assert!(status.success(), "ffmpeg failed for {relative}");
+        }
+        // Another process may have won the race; either way `dir` is complete afterwards.
+        if std::fs::rename(&building, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&building);
         }
         dir
     })
