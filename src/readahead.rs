@@ -18,6 +18,10 @@ pub struct ReadAheadConfig {
     pub max_streams: usize,
     /// How far behind a stream's position a read may land and still belong to it.
     pub back_slack: u64,
+    /// How far past what a stream prefetched a read may land and still belong to it (the
+    /// kernel's own read-ahead runs a little ahead of the reader). Further is a jump, such as
+    /// a player probing the file's tail, and must not move the stream there.
+    pub forward_slack: u64,
 }
 
 impl Default for ReadAheadConfig {
@@ -27,6 +31,7 @@ impl Default for ReadAheadConfig {
             max_window: 16 << 20,
             max_streams: 4,
             back_slack: 2 << 20,
+            forward_slack: 1 << 20,
         }
     }
 }
@@ -62,7 +67,7 @@ impl Streams {
         let clock = self.clock;
         let found = self.streams.iter_mut().find(|s| {
             offset >= s.next.saturating_sub(config.back_slack)
-                && offset <= s.next.max(s.ahead_to) + s.window
+                && offset <= s.next.max(s.ahead_to) + config.forward_slack
         });
         let stream = match found {
             Some(s) => {
@@ -123,6 +128,7 @@ mod tests {
             max_window: 8 * MIB,
             max_streams: 4,
             back_slack: 2 * MIB,
+            forward_slack: MIB,
         }
     }
 
@@ -196,5 +202,42 @@ mod tests {
             s.on_read(&c, i * 10 * MIB + 1, i * 10 * MIB + 4097, 200 * MIB);
         }
         assert_eq!(s.streams.len(), 4);
+    }
+
+    #[test]
+    fn a_tail_probe_within_a_window_of_the_stream_does_not_take_it_over() {
+        // The default windows: after 1 MiB the stream has prefetched to about 5 MiB with an
+        // 8 MiB window, so the tail of a 12 MB file lies within "prefetched + window". That
+        // probe used to join the stream and move it to the end of the file: the resumed reads
+        // then started a new stream with a 1 MiB window, and 5..12 MB was marked prefetched
+        // without ever being fetched.
+        let (c, mut s) = (ReadAheadConfig::default(), Streams::default());
+        let total = 12_000_000;
+        let mut offset = 0;
+        while offset < MIB {
+            s.on_read(&c, offset, offset + (128 << 10), total);
+            offset += 128 << 10;
+        }
+        let (ahead_before, window_before) = (s.streams[0].ahead_to, s.streams[0].window);
+        assert!(
+            ahead_before + window_before > total,
+            "the setup puts the tail in reach"
+        );
+        assert_eq!(s.on_read(&c, total - 65536, total, total), None);
+        assert_eq!(s.streams.len(), 2, "the probe is a stream of its own");
+        assert_eq!(
+            s.streams[0].next, MIB,
+            "the player's stream stayed where it was"
+        );
+        let resumed = s.on_read(&c, offset, offset + (128 << 10), total);
+        let resumed = resumed.expect("the resumed read keeps prefetching");
+        assert_eq!(
+            resumed.start, ahead_before,
+            "prefetch continues where it stopped"
+        );
+        assert!(
+            resumed.end - resumed.start >= 4 * MIB,
+            "with the grown window: {resumed:?}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod liar;
+pub mod nginx;
 pub mod rust_origin;
 pub mod sources;
 
