@@ -7,8 +7,9 @@
 #   --rows LIST      only these rows (1 cold seq, 2 warm, 3 random, 4 first byte/seek,
 #                    5 eight readers, 6 ls -lR); default all
 #   --trackfs BIN    use this binary (default: `cargo build --release` of this repo)
-#   --skip-trackfs   only the rclone/curl/local figures (no build, no trackfs mounts)
+#   --skip-trackfs   only the rclone/curl/local figures (trackfs still publishes the data)
 #   --keep           keep the work folder (libraries, logs, nginx access log) afterwards
+#   Exit status: 0 every target met, 3 some target missed, 1 a row could not run.
 #
 # Rows (DESIGN.md §4 and issue 5):
 #   1. cold sequential read of the 256 MiB track, 1 MiB reads: trackfs, rclone-crypt, curl
@@ -37,7 +38,7 @@ BIG_MIB=256 SMALL_MIB=24 N_SMALL=8 N_LIST=2000 LIST_BYTES=8192
 ROWS=1,2,3,4,5,6 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
 LATENCY_MS=20 CACHE_ROW5=64MiB FIO_SECONDS=10 REPEAT_ROW4=3
 
-usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
     --quick) BIG_MIB=64 SMALL_MIB=8 N_LIST=200; shift ;;
@@ -45,7 +46,7 @@ while (($#)); do
     --trackfs) TRACKFS=${2:?}; shift 2 ;;
     --skip-trackfs) SKIP_TRACKFS=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -84,8 +85,11 @@ mkdir -p "$W/logs" "$W/mnt"
 : >"$W/results" # "key value" per line
 NGINX_PID=""
 
+# Mounted, even if its process is gone ("Transport endpoint is not connected", where
+# `mountpoint -q` says no): /proc/mounts escapes spaces as \040.
+is_mounted() { M=${1// /\\040} awk '$2 == ENVIRON["M"] { f = 1 } END { exit !f }' /proc/mounts; }
 unmount() { # MOUNTPOINT: politely, then lazily
-  mountpoint -q "$1" 2>/dev/null || return 0
+  is_mounted "$1" || return 0
   fusermount3 -u "$1" 2>/dev/null || umount "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null ||
     umount -l "$1" 2>/dev/null || true
 }
@@ -96,15 +100,24 @@ stop_pid() { # PID: TERM, wait up to 5 s, then KILL
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
 }
+kill_tree() { # PID: a row's subshell and everything under it (readers, fio, timeout)
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+ROW_PID=""
 cleanup() {
   local m pid
+  trap - INT TERM
+  # Readers first, so the unmounts below are not busy.
+  [[ -n $ROW_PID ]] && kill_tree "$ROW_PID"
   while read -r m; do [[ -n $m ]] && unmount "$m"; done <"$W/mounts"
   while read -r pid; do [[ -n $pid ]] && stop_pid "$pid"; done <"$W/pids"
   [[ -n $NGINX_PID ]] && "$scripts/nginx-cdn.sh" --stop "$NGINX_PID" 2>/dev/null
   if ((KEEP)); then echo "work folder kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "interrupted: cleaning up" >&2; exit 130' INT TERM
 
 record() { echo "$1 $2" >>"$W/results"; note "$1 = $2"; }
 # measure KEY COMMAND...: run it (a failure fails the row under set -e), record its output.
@@ -178,17 +191,19 @@ umount_all() { # after a row: whatever a (failed) row left mounted
 }
 
 # Run one row in a subshell so `set -e` works inside it and a failing row (a trackfs bug,
-# a timeout) is reported and the next row still runs.
+# a timeout) is reported and the next row still runs. The subshell runs in the background
+# and we `wait` for it: bash runs an INT/TERM trap during `wait` at once, whereas for a
+# foreground child that catches Ctrl-C itself (fio, rclone) it would never run it.
 run_row() { # NAME FUNCTION
   local rc=0
   log "$1"
-  set +e
   (
     set -e
     "$2"
-  )
-  rc=$?
-  set -e
+  ) &
+  ROW_PID=$!
+  wait "$ROW_PID" || rc=$?
+  ROW_PID=""
   umount_all
   ((rc == 0)) || {
     note "row failed (exit $rc); logs in $W/logs"
@@ -451,11 +466,11 @@ if ((TFS)) && row_on 6; then
 fi
 
 if [[ -d $repo/benches ]] && ((TFS)); then
-  log "cargo bench (criterion); full output in the work folder's logs/cargo-bench.log"
-  (cd "$repo" && cargo bench 2>&1) >"$W/logs/cargo-bench.log" || note "cargo bench failed"
-  grep -E '^[^ ].*|time:|thrpt:' "$W/logs/cargo-bench.log" | grep -E 'time:|thrpt:' -B1 |
-    grep -v '^--' | sed 's/^/    /' >&2 || true
-  [[ -f $W/logs/cargo-bench.log ]] && cp "$W/logs/cargo-bench.log" "${TMPDIR:-/tmp}/trackfs-cargo-bench.log"
+  bench_log=${TMPDIR:-/tmp}/trackfs-cargo-bench.log
+  log "cargo bench (criterion: decrypt throughput, cache get/put); full output: $bench_log"
+  (cd "$repo" && cargo bench) >"$bench_log" 2>&1 || note "cargo bench failed (see $bench_log)"
+  # Criterion prints the name, then "time: [...]" and "thrpt: [...]" lines.
+  grep -E -B1 'time:|thrpt:' "$bench_log" | grep -v '^--$' | sed 's/^/    /' >&2 || true
 fi
 
 # --- the table ----------------------------------------------------------------------------
@@ -536,6 +551,10 @@ line() {
   echo
   failed=$(grep -c '^failed_' "$W/results" || true)
   echo "targets met: $PASS of $((PASS + FAIL))$( ((failed)) && echo "; $failed row(s) failed to run (see logs above)")"
+  echo "$FAIL $failed" >"$W/verdict"
 } | tee "$W/table.txt"
 cp "$W/table.txt" "${TMPDIR:-/tmp}/trackfs-bench-table.txt"
 echo "(table also saved to ${TMPDIR:-/tmp}/trackfs-bench-table.txt)" >&2
+read -r unmet failed <"$W/verdict"
+if ((failed)); then exit 1; fi
+if ((unmet)); then exit 3; fi
