@@ -169,9 +169,11 @@ impl MountArgs {
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
             return Err("--stall-timeout must be between 0 and 3600 seconds".into());
         }
-        let mut cdn = CdnConfig::default();
-        cdn.stall_timeout = Duration::from_secs_f64(self.stall_timeout);
-        cdn.attempts = self.retries.max(1);
+        let cdn = CdnConfig {
+            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+            attempts: self.retries.max(1),
+            ..CdnConfig::default()
+        };
         Ok(MountConfig {
             origin: self.origin,
             mountpoint: self.mountpoint,

@@ -118,7 +118,7 @@ impl Reader {
         let bs = self.config.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
-        if let Some(bytes) = self.from_head(file, first, last, offset, end) {
+        if let Some(bytes) = self.bytes_from_head(file, first, last, offset, end) {
             // The head answers now; the blocks are fetched for the reads that follow.
             let reader = self.clone();
             tokio::spawn(
@@ -132,7 +132,7 @@ impl Reader {
 
     /// Bytes `offset..end` from the head file, when they lie inside it and a block they need
     /// is not cached yet.
-    fn from_head(
+    fn bytes_from_head(
         &self,
         file: FileRef,
         first: u64,

@@ -25,9 +25,27 @@ fn sixteen_readers_for_a_minute_under_ten_percent_faults() {
     if !support::fuse_usable() || !support::require_tool("ffmpeg") {
         return;
     }
-    let origin = RustOrigin::start(sources::music(), &["--fault-rate", "0.1", "--stall", "1500", "--seed", "21", "--url-ttl", "5", "--token-ttl", "7"]);
+    let origin = RustOrigin::start(
+        sources::music(),
+        &[
+            "--fault-rate",
+            "0.1",
+            "--stall",
+            "1500",
+            "--seed",
+            "21",
+            "--url-ttl",
+            "5",
+            "--token-ttl",
+            "7",
+        ],
+    );
     let cache = format!("{CACHE_MIB}MiB");
-    let mount = Mount::start(&origin.url, &origin.credentials_file, &["--cache-size", &cache, "--stall-timeout", "1"]);
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--cache-size", &cache, "--stall-timeout", "1"],
+    );
     let files: Vec<_> = origin_files(&mount);
     let deadline = Instant::now() + SOAK;
     let reads = std::thread::scope(|scope| {
@@ -41,9 +59,16 @@ fn sixteen_readers_for_a_minute_under_ten_percent_faults() {
                         let (path, want) = &files[index % files.len()];
                         let file = std::fs::File::open(path).unwrap();
                         // Drop the kernel's cached pages so every pass reaches trackfs.
-                        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-                        let got = std::fs::read(path).unwrap_or_else(|e| panic!("reader {reader}: {}: {e}", path.display()));
-                        assert!(&got == want, "reader {reader}: wrong bytes in {}", path.display());
+                        unsafe {
+                            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                        };
+                        let got = std::fs::read(path)
+                            .unwrap_or_else(|e| panic!("reader {reader}: {}: {e}", path.display()));
+                        assert!(
+                            &got == want,
+                            "reader {reader}: wrong bytes in {}",
+                            path.display()
+                        );
                         count += 1;
                         index += 7;
                     }
@@ -51,13 +76,22 @@ fn sixteen_readers_for_a_minute_under_ten_percent_faults() {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
     });
     assert!(reads > 16, "only {reads} full reads in {SOAK:?}");
     assert!(mount.stat("retries") > 0, "faults were injected");
     let peak_mib = peak_rss_kib(mount.pid()) / 1024;
-    assert!(peak_mib <= CACHE_MIB + 64, "peak RSS {peak_mib} MiB exceeds the cache budget + 64 MiB");
-    eprintln!("soak: {reads} full reads, peak RSS {peak_mib} MiB, retries {}", mount.stat("retries"));
+    assert!(
+        peak_mib <= CACHE_MIB + 64,
+        "peak RSS {peak_mib} MiB exceeds the cache budget + 64 MiB"
+    );
+    eprintln!(
+        "soak: {reads} full reads, peak RSS {peak_mib} MiB, retries {}",
+        mount.stat("retries")
+    );
 }
 
 fn origin_files(mount: &Mount) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -67,8 +101,14 @@ fn origin_files(mount: &Mount) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             let path = std::path::Path::new(relative);
             let file = path.file_name().unwrap().to_str().unwrap();
             let (number, title) = file.split_once(' ').unwrap();
-            let mounted = mount.path().join(path.parent().unwrap()).join(format!("{number} - {title}"));
-            (mounted, std::fs::read(sources::music().join(relative)).unwrap())
+            let mounted = mount
+                .path()
+                .join(path.parent().unwrap())
+                .join(format!("{number} - {title}"));
+            (
+                mounted,
+                std::fs::read(sources::music().join(relative)).unwrap(),
+            )
         })
         .collect()
 }
