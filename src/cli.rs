@@ -96,6 +96,9 @@ struct MountArgs {
     /// Attempts per CDN range before a read fails with EIO.
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// Kernel read-ahead for the mount (set when running as root; 0 keeps the kernel's).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    kernel_read_ahead: u64,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +188,7 @@ impl MountArgs {
             ca_cert,
             cdn,
             reader: Default::default(),
+            kernel_read_ahead_kb: (self.kernel_read_ahead / 1024).min(u32::MAX as u64) as u32,
         })
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+
 use support::{sources, Mount, PythonOrigin};
 
 fn setup(extra: &[&str]) -> Option<(PythonOrigin, Mount)> {
@@ -42,28 +42,12 @@ fn every_track_appears_once_with_the_source_bytes() {
             relative.display()
         );
     }
-    let listed = walk(&mount.path())
+    let listed = support::walk_files(&mount.path())
         .into_iter()
         .filter(|p| !p.starts_with(".trackfs"))
         .count();
     assert_eq!(listed, expected.len(), "no extra or duplicate files");
     assert!(mount.path().join(".trackfs/stats").exists());
-}
-
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out
 }
 
 #[test]

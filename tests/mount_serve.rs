@@ -60,7 +60,11 @@ fn the_demo_mounts_a_playable_library_and_cleans_up_on_ctrl_c() {
         assert!(Instant::now() < deadline, "demo did not mount");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let tracks: Vec<_> = walk_files(&point);
+    let tracks: Vec<_> = support::walk_files(&point)
+        .into_iter()
+        .filter(|p| !p.starts_with(".trackfs"))
+        .map(|p| point.join(p))
+        .collect();
     assert!(tracks
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "ogg")));
@@ -97,19 +101,4 @@ fn the_demo_mounts_a_playable_library_and_cleans_up_on_ctrl_c() {
         !point.exists(),
         "the demo removes the mountpoint it created"
     );
-}
-
-fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(root).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if !path.ends_with(".trackfs") {
-                out.extend(walk_files(&path));
-            }
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

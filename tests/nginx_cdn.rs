@@ -7,8 +7,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use support::nginx::{free_port, Nginx};
 use support::rust_origin::RustOrigin;
 use support::{sources, Mount, PythonOrigin};
@@ -23,38 +23,9 @@ fn tools_present() -> bool {
         })
 }
 
-/// Runs a program to completion (killed, and the test failed, after two minutes).
-fn run(command: &mut Command) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out).unwrap(),
-        stderr: std::fs::read(&err).unwrap(),
-    }
-}
-
 /// Runs and requires exit 0 and an empty stderr.
 fn run_clean(command: &mut Command) -> String {
-    let out = run(command);
+    let out = support::run(command, Duration::from_secs(120));
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "{command:?} exited {} with stderr:\n{}",

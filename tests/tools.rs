@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 use support::{sources, Mount, PythonOrigin};
 
 const KIB: u64 = 1 << 10;
@@ -25,45 +25,13 @@ fn setup(seed: &str, tools: &[&str]) -> Option<(PythonOrigin, Mount)> {
     Some((origin, mount))
 }
 
-/// Runs a program to completion (killed, and the test failed, after `limit`), output captured.
-fn run(command: &mut Command, limit: Duration) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{command:?} did not finish within {limit:?}; stderr:\n{}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out).unwrap(),
-        stderr: std::fs::read(&err).unwrap(),
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs and requires exit 0 and an empty stderr (for `-v error` runs).
 fn run_clean(command: &mut Command, what: &str) -> Output {
-    let out = run(command, Duration::from_secs(120));
+    let out = support::run(command, Duration::from_secs(120));
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "{what}: {command:?} exited {} with stderr:\n{}",
@@ -99,24 +67,6 @@ fn source_sha256_map(files: &[(PathBuf, PathBuf)]) -> BTreeMap<PathBuf, String> 
         .iter()
         .map(|(relative, source)| (relative.clone(), support::sha256_file(source)))
         .collect()
-}
-
-/// Regular files below `root`, relative to it.
-fn walk_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +123,7 @@ fn mpv_plays_a_slice_from_the_middle_headless() {
         return;
     };
     for (relative, _) in origin.expected_files() {
-        let out = run(
+        let out = support::run(
             Command::new("mpv")
                 .args([
                     "--no-config",
@@ -377,7 +327,7 @@ fn a_jump_to_the_tail_of_a_long_track_and_back_does_not_restart_the_read_ahead()
 // Copies
 
 fn rsync(from: &Path, to: &Path, extra: &[&str]) -> Output {
-    let out = run(
+    let out = support::run(
         Command::new("rsync")
             .args(["-a", "--exclude", "/.trackfs"])
             .args(extra)
@@ -403,7 +353,7 @@ fn rsync_copies_the_sources_exactly_and_a_second_run_has_nothing_to_do() {
     let files = origin.expected_files();
     let dest = tempfile::tempdir().unwrap();
     rsync(&mount.path(), dest.path(), &[]);
-    let copied: Vec<PathBuf> = walk_files(dest.path());
+    let copied: Vec<PathBuf> = support::walk_files(dest.path());
     let mut expected: Vec<PathBuf> = files.iter().map(|(r, _)| r.clone()).collect();
     expected.sort();
     assert_eq!(copied, expected, "rsync copied exactly the tracks");
