@@ -15,11 +15,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 pub type BlockKey = (FileId, u64);
-type Slot = Option<Result<Bytes, FetchError>>;
+type Slot = Option<Result<Block, FetchError>>;
+
+/// A decrypted block and the run (one CDN response) it was cut from, so that neighbouring
+/// blocks of one run can be handed out as one slice, without copying.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Block {
+    pub bytes: Bytes,
+    pub run: Bytes,
+    /// Where `bytes` starts inside `run`.
+    pub at: usize,
+}
+
+impl Block {
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Whether `next` continues this block inside the same run.
+    pub fn is_followed_by(&self, next: &Block) -> bool {
+        self.run.as_ptr() == next.run.as_ptr() && self.at + self.len() == next.at
+    }
+}
+
+impl From<Bytes> for Block {
+    fn from(bytes: Bytes) -> Block {
+        Block {
+            run: bytes.clone(),
+            bytes,
+            at: 0,
+        }
+    }
+}
 
 /// What a lookup found.
 pub enum Lookup {
-    Hit(Bytes),
+    Hit(Block),
     /// Someone else is fetching it: wait on this.
     Pending(Pending),
     /// Nobody has it: the caller must fetch it and [`BlockCache::fulfil`] the claim.
@@ -29,7 +64,7 @@ pub enum Lookup {
 pub struct Pending(watch::Receiver<Slot>);
 
 impl Pending {
-    pub async fn wait(mut self) -> Result<Bytes, FetchError> {
+    pub async fn wait(mut self) -> Result<Block, FetchError> {
         match self.0.wait_for(Option::is_some).await {
             Ok(slot) => slot.clone().unwrap_or(Err(FetchError::Shutdown)),
             // The fetcher vanished without an answer (its task was cancelled).
@@ -45,7 +80,7 @@ pub struct Claim {
 }
 
 struct Inner {
-    blocks: LruCache<BlockKey, Bytes>,
+    blocks: LruCache<BlockKey, Block>,
     bytes: u64,
     pending: HashMap<BlockKey, watch::Receiver<Slot>>,
 }
@@ -107,8 +142,17 @@ impl BlockCache {
         inner.blocks.contains(key) || inner.pending.contains_key(key)
     }
 
+    /// Drops a block nobody needs again soon (a sequential reader has passed it; the kernel's
+    /// page cache holds its pages), so its memory is reused instead of growing the heap.
+    pub fn release(&self, key: &BlockKey) {
+        let mut inner = self.lock();
+        if let Some(block) = inner.blocks.pop(key) {
+            inner.bytes -= block.len() as u64;
+        }
+    }
+
     /// Stores a fetched block (or hands out the failure) and wakes every waiter.
-    pub fn fulfil(&self, claim: Claim, result: Result<Bytes, FetchError>) {
+    pub fn fulfil(&self, claim: Claim, result: Result<Block, FetchError>) {
         {
             let mut inner = self.lock();
             inner.pending.remove(&claim.key);
@@ -119,7 +163,7 @@ impl BlockCache {
         claim.tx.send_replace(Some(result));
     }
 
-    fn insert_locked(&self, inner: &mut Inner, key: BlockKey, block: Bytes) {
+    fn insert_locked(&self, inner: &mut Inner, key: BlockKey, block: Block) {
         let size = block.len() as u64;
         if let Some(old) = inner.blocks.put(key, block) {
             inner.bytes -= old.len() as u64;
@@ -157,17 +201,27 @@ mod tests {
         let cache = BlockCache::new(300, Arc::default());
         for b in 0..3 {
             let c = claim(&cache, b);
-            cache.fulfil(c, Ok(Bytes::from(vec![0u8; 100])));
+            cache.fulfil(c, Ok(Block::from(Bytes::from(vec![0u8; 100]))));
         }
         assert!(matches!(cache.lookup(key(0)), Lookup::Hit(_)));
         let c = claim(&cache, 3);
-        cache.fulfil(c, Ok(Bytes::from(vec![0u8; 150])));
+        cache.fulfil(c, Ok(Block::from(Bytes::from(vec![0u8; 150]))));
         // Block 1 is the least recently used; 2 goes too, to make room for 150 bytes.
         assert!(cache.bytes() <= 300);
         assert!(matches!(cache.lookup(key(0)), Lookup::Hit(_)));
         assert!(matches!(cache.lookup(key(3)), Lookup::Hit(_)));
         assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
         assert_eq!(cache.stats.cache_evictions.get(), 2);
+    }
+
+    #[test]
+    fn released_blocks_free_their_bytes() {
+        let cache = BlockCache::new(1000, Arc::default());
+        let c = claim(&cache, 0);
+        cache.fulfil(c, Ok(Block::from(Bytes::from(vec![0u8; 100]))));
+        cache.release(&key(0));
+        assert_eq!(cache.bytes(), 0);
+        assert!(matches!(cache.lookup(key(0)), Lookup::Claimed(_)));
     }
 
     #[tokio::test]
@@ -180,9 +234,12 @@ mod tests {
                 _ => panic!("second lookup must wait, not fetch"),
             })
             .collect();
-        cache.fulfil(c, Ok(Bytes::from_static(b"block")));
+        cache.fulfil(c, Ok(Block::from(Bytes::from_static(b"block"))));
         for w in waiters {
-            assert_eq!(w.await.unwrap().unwrap(), Bytes::from_static(b"block"));
+            assert_eq!(
+                w.await.unwrap().unwrap().bytes,
+                Bytes::from_static(b"block")
+            );
         }
         assert_eq!(cache.stats.cache_misses.get(), 1);
     }

@@ -12,6 +12,7 @@ use trackfs::keys::parse_key_file;
 use trackfs::model::AudioFormat;
 use trackfs::mount::MountConfig;
 use trackfs::origin::{self, FaultConfig, FaultKind, PublishOptions, ServeConfig};
+use trackfs::reader::ReaderConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -99,6 +100,15 @@ struct MountArgs {
     /// Kernel read-ahead for the mount (set when running as root; 0 keeps the kernel's).
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     kernel_read_ahead: u64,
+    /// Advanced: cache block size (also the smallest CDN request).
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    block_size: u64,
+    /// Advanced: largest single CDN request.
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    max_request: u64,
+    /// Advanced: largest read-ahead window per sequential reader.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    read_ahead: u64,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +151,19 @@ fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, Strin
 }
 
 impl MountArgs {
+    fn reader_config(&self) -> Result<ReaderConfig, String> {
+        if !(4096..=(64 << 20)).contains(&self.block_size) || !self.block_size.is_power_of_two() {
+            return Err("--block-size must be a power of two between 4KiB and 64MiB".into());
+        }
+        let mut config = ReaderConfig {
+            block_size: self.block_size,
+            max_request: self.max_request.max(self.block_size),
+            ..ReaderConfig::default()
+        };
+        config.readahead.max_window = self.read_ahead.max(self.block_size);
+        Ok(config)
+    }
+
     fn into_config(self) -> Result<MountConfig, String> {
         let text = read_private_file(&self.credentials, "credentials")?;
         let credentials = Credentials::parse(&text).ok_or_else(|| {
@@ -172,6 +195,7 @@ impl MountArgs {
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
             return Err("--stall-timeout must be between 0 and 3600 seconds".into());
         }
+        let reader = self.reader_config()?;
         let cdn = CdnConfig {
             stall_timeout: Duration::from_secs_f64(self.stall_timeout),
             attempts: self.retries.max(1),
@@ -187,7 +211,7 @@ impl MountArgs {
             allow_other: self.allow_other,
             ca_cert,
             cdn,
-            reader: Default::default(),
+            reader,
             kernel_read_ahead_kb: (self.kernel_read_ahead / 1024).min(u32::MAX as u64) as u32,
         })
     }

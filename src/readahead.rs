@@ -51,9 +51,15 @@ struct Stream {
 pub struct Streams {
     streams: Vec<Stream>,
     clock: u64,
+    last_sequential: bool,
 }
 
 impl Streams {
+    /// Whether the last read continued a sequential stream (what it passed is done with).
+    pub fn last_read_was_sequential(&self) -> bool {
+        self.last_sequential
+    }
+
     /// Records a read of `offset..end` in a file of `total` bytes and returns the range to
     /// prefetch now, if any.
     pub fn on_read(
@@ -64,19 +70,26 @@ impl Streams {
         total: u64,
     ) -> Option<Range<u64>> {
         self.clock += 1;
+        self.last_sequential = false;
         let clock = self.clock;
-        let found = self.streams.iter_mut().find(|s| {
+        let found = self.streams.iter().position(|s| {
             offset >= s.next.saturating_sub(config.back_slack)
                 && offset <= s.next.max(s.ahead_to) + config.forward_slack
         });
-        let stream = match found {
-            Some(s) => {
+        let index = match found {
+            Some(i) => {
+                let s = &mut self.streams[i];
                 s.sequential_reads += 1;
                 s.next = s.next.max(end);
-                s
+                i
             }
-            None => self.start_stream(config, offset, end),
+            None => {
+                self.start_stream(config, end);
+                self.streams.len() - 1
+            }
         };
+        self.last_sequential = self.streams[index].sequential_reads > 0;
+        let stream = &mut self.streams[index];
         stream.last_used = clock;
         // A random reader is not prefetched for; a stream from the file's start is (players,
         // cp), and so is any stream after its second sequential read.
@@ -96,14 +109,13 @@ impl Streams {
         (from < to).then_some(from..to)
     }
 
-    fn start_stream(&mut self, config: &ReadAheadConfig, offset: u64, end: u64) -> &mut Stream {
+    fn start_stream(&mut self, config: &ReadAheadConfig, end: u64) {
         if self.streams.len() >= config.max_streams {
             if let Some(oldest) = (0..self.streams.len()).min_by_key(|&i| self.streams[i].last_used)
             {
                 self.streams.swap_remove(oldest);
             }
         }
-        let _ = offset;
         self.streams.push(Stream {
             next: end,
             ahead_to: end,
@@ -111,8 +123,6 @@ impl Streams {
             last_used: self.clock,
             sequential_reads: 0,
         });
-        let last = self.streams.len() - 1;
-        &mut self.streams[last]
     }
 }
 

@@ -5,7 +5,7 @@
 //! kernel interrupted it) does not cancel a fetch others wait for. Read-ahead adds the blocks
 //! `readahead` asks for to the same runs, so sequential readers find them already there.
 
-use crate::cache::{BlockCache, Claim, Lookup, Pending};
+use crate::cache::{Block, BlockCache, Claim, Lookup, Pending};
 use crate::client::cdn::Cdn;
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
@@ -111,10 +111,15 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = total.min(offset.saturating_add(len));
-        let prefetch = self.with_state(file.id, |s| {
-            s.streams
-                .on_read(&self.config.readahead, offset, end, total)
+        let (prefetch, sequential) = self.with_state(file.id, |s| {
+            let prefetch = s
+                .streams
+                .on_read(&self.config.readahead, offset, end, total);
+            (prefetch, s.streams.last_read_was_sequential())
         });
+        if sequential {
+            self.release_passed_blocks(file.id, offset);
+        }
         let bs = self.config.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
@@ -128,6 +133,18 @@ impl Reader {
         }
         let blocks = self.blocks(file, first, last + 1, prefetch_blocks).await?;
         Ok(assemble(&blocks, offset - first * bs, end - offset))
+    }
+
+    /// A sequential reader will not come back for the blocks it has passed (the kernel's page
+    /// cache keeps those pages), so they leave the block cache at once and their memory is
+    /// reused: the cache holds read-ahead and random-access blocks, not whole copied files.
+    /// One block of slack absorbs the kernel's slightly out-of-order reads.
+    fn release_passed_blocks(&self, file: FileId, offset: u64) {
+        let bs = self.config.block_size;
+        let done = offset.saturating_sub(bs) / bs;
+        for index in done.saturating_sub(8)..done {
+            self.cache.release(&(file, index));
+        }
     }
 
     /// Bytes `offset..end` from the head file, when they lie inside it and a block they need
@@ -156,7 +173,7 @@ impl Reader {
         first: u64,
         end: u64,
         prefetch: Option<(u64, u64)>,
-    ) -> Result<Vec<Bytes>, FetchError> {
+    ) -> Result<Vec<Block>, FetchError> {
         let mut waits = Vec::with_capacity((end - first) as usize);
         let mut claims = Vec::new();
         for index in first..end {
@@ -234,7 +251,7 @@ impl Reader {
         file: FileRef,
         first: u64,
         count: u64,
-    ) -> Result<Vec<Bytes>, FetchError> {
+    ) -> Result<Vec<Block>, FetchError> {
         let bs = self.config.block_size;
         let start = first * bs;
         let last = start + count * bs - 1;
@@ -259,27 +276,31 @@ impl Reader {
             check_head(file, &data, head.as_deref())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
-        let data = data.freeze();
+        let run = data.freeze();
         Ok((0..count)
             .map(|i| {
-                let from = ((i * bs) as usize).min(data.len());
-                let to = (((i + 1) * bs) as usize).min(data.len());
-                data.slice(from..to)
+                let from = ((i * bs) as usize).min(run.len());
+                let to = (((i + 1) * bs) as usize).min(run.len());
+                Block {
+                    bytes: run.slice(from..to),
+                    run: run.clone(),
+                    at: from,
+                }
             })
             .collect())
     }
 }
 
-type Answer = tokio::sync::oneshot::Sender<Result<Bytes, FetchError>>;
+type Answer = tokio::sync::oneshot::Sender<Result<Block, FetchError>>;
 
 enum Wait {
-    Ready(Bytes),
+    Ready(Block),
     Pending(Pending),
-    Mine(tokio::sync::oneshot::Receiver<Result<Bytes, FetchError>>),
+    Mine(tokio::sync::oneshot::Receiver<Result<Block, FetchError>>),
 }
 
 impl Wait {
-    async fn get(self) -> Result<Bytes, FetchError> {
+    async fn get(self) -> Result<Block, FetchError> {
         match self {
             Wait::Ready(b) => Ok(b),
             Wait::Pending(p) => p.wait().await,
@@ -288,13 +309,18 @@ impl Wait {
     }
 }
 
-/// Copies `len` bytes starting `skip` bytes into the concatenation of `blocks`; a single block
-/// is sliced without copying.
-fn assemble(blocks: &[Bytes], skip: u64, len: u64) -> Bytes {
+/// `len` bytes starting `skip` bytes into the concatenation of `blocks`: one slice without
+/// copying when the blocks lie side by side in one run (the usual sequential case), else a copy.
+fn assemble(blocks: &[Block], skip: u64, len: u64) -> Bytes {
     let (skip, len) = (skip as usize, len as usize);
-    if let [only] = blocks {
-        let end = (skip + len).min(only.len());
-        return only.slice(skip.min(end)..end);
+    let Some(first) = blocks.first() else {
+        return Bytes::new();
+    };
+    if blocks.windows(2).all(|w| w[0].is_followed_by(&w[1])) {
+        let available: usize = blocks.iter().map(Block::len).sum();
+        let end = (skip + len).min(available);
+        let start = skip.min(end);
+        return first.run.slice(first.at + start..first.at + end);
     }
     let mut out = BytesMut::with_capacity(len);
     let mut position = 0usize;
@@ -304,7 +330,7 @@ fn assemble(blocks: &[Bytes], skip: u64, len: u64) -> Bytes {
         let from = skip.max(start);
         let to = (skip + len).min(end);
         if from < to {
-            out.extend_from_slice(&block[from - start..to - start]);
+            out.extend_from_slice(&block.bytes[from - start..to - start]);
         }
     }
     out.freeze()
@@ -362,15 +388,32 @@ mod tests {
 
     #[test]
     fn assemble_spans_blocks_and_slices_single_ones() {
-        let blocks = [
-            Bytes::from_static(b"abcd"),
-            Bytes::from_static(b"efgh"),
-            Bytes::from_static(b"ij"),
-        ];
+        let blocks: Vec<Block> = [&b"abcd"[..], b"efgh", b"ij"]
+            .iter()
+            .map(|b| Block::from(Bytes::copy_from_slice(b)))
+            .collect();
         assert_eq!(assemble(&blocks, 2, 5), Bytes::from_static(b"cdefg"));
         assert_eq!(assemble(&blocks, 0, 10), Bytes::from_static(b"abcdefghij"));
         assert_eq!(assemble(&blocks[..1], 1, 2), Bytes::from_static(b"bc"));
         assert_eq!(assemble(&blocks, 9, 5), Bytes::from_static(b"j"));
+    }
+
+    #[test]
+    fn blocks_of_one_run_are_joined_without_copying() {
+        let run = Bytes::from_static(b"abcdefghij");
+        let block = |at: usize, len: usize| Block {
+            bytes: run.slice(at..at + len),
+            run: run.clone(),
+            at,
+        };
+        let blocks = [block(0, 4), block(4, 4), block(8, 2)];
+        let joined = assemble(&blocks, 2, 7);
+        assert_eq!(joined, Bytes::from_static(b"cdefghi"));
+        assert_eq!(
+            joined.as_ptr(),
+            run[2..].as_ptr(),
+            "a slice of the run, not a copy"
+        );
     }
 
     #[test]
