@@ -6,8 +6,8 @@ use crate::client::error::FetchError;
 use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-const ALBUMS_AT_ONCE: usize = 16;
-const TRACKS_AT_ONCE: usize = 32;
+const ALBUMS_AT_ONCE: usize = 32;
+const TRACKS_AT_ONCE: usize = 64;
 
 pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
     let ids = api.library().await?;

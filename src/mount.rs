@@ -224,11 +224,13 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
     let heads = HeadStore::new(Some(api));
     let mut reader_config = config.reader.clone();
-    // Read-ahead windows of all readers together should fit the cache budget.
+    // Eight sequential readers' windows together fit the cache budget, and responses being
+    // received take at most a quarter of it more: peak memory stays near the budget.
     reader_config.readahead.max_window = reader_config
         .readahead
         .max_window
-        .min((config.cache_size / 4).max(1 << 20));
+        .min((config.cache_size / 8).max(1 << 20));
+    reader_config.max_in_flight = (config.cache_size / 4).max(4 << 20);
     let reader = Arc::new(Reader::new(
         cache.clone(),
         cdn,

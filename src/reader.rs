@@ -17,12 +17,15 @@ use crate::readahead::{ReadAheadConfig, Streams};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
     pub block_size: u64,
     /// Largest single GET (a run of blocks is split into GETs of at most this).
     pub max_request: u64,
+    /// Bytes of CDN responses being received at once, over all files (bounds memory).
+    pub max_in_flight: u64,
     pub readahead: ReadAheadConfig,
 }
 
@@ -31,6 +34,7 @@ impl Default for ReaderConfig {
         ReaderConfig {
             block_size: 256 << 10,
             max_request: 2 << 20,
+            max_in_flight: 64 << 20,
             readahead: ReadAheadConfig::default(),
         }
     }
@@ -57,6 +61,8 @@ pub struct Reader {
     stats: Arc<Stats>,
     config: ReaderConfig,
     files: Mutex<HashMap<FileId, FileState>>,
+    /// Permits in KiB for response bytes in flight.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Reader {
@@ -74,6 +80,9 @@ impl Reader {
             keys,
             heads,
             stats,
+            in_flight: Arc::new(Semaphore::new(
+                (config.max_in_flight / 1024).clamp(1, u32::MAX as u64 / 2) as usize,
+            )),
             config,
             files: Mutex::new(HashMap::new()),
         }
@@ -231,6 +240,11 @@ impl Reader {
         let reader = self.clone();
         tokio::spawn(async move {
             let first = run[0].0.key.1;
+            let kib = (run.len() as u64 * reader.config.block_size / 1024)
+                .min(reader.config.max_in_flight / 1024)
+                .max(1) as u32;
+            // Closed never: the semaphore lives as long as the reader.
+            let _permit = reader.in_flight.clone().acquire_many_owned(kib).await;
             let result = reader.fetch_run(file, first, run.len() as u64).await;
             for (i, (claim, answer)) in run.into_iter().enumerate() {
                 let block = result

@@ -93,9 +93,35 @@ pub struct Origin {
     password: String,
     /// `http://<bound address>`, for CDN URLs when a request has no usable `Host`.
     self_base: String,
+    /// The `keys` file as last read, with its modification time: parsed again only when a
+    /// `publish` changed it, not on every `/audiokey` request.
+    keys: std::sync::Mutex<Option<(std::time::SystemTime, Arc<KeyMap>)>>,
 }
 
+type KeyMap = std::collections::BTreeMap<FileId, crate::crypto::AudioKey>;
+
 impl Origin {
+    /// The library's keys, re-read only when the file's modification time changed.
+    fn keys(&self) -> Result<Arc<KeyMap>, ApiError> {
+        let path = self.lib.keys();
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let mut cached = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(mtime), Some((seen, keys))) = (modified, cached.as_ref()) {
+            if mtime == *seen {
+                return Ok(keys.clone());
+            }
+        }
+        let keys = Arc::new(
+            self.lib
+                .read_keys()
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+        if let Some(mtime) = modified {
+            *cached = Some((mtime, keys.clone()));
+        }
+        Ok(keys)
+    }
+
     /// A whole (small) file from the library; missing is `404`.
     pub async fn read_file(&self, path: &std::path::Path) -> Result<Vec<u8>, ApiError> {
         match tokio::fs::read(path).await {
@@ -194,6 +220,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
         user,
         password,
         self_base: base_url.clone(),
+        keys: std::sync::Mutex::new(None),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(origin);
@@ -422,11 +449,9 @@ async fn audio_key(
     file_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(file_id, FileId::from_hex)?;
-    let lib = origin.lib.clone();
-    let keys = tokio::task::spawn_blocking(move || lib.read_keys())
+    let keys = tokio::task::spawn_blocking(move || origin.keys())
         .await
-        .map_err(|e| ApiError::Internal(format!("key lookup: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(format!("key lookup: {e}")))??;
     let key = keys.get(&id).ok_or(ApiError::NotFound)?;
     Ok(octets(key.0.to_vec()))
 }
