@@ -57,6 +57,15 @@ impl KeyStore {
         }
     }
 
+    /// The key if it is already known, without I/O.
+    pub fn cached(&self, file: FileId) -> Option<AudioKey> {
+        if let Some(key) = self.local.get(&file) {
+            return Some(key.clone());
+        }
+        let map = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&file)?.get().cloned()
+    }
+
     pub async fn get(&self, file: FileId) -> Result<AudioKey, FetchError> {
         if let Some(key) = self.local.get(&file) {
             return Ok(key.clone());

@@ -6,7 +6,7 @@
 //! `readahead` asks for to the same runs, so sequential readers find them already there.
 
 use crate::cache::{Block, BlockCache, Claim, Lookup, Pending};
-use crate::client::cdn::Cdn;
+use crate::client::cdn::{Cdn, Transform};
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
 use crate::crypto;
@@ -277,14 +277,25 @@ impl Reader {
                 _ => None,
             }
         };
+        // With the key at hand, each piece is decrypted as it arrives (still in the CPU cache);
+        // otherwise the key is fetched alongside and the whole run decrypted afterwards.
+        let known_key = self.keys.cached(file.id);
+        let decrypt_piece = |offset: u64, piece: &[u8], into: &mut [u8]| match &known_key {
+            Some(key) => crypto::apply_keystream_into(key, offset, piece, into),
+            None => into.copy_from_slice(piece),
+        };
+        let transform: Option<Transform<'_>> =
+            known_key.as_ref().map(|_| &decrypt_piece as Transform<'_>);
         let (fetched, key, head) = tokio::join!(
-            self.cdn.fetch(file.id, start, last, known),
+            self.cdn.fetch(file.id, start, last, known, transform),
             self.keys.get(file.id),
             head
         );
         let (fetched, key) = (fetched?, key?);
         let mut data: BytesMut = fetched.data;
-        crypto::apply_keystream(&key, start, &mut data);
+        if known_key.is_none() {
+            crypto::apply_keystream(&key, start, &mut data);
+        }
         if first == 0 {
             check_magic(file, &data)?;
             check_head(file, &data, head.as_deref())?;

@@ -47,6 +47,7 @@ pub struct Stats {
     pub cache_bytes: Counter,
     pub bytes_fetched: Counter,
     pub bytes_served: Counter,
+    pub reads: Counter,
     pub cdn_requests: Counter,
     pub in_flight: Gauge,
     pub resolves: Counter,
@@ -60,7 +61,7 @@ pub struct Stats {
 impl Stats {
     /// `name value` per line: easy for people and for `awk`.
     pub fn render(&self, cache_bytes: u64, cache_budget: u64) -> String {
-        let rows: [(&str, i128); 16] = [
+        let rows: [(&str, i128); 17] = [
             ("cache_hits", self.cache_hits.get() as i128),
             ("cache_misses", self.cache_misses.get() as i128),
             ("cache_evictions", self.cache_evictions.get() as i128),
@@ -68,6 +69,7 @@ impl Stats {
             ("cache_budget_bytes", cache_budget as i128),
             ("bytes_fetched", self.bytes_fetched.get() as i128),
             ("bytes_served", self.bytes_served.get() as i128),
+            ("reads", self.reads.get() as i128),
             ("cdn_requests", self.cdn_requests.get() as i128),
             ("in_flight_requests", self.in_flight.get() as i128),
             ("resolves", self.resolves.get() as i128),

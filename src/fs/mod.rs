@@ -218,6 +218,7 @@ impl FsCore {
                 })?,
         };
         self.stats.bytes_served.add(data.len() as u64);
+        self.stats.reads.incr();
         Ok(data)
     }
 

@@ -150,7 +150,7 @@ fn cdn_with(script: Vec<Behaviour>, urls: &[&str]) -> (Cdn, Arc<ScriptedCdn>, Ar
 
 async fn fetch_ok(script: Vec<Behaviour>, first: u64, last: u64) -> Fetched {
     let (cdn, _, _) = cdn_with(script, &["http://cdn/a"]);
-    cdn.fetch(FILE, first, last, None)
+    cdn.fetch(FILE, first, last, None, None)
         .await
         .expect("fetch should recover")
 }
@@ -189,7 +189,10 @@ async fn ranges_past_the_end_are_clipped_and_eof_is_empty() {
 #[tokio::test]
 async fn a_changed_total_is_refused_not_mixed() {
     let (cdn, _, _) = cdn_with(vec![Behaviour::TotalIs(20_000)], &["http://cdn/a"]);
-    let error = cdn.fetch(FILE, 0, 99, Some(10_000)).await.unwrap_err();
+    let error = cdn
+        .fetch(FILE, 0, 99, Some(10_000), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             error,
@@ -202,7 +205,7 @@ async fn a_changed_total_is_refused_not_mixed() {
 #[tokio::test]
 async fn absurd_totals_are_refused() {
     let (cdn, _, _) = cdn_with(vec![Behaviour::TotalIs(1 << 62)], &["http://cdn/a"]);
-    assert!(cdn.fetch(FILE, 0, 99, None).await.is_err());
+    assert!(cdn.fetch(FILE, 0, 99, None, None).await.is_err());
 }
 
 #[tokio::test]
@@ -210,7 +213,7 @@ async fn persistent_failure_gives_up_within_the_bound() {
     let script = vec![Behaviour::Status(500); 10];
     let (cdn, transport, _) = cdn_with(script, &["http://cdn/a"]);
     let started = Instant::now();
-    let error = cdn.fetch(FILE, 0, 99, None).await.unwrap_err();
+    let error = cdn.fetch(FILE, 0, 99, None, None).await.unwrap_err();
     assert!(
         matches!(error, FetchError::GaveUp { attempts: 4, .. }),
         "{error}"
@@ -225,8 +228,8 @@ async fn a_dead_first_url_fails_over_and_is_set_aside() {
         vec![Behaviour::Refuse],
         &["http://dead:1/a", "http://live/a"],
     );
-    cdn.fetch(FILE, 0, 99, None).await.unwrap();
-    cdn.fetch(FILE, 100, 199, None).await.unwrap();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    cdn.fetch(FILE, 100, 199, None, None).await.unwrap();
     let requests = transport.requests.lock().unwrap().clone();
     assert_eq!(
         requests,
@@ -237,7 +240,7 @@ async fn a_dead_first_url_fails_over_and_is_set_aside() {
 #[tokio::test]
 async fn a_403_re_resolves() {
     let (cdn, _, resolver) = cdn_with(vec![Behaviour::Status(403)], &["http://cdn/a"]);
-    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
     assert_eq!(resolver.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -250,9 +253,9 @@ async fn urls_about_to_expire_are_re_resolved_first() {
         + 1;
     let url = format!("http://cdn/a?{soon}_sig");
     let (cdn, _, resolver) = cdn_with(vec![], &[&url]);
-    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    cdn.fetch(FILE, 0, 99, None).await.unwrap();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
     assert_eq!(resolver.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -299,5 +302,32 @@ mod content_range {
         fn never_panics(text in ".{0,40}") {
             let _ = parse_content_range(&text);
         }
+    }
+}
+
+#[tokio::test]
+async fn the_transform_sees_every_piece_at_its_file_offset_even_after_a_retry() {
+    // XOR with the low byte of the file offset: wrong offsets or skipped pieces would show.
+    let transform = |offset: u64, piece: &[u8], into: &mut [u8]| {
+        for (i, (src, dst)) in piece.iter().zip(into.iter_mut()).enumerate() {
+            *dst = src ^ (offset + i as u64) as u8;
+        }
+    };
+    for script in [
+        vec![],
+        vec![Behaviour::ResetMidBody],
+        vec![Behaviour::IgnoreRange],
+    ] {
+        let (cdn, _, _) = cdn_with(script.clone(), &["http://cdn/a"]);
+        let fetched = cdn
+            .fetch(FILE, 1000, 2999, None, Some(&transform))
+            .await
+            .unwrap();
+        let expected: Vec<u8> = content()[1000..3000]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ (1000 + i as u64) as u8)
+            .collect();
+        assert_eq!(&fetched.data[..], &expected[..], "after {script:?}");
     }
 }
