@@ -67,6 +67,7 @@ pub async fn run(mountpoint: Option<PathBuf>) -> Result<(), DemoError> {
 }
 
 async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError> {
+    let mut stop = mount::StopSignals::listen();
     let library = build_library(work)?;
     let credentials_path = library.join("credentials");
     let text = std::fs::read_to_string(&credentials_path)
@@ -79,7 +80,7 @@ async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError
     let config = MountConfig::new(origin.base_url(), mountpoint, credentials);
     let mounted = mount::mount(config).await?;
     print_welcome(mountpoint, origin.base_url(), mounted.tracks);
-    mount::wait_for_stop(&mounted).await;
+    stop.wait(&mounted).await;
     println!("\nUnmounting {} ...", mountpoint.display());
     mounted.unmount()?;
     let _ = origin.shutdown().await;

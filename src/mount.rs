@@ -258,34 +258,55 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
 
 /// Mounts, then serves until SIGINT/SIGTERM or an outside unmount.
 pub async fn run(config: MountConfig) -> Result<(), MountError> {
+    // Listen before mounting: a SIGTERM right after the mount appears must unmount, not kill.
+    let mut stop = StopSignals::listen();
     let mountpoint = config.mountpoint.display().to_string();
     let mounted = mount(config).await?;
     eprintln!("trackfs: mounted {} tracks at {mountpoint} (Ctrl-C or `fusermount3 -u {mountpoint}` to unmount)", mounted.tracks);
-    wait_for_stop(&mounted).await;
+    stop.wait(&mounted).await;
     mounted.unmount()?;
     eprintln!("trackfs: unmounted {mountpoint}");
     Ok(())
 }
 
-/// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
-pub async fn wait_for_stop(mounted: &Mounted) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; unmount with fusermount3 -u");
-        while !mounted.is_finished() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        return;
-    };
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = tick.tick() => if mounted.is_finished() { return },
+/// SIGINT and SIGTERM, caught from the moment this is created.
+pub struct StopSignals {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    pub fn listen() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => {
+                tracing::error!("cannot listen for signals; unmount with fusermount3 -u");
+                None
+            }
+        };
+        StopSignals { signals }
+    }
+
+    /// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
+    pub async fn wait(&mut self, mounted: &Mounted) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            match self.signals.as_mut() {
+                Some((term, int)) => tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = tick.tick() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            if mounted.is_finished() {
+                return;
+            }
         }
     }
 }
