@@ -40,6 +40,9 @@ impl Default for ReaderConfig {
     }
 }
 
+/// How far behind a sequential reader its passed blocks are dropped from the cache.
+const RELEASE_BEHIND: u64 = 4 << 20;
+
 /// A stored file as the reader sees it: its id and container (to check the first bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileRef {
@@ -145,12 +148,13 @@ impl Reader {
     }
 
     /// A sequential reader will not come back for the blocks it has passed (the kernel's page
-    /// cache keeps those pages), so they leave the block cache at once and their memory is
-    /// reused: the cache holds read-ahead and random-access blocks, not whole copied files.
-    /// One block of slack absorbs the kernel's slightly out-of-order reads.
+    /// cache keeps those pages), so they leave the block cache and their memory is reused: the
+    /// cache holds read-ahead and random-access blocks, not whole copied files. The kernel
+    /// answers its read-ahead requests out of order, so only blocks well behind are dropped.
     fn release_passed_blocks(&self, file: FileId, offset: u64) {
         let bs = self.config.block_size;
-        let done = offset.saturating_sub(bs) / bs;
+        let behind = RELEASE_BEHIND.max(2 * self.config.readahead.back_slack);
+        let done = offset.saturating_sub(behind) / bs;
         for index in done.saturating_sub(8)..done {
             self.cache.release(&(file, index));
         }
