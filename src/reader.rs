@@ -284,9 +284,10 @@ impl Reader {
         // With the key at hand, each piece is decrypted as it arrives (still in the CPU cache);
         // otherwise the key is fetched alongside and the whole run decrypted afterwards.
         let known_key = self.keys.cached(file.id);
-        let decrypt_piece = |offset: u64, piece: &[u8], into: &mut [u8]| match &known_key {
-            Some(key) => crypto::apply_keystream_into(key, offset, piece, into),
-            None => into.copy_from_slice(piece),
+        let decrypt_piece = |offset: u64, piece: &mut [u8]| {
+            if let Some(key) = &known_key {
+                crypto::apply_keystream(key, offset, piece);
+            }
         };
         let transform: Option<Transform<'_>> =
             known_key.as_ref().map(|_| &decrypt_piece as Transform<'_>);

@@ -49,10 +49,10 @@ pub struct Fetched {
     pub data: BytesMut,
 }
 
-/// Writes each piece of a body into its place as it arrives, given the piece's offset in the
-/// file: the reader decrypts here when it has the key, so the bytes are copied and decrypted
-/// in one pass instead of two.
-pub type Transform<'a> = &'a (dyn Fn(u64, &[u8], &mut [u8]) + Send + Sync);
+/// Applied in place to each piece of a body right after it is copied out of the HTTP buffer,
+/// given the piece's offset in the file: the reader decrypts here when it has the key, while
+/// the bytes are still in the CPU's cache, instead of in a second pass over the whole range.
+pub type Transform<'a> = &'a (dyn Fn(u64, &mut [u8]) + Send + Sync);
 
 /// A parsed `Content-Range`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,10 +377,7 @@ impl RangeRead<'_> {
         len: u64,
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
-        // Zeroed up front so pieces can be written (and decrypted) straight into place: fresh
-        // memory comes zeroed from the kernel, so this costs nothing extra in the usual case.
-        let mut out = BytesMut::zeroed(len as usize);
-        let mut filled = 0usize;
+        let mut out = BytesMut::with_capacity(len as usize);
         let mut position = 0u64;
         let wanted_end = skip + len;
         while position < wanted_end || exact {
@@ -393,7 +390,9 @@ impl RangeRead<'_> {
                     })
                 }
                 Ok(None) => break,
-                Ok(Some(Err(reason))) => return Err(self.body_error(filled as u64, len, reason)),
+                Ok(Some(Err(reason))) => {
+                    return Err(self.body_error(out.len() as u64, len, reason))
+                }
                 Ok(Some(Ok(chunk))) => chunk,
             };
             let chunk_start = position;
@@ -404,17 +403,15 @@ impl RangeRead<'_> {
             let from = skip.saturating_sub(chunk_start).min(chunk.len() as u64) as usize;
             let to = (wanted_end.saturating_sub(chunk_start)).min(chunk.len() as u64) as usize;
             if from < to {
-                let piece = &chunk[from..to];
-                let dst = &mut out[filled..filled + piece.len()];
-                match self.transform {
-                    Some(transform) => transform(self.first + filled as u64, piece, dst),
-                    None => dst.copy_from_slice(piece),
+                let kept = out.len();
+                out.extend_from_slice(&chunk[from..to]);
+                if let Some(transform) = self.transform {
+                    transform(self.first + kept as u64, &mut out[kept..]);
                 }
-                filled += piece.len();
             }
         }
-        if (filled as u64) < len {
-            return Err(self.body_error(filled as u64, len, "body ended early".into()));
+        if (out.len() as u64) < len {
+            return Err(self.body_error(out.len() as u64, len, "body ended early".into()));
         }
         Ok(out)
     }

@@ -308,9 +308,9 @@ mod content_range {
 #[tokio::test]
 async fn the_transform_sees_every_piece_at_its_file_offset_even_after_a_retry() {
     // XOR with the low byte of the file offset: wrong offsets or skipped pieces would show.
-    let transform = |offset: u64, piece: &[u8], into: &mut [u8]| {
-        for (i, (src, dst)) in piece.iter().zip(into.iter_mut()).enumerate() {
-            *dst = src ^ (offset + i as u64) as u8;
+    let transform = |offset: u64, piece: &mut [u8]| {
+        for (i, byte) in piece.iter_mut().enumerate() {
+            *byte ^= (offset + i as u64) as u8;
         }
     };
     for script in [
