@@ -102,3 +102,100 @@ fn the_demo_mounts_a_playable_library_and_cleans_up_on_ctrl_c() {
         "the demo removes the mountpoint it created"
     );
 }
+
+#[test]
+fn trackfs_stats_prints_a_readable_table() {
+    if !support::fuse_usable() || !support::require_tool("ffmpeg") {
+        return;
+    }
+    let origin = RustOrigin::start(sources::music(), &[]);
+    let mount = Mount::start(&origin.url, &origin.credentials_file, &[]);
+    let (relative, _) = sources::TRACKS[0];
+    std::fs::read(mount.path().join(mounted_name(relative))).unwrap();
+    let out = std::process::Command::new(support::TRACKFS)
+        .arg("stats")
+        .arg(mount.path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["cache hit rate", "fetched from CDN", "retries", "errors"] {
+        assert!(table.contains(row), "no {row:?} in:\n{table}");
+    }
+    let out = std::process::Command::new(support::TRACKFS)
+        .arg("stats")
+        .arg("/")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is trackfs mounted there?"));
+}
+
+#[test]
+fn every_command_explains_itself_with_examples() {
+    for args in [
+        &["--help"][..],
+        &["mount", "--help"],
+        &["publish", "--help"],
+        &["serve", "--help"],
+        &["demo", "--help"],
+        &["stats", "--help"],
+    ] {
+        let out = std::process::Command::new(support::TRACKFS)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Example"),
+            "{args:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn allow_other_lets_another_user_read() {
+    if !support::fuse_usable()
+        || !support::require_tool("ffmpeg")
+        || unsafe { libc::geteuid() } != 0
+    {
+        return;
+    }
+    let origin = RustOrigin::start(sources::music(), &[]);
+    let private = Mount::start(&origin.url, &origin.credentials_file, &[]);
+    let shared = Mount::start(&origin.url, &origin.credentials_file, &["--allow-other"]);
+    let (relative, _) = sources::TRACKS[1];
+    let name = mounted_name(relative);
+    // `nobody` may not even look into a private mount, but reads a shared one.
+    let as_nobody = |path: std::path::PathBuf| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    if !support::which("setpriv") {
+        return;
+    }
+    // The temp dirs holding the mountpoints must be traversable by `nobody`.
+    for m in [&private, &shared] {
+        let parent = m.path().parent().unwrap().to_path_buf();
+        std::fs::set_permissions(&parent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    assert!(!as_nobody(private.path().join(&name)).status.success());
+    let out = as_nobody(shared.path().join(&name));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(sources::music().join(relative)).unwrap()
+    );
+}

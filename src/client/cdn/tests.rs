@@ -20,6 +20,7 @@ enum Behaviour {
     Stall,
     Refuse,
     TotalIs(u64),
+    TooManyRequests(u64),
 }
 
 struct ScriptedCdn {
@@ -104,6 +105,13 @@ impl Transport for ScriptedCdn {
             )),
             Behaviour::Stall => Ok(partial(stream::pending().boxed(), honest_range)),
             Behaviour::Refuse => Err("connection refused".into()),
+            Behaviour::TooManyRequests(secs) => Ok(HttpResponse {
+                status: 429,
+                content_range: None,
+                content_length: None,
+                retry_after: Some(Duration::from_secs(secs)),
+                body: body_of(vec![]),
+            }),
             Behaviour::TotalIs(t) => Ok(partial(
                 body_of(vec![Ok(slice)]),
                 format!("bytes {first}-{last}/{t}"),
@@ -330,4 +338,20 @@ async fn the_transform_sees_every_piece_at_its_file_offset_even_after_a_retry() 
             .collect();
         assert_eq!(&fetched.data[..], &expected[..], "after {script:?}");
     }
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after_within_the_bound() {
+    let (cdn, _, _) = cdn_with(vec![Behaviour::TooManyRequests(1)], &["http://cdn/a"]);
+    let started = Instant::now();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    // A server asking for an hour is not obeyed past the bound: the read fails or succeeds soon.
+    let (cdn, _, _) = cdn_with(vec![Behaviour::TooManyRequests(3600)], &["http://cdn/a"]);
+    let started = Instant::now();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
