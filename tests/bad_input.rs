@@ -266,11 +266,7 @@ fn a_track_with_broken_metadata_is_skipped_and_the_rest_mount() {
     let (mount, _dir) = mount_ok(&origin.url, &[]);
     assert!(track_path(&mount, "Big One", 1).exists());
     assert!(!track_path(&mount, "Small Two", 2).exists());
-    assert!(
-        mount.log_text().contains("skipping a track"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("skipping a track");
 }
 
 #[test]
@@ -287,11 +283,7 @@ fn a_key_of_the_wrong_length_is_eio_with_a_message() {
     let (mount, _dir) = mount_ok(&origin.url, &[]);
     let error = std::fs::read(track_path(&mount, "Big One", 1)).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO));
-    assert!(
-        mount.log_text().contains("is 15 bytes, not 16"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("is 15 bytes, not 16");
 }
 
 #[test]
@@ -310,11 +302,7 @@ fn a_wrong_key_is_eio_not_noise() {
     let (mount, _d) = mount_ok(&origin.url, &["--keys", keys.to_str().unwrap()]);
     let error = std::fs::metadata(track_path(&mount, "Big One", 1)).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO));
-    assert!(
-        mount.log_text().contains("wrong key"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("wrong key");
     // The other track (key from the origin) is unaffected.
     assert_eq!(
         std::fs::read(track_path(&mount, "Small Two", 2)).unwrap(),
@@ -351,11 +339,7 @@ fn an_absurd_content_range_total_is_eio() {
     let (mount, _dir) = mount_ok(&origin.url, &["--retries", "2"]);
     let error = std::fs::metadata(track_path(&mount, "Big One", 1)).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO));
-    assert!(
-        mount.log_text().contains("not plausible"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("not plausible");
 }
 
 #[test]
@@ -407,11 +391,7 @@ fn a_file_whose_size_changes_is_eio_never_mixed_versions() {
         file.read_at(&mut buf, 600_000).unwrap_err().raw_os_error(),
         Some(libc::EIO)
     );
-    assert!(
-        mount.log_text().contains("changed on the CDN"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("changed on the CDN");
 }
 
 #[test]

@@ -187,11 +187,7 @@ fn credentials_readable_by_others_are_warned_about() {
     std::fs::write(&creds, format!("user:{PASSWORD}\n")).unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mount = support::Mount::start(&origin.url, &creds, &[]);
-    assert!(
-        mount.log_text().contains("chmod 600"),
-        "{}",
-        mount.log_text()
-    );
+    mount.assert_logged("chmod 600");
 }
 
 #[test]

@@ -238,6 +238,15 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Fails the test, showing the log, unless the mount logged `needle`.
+    pub fn assert_logged(&self, needle: &str) {
+        let log = self.log_text();
+        assert!(
+            log.contains(needle),
+            "expected {needle:?} in the mount's log:\n{log}"
+        );
+    }
+
     pub fn stat(&self, name: &str) -> u64 {
         let text = std::fs::read_to_string(self.path().join(".trackfs/stats")).unwrap();
         text.lines()
