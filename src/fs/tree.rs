@@ -222,3 +222,94 @@ impl Tree {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlbumId, AudioFile, Disc, FileId, TrackId};
+
+    fn track(n: u8, name: &str, formats: &[AudioFormat]) -> Track {
+        Track {
+            id: TrackId([n; 16]),
+            name: name.into(),
+            artists: vec!["Artist".into()],
+            number: n as u32,
+            disc_number: 1,
+            duration_ms: 0,
+            files: formats
+                .iter()
+                .enumerate()
+                .map(|(i, f)| AudioFile {
+                    id: FileId([n * 10 + i as u8; 20]),
+                    format: *f,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_preferred_format_wins_else_the_best_quality() {
+        let t = track(
+            1,
+            "T",
+            &[
+                AudioFormat::OggVorbis160,
+                AudioFormat::Flac,
+                AudioFormat::Mp3_320,
+            ],
+        );
+        assert_eq!(pick_file(&t, &[]).unwrap().format, AudioFormat::Flac);
+        assert_eq!(
+            pick_file(&t, &[AudioFormat::Mp3_320]).unwrap().format,
+            AudioFormat::Mp3_320
+        );
+        assert!(pick_file(&t, &[AudioFormat::Aac24]).is_none());
+    }
+
+    #[test]
+    fn tree_layout_multi_disc_names_clashes_and_dates() {
+        let tracks = vec![
+            track(1, "Intro", &[AudioFormat::Mp3_320]),
+            track(2, "Intro", &[AudioFormat::Mp3_320]),
+            track(3, "A/B", &[AudioFormat::OggVorbis320]),
+        ];
+        let album = Album {
+            id: AlbumId([9; 16]),
+            name: "Live: \"One\"?".into(),
+            artists: vec![],
+            date: Some(Date {
+                year: 2021,
+                month: 3,
+                day: 4,
+            }),
+            discs: vec![
+                Disc {
+                    number: 1,
+                    tracks: vec![tracks[0].id, tracks[1].id],
+                },
+                Disc {
+                    number: 2,
+                    tracks: vec![tracks[2].id],
+                },
+            ],
+        };
+        let tree = Tree::build(
+            &[AlbumEntry {
+                album,
+                tracks: tracks.clone(),
+            }],
+            &[],
+        );
+        let artist = tree
+            .lookup(ROOT, "Artist")
+            .expect("artist from the tracks when the album has none");
+        let dir = tree.lookup(artist, "Live: \"One\"?").unwrap();
+        assert!(tree.lookup(dir, "1-01 - Intro.mp3").is_some());
+        assert!(tree.lookup(dir, "1-02 - Intro.mp3").is_some());
+        assert!(tree.lookup(dir, "2-03 - A_B.ogg").is_some());
+        assert_eq!(tree.track_count(), 3);
+        let mtime = tree.get(dir).unwrap().mtime;
+        assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_614_816_000));
+        assert!(tree.lookup(ROOT, ".trackfs").is_some());
+    }
+}
