@@ -75,8 +75,12 @@ pub struct DirEntry {
     pub name: String,
 }
 
-/// Tracks probed in the background when a directory is listed (sizes for `ls -l`).
-const PROBE_LIMIT: usize = 4096;
+/// Tracks probed in the background when a directory is listed (sizes for `ls -l`): those in
+/// it and one level of subdirectories (an artist's albums), never a whole library because
+/// someone listed its root.
+const PROBE_LIMIT: usize = 1024;
+const PROBE_DEPTH: usize = 1;
+const PROBES_AT_ONCE: usize = 128;
 
 pub struct FsCore {
     tree: Tree,
@@ -93,7 +97,7 @@ impl FsCore {
             reader,
             cache,
             stats,
-            probes: Arc::new(Semaphore::new(64)),
+            probes: Arc::new(Semaphore::new(PROBES_AT_ONCE)),
         }
     }
 
@@ -172,7 +176,7 @@ impl FsCore {
     }
 
     fn probe_sizes_below(&self, ino: Ino) {
-        for file in self.tree.tracks_below(ino, PROBE_LIMIT) {
+        for file in self.tree.tracks_below(ino, PROBE_DEPTH, PROBE_LIMIT) {
             if self.reader.known_size(file.id).is_some() {
                 continue;
             }

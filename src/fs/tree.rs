@@ -198,13 +198,15 @@ impl Tree {
         }
     }
 
-    /// Every track at or below `ino`, at most `limit` of them.
-    pub fn tracks_below(&self, ino: Ino, limit: usize) -> Vec<FileRef> {
+    /// Tracks in `ino` and in its subdirectories down to `depth` levels, at most `limit`.
+    pub fn tracks_below(&self, ino: Ino, depth: usize, limit: usize) -> Vec<FileRef> {
         let mut out = Vec::new();
-        let mut stack = vec![ino];
-        while let Some(next) = stack.pop() {
+        let mut stack = vec![(ino, 0)];
+        while let Some((next, level)) = stack.pop() {
             match self.get(next).map(|n| &n.kind) {
-                Some(NodeKind::Dir { children }) => stack.extend(children.values().copied()),
+                Some(NodeKind::Dir { children }) if level <= depth => {
+                    stack.extend(children.values().map(|&c| (c, level + 1)));
+                }
                 Some(NodeKind::Track { file, .. }) => out.push(*file),
                 _ => {}
             }
@@ -311,5 +313,16 @@ mod tests {
         let mtime = tree.get(dir).unwrap().mtime;
         assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_614_816_000));
         assert!(tree.lookup(ROOT, ".trackfs").is_some());
+        assert_eq!(tree.tracks_below(dir, 0, 100).len(), 3);
+        assert_eq!(
+            tree.tracks_below(artist, 1, 100).len(),
+            3,
+            "an artist's albums are probed"
+        );
+        assert_eq!(
+            tree.tracks_below(ROOT, 1, 100).len(),
+            0,
+            "listing the root probes nothing"
+        );
     }
 }
