@@ -199,3 +199,34 @@ fn allow_other_lets_another_user_read() {
         std::fs::read(sources::music().join(relative)).unwrap()
     );
 }
+
+#[test]
+fn the_head_file_answers_the_start_of_a_file_whose_blocks_are_gone() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    if !support::fuse_usable() || !support::require_tool("ffmpeg") {
+        return;
+    }
+    let origin = RustOrigin::start(sources::music(), &[]);
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--cache-size", "1MiB"],
+    );
+    let (relative, _) = sources::TRACKS[2];
+    let source = std::fs::read(sources::music().join(relative)).unwrap();
+    let path = mount.path().join(mounted_name(relative));
+    // Read through: the blocks a sequential reader passes leave the (tiny) cache.
+    assert!(std::fs::read(&path).unwrap() == source);
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: a valid descriptor; drops the kernel's clean cached pages of this file.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let before = mount.stat("head_hits");
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(file.read_at(&mut buf, 8192).unwrap(), 4096);
+    assert_eq!(&buf[..], &source[8192..8192 + 4096]);
+    assert!(
+        mount.stat("head_hits") > before,
+        "the start came from the head file"
+    );
+}
