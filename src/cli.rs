@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 use trackfs::client::api::Credentials;
 use trackfs::client::cdn::CdnConfig;
-use trackfs::keys::parse_key_file;
 use trackfs::model::AudioFormat;
 use trackfs::mount::MountConfig;
 use trackfs::origin::{self, FaultConfig, FaultKind, PublishOptions, ServeConfig};
@@ -175,7 +174,8 @@ impl MountArgs {
         let keys = match &self.keys {
             Some(path) => {
                 let text = read_private_file(path, "key")?;
-                parse_key_file(&path.display().to_string(), &text).map_err(|e| e.to_string())?
+                trackfs::keyfile::parse(&text)
+                    .map_err(|e| format!("key file {}, {e}", path.display()))?
             }
             None => Default::default(),
         };

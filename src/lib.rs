@@ -12,6 +12,7 @@ pub mod demo;
 pub mod fs;
 pub mod fuse;
 pub mod heads;
+pub mod keyfile;
 pub mod keys;
 pub mod model;
 pub mod mount;

@@ -6,15 +6,14 @@ use crate::client::api::{Api, Credentials};
 use crate::client::cdn::{Cdn, CdnConfig};
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
-use crate::crypto::AudioKey;
 use crate::fs::tree::Tree;
 use crate::fs::FsCore;
 use crate::heads::HeadStore;
+use crate::keyfile::Keys;
 use crate::keys::KeyStore;
-use crate::model::{AudioFormat, FileId};
+use crate::model::AudioFormat;
 use crate::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client, fuse};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     pub credentials: Credentials,
     pub cache_size: u64,
-    pub keys: HashMap<FileId, AudioKey>,
+    pub keys: Keys,
     /// Preferred formats in order; empty = best quality available.
     pub formats: Vec<AudioFormat>,
     pub allow_other: bool,
@@ -46,7 +45,7 @@ impl MountConfig {
             mountpoint: mountpoint.to_path_buf(),
             credentials,
             cache_size: 256 << 20,
-            keys: HashMap::new(),
+            keys: Keys::new(),
             formats: Vec::new(),
             allow_other: false,
             ca_cert: None,

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use trackfs::crypto::AudioKey;
 use trackfs::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
-use trackfs::origin::library::parse_keys;
 use trackfs::origin::publish::PublishError;
 use trackfs::origin::{self, PublishOptions};
 use trackfs::proto::library::Library;
@@ -54,7 +53,7 @@ fn track_named<'a>(
 }
 
 fn keys(lib: &Path) -> BTreeMap<FileId, AudioKey> {
-    parse_keys(&std::fs::read_to_string(lib.join("keys")).unwrap()).unwrap()
+    trackfs::keyfile::parse(&std::fs::read_to_string(lib.join("keys")).unwrap()).unwrap()
 }
 
 fn mode(path: &Path) -> u32 {

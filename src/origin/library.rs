@@ -18,6 +18,7 @@
 //! nginx) never sees half a file, and files whose bytes would not change are left untouched.
 
 use crate::crypto::AudioKey;
+use crate::keyfile;
 use crate::model::{AlbumId, FileId, TrackId};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -157,36 +158,13 @@ impl Library {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(LibraryError::io(&path)(e)),
         };
-        parse_keys(&text).map_err(|reason| LibraryError::invalid(&path, reason))
+        keyfile::parse(&text).map_err(|e| LibraryError::invalid(&path, e.to_string()))
     }
 
     /// Rewrites `keys` (0600) when its content would change.
     pub fn write_keys(&self, keys: &BTreeMap<FileId, AudioKey>) -> Result<bool, LibraryError> {
-        let text: String = keys
-            .iter()
-            .map(|(id, key)| format!("{id} {}\n", hex::encode(key.0)))
-            .collect();
-        write_if_changed(&self.keys(), text.as_bytes(), 0o600)
+        write_if_changed(&self.keys(), keyfile::format(keys).as_bytes(), 0o600)
     }
-}
-
-/// Parses `<file id hex> <key hex>` lines; blank lines and `#` comments are allowed.
-pub fn parse_keys(text: &str) -> Result<BTreeMap<FileId, AudioKey>, String> {
-    let mut keys = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |what: &str| format!("line {}: {what}", n + 1);
-        let (id, key) = line
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| bad("expected `<file id> <key>`"))?;
-        let id = FileId::from_hex(id).map_err(|e| bad(&e.to_string()))?;
-        let key = AudioKey::from_hex(key.trim()).map_err(|e| bad(&e.to_string()))?;
-        keys.insert(id, key);
-    }
-    Ok(keys)
 }
 
 /// Random alphanumeric text from the OS generator.
@@ -255,19 +233,4 @@ pub fn write_atomic(
         return Err(LibraryError::io(path)(e));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_round_trip_and_reject_garbage() {
-        let id = FileId([0xab; 20]);
-        let text = format!("# comment\n\n{id} {}\n", "01".repeat(16));
-        let keys = parse_keys(&text).unwrap();
-        assert_eq!(keys[&id], AudioKey([1; 16]));
-        assert!(parse_keys("nothex 00").is_err());
-        assert!(parse_keys(&format!("{id} 0011")).is_err());
-    }
 }
