@@ -105,7 +105,7 @@ impl Api {
         let url = format!("{}/keymaster/token", self.base);
         let started = Instant::now();
         let response = self
-            .send_with_retries("a token", || {
+            .send_with_retries("a token", &url, || {
                 self.http
                     .post(&url)
                     .basic_auth(&self.credentials.user, Some(&self.credentials.password))
@@ -143,22 +143,19 @@ impl Api {
     async fn send_with_retries(
         &self,
         what: &str,
+        url: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, FetchError> {
+        let shown = redact::url(url);
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 self.stats.retries.incr();
                 tokio::time::sleep(super::backoff(attempt)).await;
             }
-            let request = build();
-            let url = request
-                .try_clone()
-                .and_then(|r| r.build().ok())
-                .map(|r| redact::url(r.url().as_str()))
-                .unwrap_or_default();
+            let url = shown.clone();
             tracing::debug!(%url, attempt, "origin request");
-            let error = match request.send().await {
+            let error = match build().send().await {
                 Err(e) => FetchError::Connect {
                     url,
                     reason: super::transport::describe(&e),
@@ -194,7 +191,7 @@ impl Api {
         let mut token = self.token(false).await?;
         for renewed in [false, true] {
             let result = self
-                .send_with_retries(what, || self.http.get(&url).bearer_auth(&token))
+                .send_with_retries(what, &url, || self.http.get(&url).bearer_auth(&token))
                 .await;
             match result {
                 Ok(response) => {

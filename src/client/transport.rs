@@ -42,9 +42,21 @@ impl ReqwestTransport {
     }
 }
 
-/// Describes a reqwest error without its URL (which may carry a signature).
+/// Describes a reqwest error without its URL (which may carry a signature): its kind, then
+/// its sources, which never include the URL.
 pub fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.without_url_ref().to_string();
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "body error"
+    } else if error.is_request() {
+        "request failed"
+    } else {
+        "HTTP error"
+    };
+    let mut text = kind.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(s) = source {
         text.push_str(": ");
@@ -52,27 +64,6 @@ pub fn describe(error: &reqwest::Error) -> String {
         source = s.source();
     }
     text
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let kind = if self.is_timeout() {
-            "timed out"
-        } else if self.is_connect() {
-            "connection failed"
-        } else if self.is_body() || self.is_decode() {
-            "body error"
-        } else if self.is_request() {
-            "request failed"
-        } else {
-            "HTTP error"
-        };
-        kind.to_string()
-    }
 }
 
 impl Transport for ReqwestTransport {
