@@ -160,13 +160,7 @@ fn liar(
     twist: impl Fn(&Fixture, &Request) -> Option<Answer> + Send + Sync + 'static,
 ) -> Liar {
     let fx = fx.clone();
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let base_in = base.clone();
-    let liar = Liar::start(move |req| {
-        twist(&fx, req).unwrap_or_else(|| fx.honest(base_in.get().unwrap(), req))
-    });
-    base.set(liar.url.clone()).unwrap();
-    liar
+    Liar::start(move |base, req| twist(&fx, req).unwrap_or_else(|| fx.honest(base, req)))
 }
 
 fn credentials(dir: &Path, text: &str) -> std::path::PathBuf {

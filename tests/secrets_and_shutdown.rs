@@ -32,12 +32,8 @@ fn origin(stall_after_first_block: bool) -> Liar {
         apply_keystream(&AudioKey(KEY), 0, &mut c);
         Arc::new(c)
     };
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let base_in = base.clone();
-    let liar = Liar::start(move |r: &Request| {
+    Liar::start(move |base: &str, r: &Request| {
         let p = r.path.as_str();
-        let authed = true;
-        let _ = authed;
         if p == "/keymaster/token" {
             return Answer::ok(format!(
                 r#"{{"accessToken":"{TOKEN}","tokenType":"Bearer","expiresIn":3600}}"#
@@ -91,7 +87,7 @@ fn origin(stall_after_first_block: bool) -> Liar {
         if p.starts_with("/storage-resolve/") {
             let url = format!(
                 "{}/audio/{}?9999999999_{SIGNATURE}",
-                base_in.get().unwrap(),
+                base,
                 hex::encode([3u8; 20])
             );
             return Answer::ok(
@@ -113,9 +109,7 @@ fn origin(stall_after_first_block: bool) -> Liar {
             return Answer::ranged(&cipher, r.range);
         }
         Answer::status(404)
-    });
-    base.set(liar.url.clone()).unwrap();
-    liar
+    })
 }
 
 #[test]

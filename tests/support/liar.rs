@@ -67,11 +67,14 @@ pub struct Liar {
 }
 
 impl Liar {
-    pub fn start(handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Liar {
+    /// Serves on a free port; `handler` gets the server's own base URL (for the CDN URLs it
+    /// hands out) and the request.
+    pub fn start(handler: impl Fn(&str, &Request) -> Answer + Send + Sync + 'static) -> Liar {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
-        let handler = Arc::new(handler);
+        let base = url.clone();
+        let handler = Arc::new(move |req: &Request| handler(&base, req));
         let stopping = stop.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
