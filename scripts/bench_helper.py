@@ -24,6 +24,7 @@ so the reader itself is never the bottleneck at multi-GB/s page-cache speeds.
 """
 
 import json
+import mmap
 import os
 import random
 import socket
@@ -75,7 +76,10 @@ def mklib(root, n, size):
 
 
 def read_all(path, bs, out=None):
-    buf = bytearray(bs)
+    # A page-aligned buffer (anonymous mmap), as dd and cp use: the kernel's copy into a
+    # misaligned bytearray runs at a quarter of the speed on some CPUs (1.6 vs 6.6 GB/s from
+    # the page cache on this AMD EPYC), which would make the reader the bottleneck.
+    buf = mmap.mmap(-1, bs)
     total = 0
     with open(path, "rb", buffering=0) as f:
         while True:
