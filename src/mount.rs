@@ -146,6 +146,13 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        if session.guard.is_finished() {
+            // Unmounted from outside (`fusermount3 -u`): nothing left to unmount.
+            if let Err(e) = session.join() {
+                tracing::debug!("FUSE session ended: {e}");
+            }
+            return Ok(());
+        }
         if let Err(e) = session.umount_and_join() {
             tracing::info!("unmount: {e}; detaching lazily");
             detach(&self.mountpoint).map_err(|reason| MountError::Mount {

@@ -104,6 +104,25 @@ fn the_demo_mounts_a_playable_library_and_cleans_up_on_ctrl_c() {
 }
 
 #[test]
+fn an_unmount_from_outside_ends_the_mount_process_cleanly() {
+    if !support::fuse_usable() || !support::require_tool("ffmpeg") {
+        return;
+    }
+    let origin = RustOrigin::start(sources::music(), &[]);
+    let mut mount = Mount::start(&origin.url, &origin.credentials_file, &[]);
+    let status = std::process::Command::new("umount")
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount failed");
+    let exit = mount
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("trackfs exits once its mount is gone");
+    assert!(exit.success(), "exit {exit}:\n{}", mount.log_text());
+    mount.assert_logged("unmounted");
+}
+
+#[test]
 fn trackfs_stats_prints_a_readable_table() {
     if !support::fuse_usable() || !support::require_tool("ffmpeg") {
         return;

@@ -10,10 +10,12 @@ use super::transport::{BoxFuture, HttpResponse, Transport};
 use crate::model::FileId;
 use crate::redact;
 use bytes::BytesMut;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Body bytes read (and decrypted) at a time: small enough to stay in the CPU's cache.
+const PIECE: usize = 256 << 10;
 
 /// Sizes above this are treated as a lying CDN rather than a track.
 pub const MAX_PLAUSIBLE_SIZE: u64 = 64 << 30;
@@ -369,7 +371,10 @@ impl RangeRead<'_> {
     }
 
     /// Reads the body: skips `skip` bytes, keeps `len`. With `exact`, the body must be exactly
-    /// `len` bytes long; a body that goes quiet for `stall_timeout` is a stall.
+    /// `len` bytes long; a body that goes quiet for `stall_timeout` is a stall. The kept bytes
+    /// land in a page-aligned buffer at their distance from `first`, so every copy the kernel
+    /// makes of them (socket to here, here to the page cache) is between equally aligned
+    /// addresses, and each piece is transformed (decrypted) while still in the CPU's cache.
     async fn collect(
         &self,
         response: &mut HttpResponse,
@@ -378,42 +383,56 @@ impl RangeRead<'_> {
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
         let mut out = aligned_buffer(len as usize);
-        let mut position = 0u64;
-        let wanted_end = skip + len;
-        while position < wanted_end || exact {
-            let next = tokio::time::timeout(self.stall_timeout, response.body.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    return Err(FetchError::Stalled {
-                        url: self.url.clone(),
-                        stalled_for: self.stall_timeout,
-                    })
-                }
-                Ok(None) => break,
-                Ok(Some(Err(reason))) => {
-                    return Err(self.body_error(out.len() as u64, len, reason))
-                }
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            let chunk_start = position;
-            position += chunk.len() as u64;
-            if exact && position > len {
+        let mut scratch = BytesMut::with_capacity(PIECE);
+        let mut skipped = 0u64;
+        while skipped < skip {
+            scratch.clear();
+            let max = PIECE.min((skip - skipped) as usize);
+            match self.read_piece(response, &mut scratch, max, 0, len).await? {
+                0 => return Err(self.body_error(0, len, "body ended early".into())),
+                n => skipped += n as u64,
+            }
+        }
+        while (out.len() as u64) < len {
+            let kept = out.len();
+            let max = PIECE.min(len as usize - kept);
+            if self.read_piece(response, &mut out, max, kept, len).await? == 0 {
+                return Err(self.body_error(kept as u64, len, "body ended early".into()));
+            }
+            if let Some(transform) = self.transform {
+                transform(self.first + kept as u64, &mut out[kept..]);
+            }
+        }
+        if exact {
+            scratch.clear();
+            if self
+                .read_piece(response, &mut scratch, 1, len as usize, len)
+                .await?
+                > 0
+            {
                 return Err(self.bad(format!("body longer than the {len} bytes announced")));
             }
-            let from = skip.saturating_sub(chunk_start).min(chunk.len() as u64) as usize;
-            let to = (wanted_end.saturating_sub(chunk_start)).min(chunk.len() as u64) as usize;
-            if from < to {
-                let kept = out.len();
-                out.extend_from_slice(&chunk[from..to]);
-                if let Some(transform) = self.transform {
-                    transform(self.first + kept as u64, &mut out[kept..]);
-                }
-            }
-        }
-        if (out.len() as u64) < len {
-            return Err(self.body_error(out.len() as u64, len, "body ended early".into()));
         }
         Ok(out)
+    }
+
+    /// One read of at most `max` body bytes into `buf`, bounded by the stall timeout.
+    async fn read_piece(
+        &self,
+        response: &mut HttpResponse,
+        buf: &mut BytesMut,
+        max: usize,
+        got: usize,
+        len: u64,
+    ) -> Result<usize, FetchError> {
+        match tokio::time::timeout(self.stall_timeout, response.body.read_into(buf, max)).await {
+            Err(_) => Err(FetchError::Stalled {
+                url: self.url.clone(),
+                stalled_for: self.stall_timeout,
+            }),
+            Ok(Err(reason)) => Err(self.body_error(got as u64, len, reason)),
+            Ok(Ok(n)) => Ok(n),
+        }
     }
 
     fn body_error(&self, got: u64, expected: u64, reason: String) -> FetchError {

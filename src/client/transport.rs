@@ -1,9 +1,10 @@
 //! The CDN behind one small trait: "GET this URL, maybe with a byte range".
 //!
-//! The real implementation is reqwest over a shared connection pool; tests put a double behind
-//! the same trait to script faults (resets, truncations, lies about ranges) without a network.
+//! Real implementations: `http1` (plain-HTTP CDNs, reading bodies straight into the caller's
+//! buffer) and reqwest (TLS, and whatever `http1` hands over). Tests put a double behind the
+//! same trait to script faults (resets, truncations, lies about ranges) without a network.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -11,14 +12,62 @@ use std::time::Duration;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The parts of an HTTP answer the range logic looks at; the body is a stream so that a stall
-/// can be told apart from a slow but moving transfer.
+/// The parts of an HTTP answer the range logic looks at; the body is read piece by piece so
+/// that a stall can be told apart from a slow but moving transfer.
 pub struct HttpResponse {
     pub status: u16,
     pub content_range: Option<String>,
     pub content_length: Option<u64>,
     pub retry_after: Option<Duration>,
-    pub body: BoxStream<'static, Result<Bytes, String>>,
+    pub body: Box<dyn Body>,
+}
+
+/// A response body that fills the caller's buffer, so a transport that can receive straight
+/// into it (see `http1`) saves a copy of every byte.
+pub trait Body: Send {
+    /// Appends between 1 and `max` bytes to `buf`; `Ok(0)` means the body has ended. An `Err`
+    /// is a broken transfer (reset, truncation), described without the URL.
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        max: usize,
+    ) -> BoxFuture<'a, Result<usize, String>>;
+}
+
+/// A body made of a stream of chunks (reqwest's, or a test double's), copied out as asked.
+pub struct StreamBody {
+    chunks: BoxStream<'static, Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl StreamBody {
+    pub fn boxed(chunks: BoxStream<'static, Result<Bytes, String>>) -> Box<dyn Body> {
+        Box::new(StreamBody {
+            chunks,
+            current: Bytes::new(),
+        })
+    }
+}
+
+impl Body for StreamBody {
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        max: usize,
+    ) -> BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            while self.current.is_empty() {
+                match self.chunks.next().await {
+                    None => return Ok(0),
+                    Some(chunk) => self.current = chunk?,
+                }
+            }
+            let n = max.min(self.current.len());
+            buf.extend_from_slice(&self.current[..n]);
+            self.current.advance(n);
+            Ok(n)
+        })
+    }
 }
 
 pub trait Transport: Send + Sync + 'static {
@@ -94,10 +143,12 @@ impl Transport for ReqwestTransport {
                 content_range,
                 content_length: response.content_length(),
                 retry_after,
-                body: response
-                    .bytes_stream()
-                    .map(|chunk| chunk.map_err(|e| describe(&e)))
-                    .boxed(),
+                body: StreamBody::boxed(
+                    response
+                        .bytes_stream()
+                        .map(|chunk| chunk.map_err(|e| describe(&e)))
+                        .boxed(),
+                ),
             })
         })
     }

@@ -254,6 +254,19 @@ impl Mount {
             .unwrap_or_else(|| panic!("no counter {name} in stats:\n{text}"))
     }
 
+    /// The exit status once the process ends by itself, or `None` after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.as_mut()?.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGTERM, and the exit status (the process must unmount and exit by itself).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -1,7 +1,7 @@
 //! The CDN logic against a scripted double: every lie and failure a CDN can tell.
 
 use super::*;
-use crate::client::transport::HttpResponse;
+use crate::client::transport::{Body, HttpResponse, StreamBody};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use std::collections::VecDeque;
@@ -39,10 +39,8 @@ impl ScriptedCdn {
     }
 }
 
-fn body_of(
-    chunks: Vec<Result<Bytes, String>>,
-) -> futures::stream::BoxStream<'static, Result<Bytes, String>> {
-    stream::iter(chunks).boxed()
+fn body_of(chunks: Vec<Result<Bytes, String>>) -> Box<dyn Body> {
+    StreamBody::boxed(stream::iter(chunks).boxed())
 }
 
 impl Transport for ScriptedCdn {
@@ -103,7 +101,10 @@ impl Transport for ScriptedCdn {
                 body_of(vec![Ok(slice.slice(..1)), Err("connection reset".into())]),
                 honest_range,
             )),
-            Behaviour::Stall => Ok(partial(stream::pending().boxed(), honest_range)),
+            Behaviour::Stall => Ok(partial(
+                StreamBody::boxed(stream::pending().boxed()),
+                honest_range,
+            )),
             Behaviour::Refuse => Err("connection refused".into()),
             Behaviour::TooManyRequests(secs) => Ok(HttpResponse {
                 status: 429,
