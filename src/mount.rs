@@ -4,6 +4,7 @@
 use crate::cache::BlockCache;
 use crate::client::api::{Api, Credentials};
 use crate::client::cdn::{Cdn, CdnConfig};
+use crate::client::http1::Http1Transport;
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
 use crate::fs::tree::Tree;
@@ -201,7 +202,8 @@ impl Drop for Mounted {
 pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
     let stats = Arc::new(Stats::default());
-    let http = client::http_client(config.ca_cert.as_deref(), Duration::from_secs(5))
+    let connect_timeout = Duration::from_secs(5);
+    let http = client::http_client(config.ca_cert.as_deref(), connect_timeout)
         .map_err(MountError::Setup)?;
     let api = Arc::new(Api::new(
         http.clone(),
@@ -220,7 +222,10 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let tracks = tree.track_count();
 
     let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
-    let transport = Arc::new(ReqwestTransport::new(http));
+    let transport = Arc::new(Http1Transport::new(
+        ReqwestTransport::new(http),
+        connect_timeout,
+    ));
     let cdn = Arc::new(Cdn::new(
         transport,
         api.clone(),

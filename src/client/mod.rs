@@ -5,6 +5,7 @@ pub mod api;
 pub mod cdn;
 pub mod error;
 pub mod expiry;
+pub mod http1;
 pub mod stats;
 pub mod transport;
 
