@@ -1,7 +1,8 @@
 //! The only file that knows fuser: translates kernel requests into `FsCore` calls and back.
 //!
-//! Anything that may touch the network (lookup, getattr, read) is answered from a tokio task,
-//! so a slow fetch of one file never holds up the kernel's request loop, other files or `ls`.
+//! Anything that may touch the network (lookup, getattr, read) and has to wait is answered
+//! from a tokio task, so a slow fetch of one file never holds up the kernel's request loop,
+//! other files or `ls`; what is ready at once (cached blocks) is answered on the spot.
 
 use crate::fs::{Attr, FsCore, FsError, Kind, OpenMode};
 use fuser::{
@@ -41,12 +42,22 @@ impl TrackFs {
         }
     }
 
-    /// Runs `work` on tokio and hands its result to `answer` (EIO at once on shutdown).
+    /// Runs `work` and hands its result to `answer` (EIO at once on shutdown). Work that can
+    /// finish without waiting (a read of cached blocks) is answered right here on the kernel
+    /// request thread; the rest continues on tokio, so a slow fetch holds up nothing else.
     fn spawn<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = Result<T, FsError>> + Send + 'static,
         answer: impl FnOnce(Result<T, Errno>) + Send + 'static,
     ) {
+        let _runtime = self.runtime.enter();
+        let mut work = Box::pin(work);
+        // Polled once with a waker that does nothing: a future that is not ready registers
+        // tokio's waker again when tokio polls it, so no wake-up is lost by starting here.
+        let mut here = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = work.as_mut().poll(&mut here) {
+            return answer(result.map_err(|e| errno(&e)));
+        }
         let shutdown = self.shutdown.clone();
         self.runtime.spawn(async move {
             let result = tokio::select! {
