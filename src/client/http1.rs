@@ -4,8 +4,9 @@
 //! extra copy, and the machinery around it, cost a tenth of the CPU of a cold sequential read.
 //!
 //! It speaks only the simple, common case: `GET` with `Range`, keep-alive connections, and
-//! answers framed by `Content-Length`. Everything else goes to reqwest: `https://` URLs, and
-//! (asked again there) redirects and bodies without a length (chunked, or up to close).
+//! answers framed by `Content-Length`. Everything else goes to reqwest: `https://` URLs, every
+//! URL when a proxy is configured in the environment (reqwest honours `http_proxy` and
+//! `no_proxy`), and (asked again there) redirects and bodies without a length.
 
 use super::transport::{Body, BoxFuture, HttpResponse, ReqwestTransport, Transport};
 use bytes::{Buf, BufMut, BytesMut};
@@ -45,6 +46,15 @@ pub struct Http1Transport {
     fallback: ReqwestTransport,
     pool: Arc<Pool>,
     connect_timeout: Duration,
+    /// False when a proxy is configured: then reqwest does everything.
+    direct: bool,
+}
+
+/// Whether the environment asks for a proxy for plain-HTTP URLs.
+fn proxy_configured() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 impl Http1Transport {
@@ -54,6 +64,7 @@ impl Http1Transport {
             fallback,
             pool: Arc::default(),
             connect_timeout,
+            direct: !proxy_configured(),
         }
     }
 
@@ -120,7 +131,7 @@ impl Transport for Http1Transport {
     ) -> BoxFuture<'_, Result<HttpResponse, String>> {
         let url = url.to_string();
         Box::pin(async move {
-            match Target::parse(&url) {
+            match Target::parse(&url).filter(|_| self.direct) {
                 Some(target) => self.get_plain(&url, target, range).await,
                 None => self.fallback.get(&url, range).await,
             }
