@@ -4,6 +4,7 @@
 //! proto`. The origin (`publish`, `serve`) shares only `proto`, `model` and `crypto` with the
 //! client, so the two cannot agree on the same misreading of the protocol.
 
+pub mod buffers;
 pub mod cache;
 pub mod catalogue;
 pub mod client;

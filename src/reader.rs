@@ -312,7 +312,7 @@ impl Reader {
             check_head(file, &data, head.as_deref())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
-        let run = data.freeze();
+        let run = crate::buffers::share(data);
         Ok((0..count)
             .map(|i| {
                 let from = ((i * bs) as usize).min(run.len());

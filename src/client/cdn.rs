@@ -382,7 +382,7 @@ impl RangeRead<'_> {
         len: u64,
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
-        let mut out = aligned_buffer(len as usize);
+        let mut out = crate::buffers::aligned(len as usize);
         let mut scratch = BytesMut::with_capacity(PIECE);
         let mut skipped = 0u64;
         while skipped < skip {
@@ -467,19 +467,6 @@ fn good_until(urls: &[String]) -> Option<SystemTime> {
     let remaining = expiry.saturating_sub(now);
     let margin = (remaining / 4).min(300);
     Some(UNIX_EPOCH + Duration::from_secs(expiry - margin))
-}
-
-/// An empty buffer of `capacity` bytes whose start is page-aligned. The kernel copies into and
-/// out of it (socket reads, FUSE replies) at a fraction of the speed when it is not 64-byte
-/// aligned on some CPUs (AMD EPYC here: 1.8 vs 8 GB/s), and malloc's large blocks start 16
-/// bytes into a page.
-pub fn aligned_buffer(capacity: usize) -> BytesMut {
-    const ALIGN: usize = 4096;
-    let mut buffer = BytesMut::with_capacity(capacity + ALIGN);
-    let pad = buffer.as_ptr().align_offset(ALIGN);
-    buffer.resize(pad, 0);
-    bytes::Buf::advance(&mut buffer, pad);
-    buffer
 }
 
 fn host_of(url: &str) -> &str {
