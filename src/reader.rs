@@ -145,7 +145,12 @@ impl Reader {
             );
             return Ok(bytes);
         }
-        let blocks = self.blocks(file, first, last + 1, prefetch_blocks).await?;
+        let (blocks, waited) = self.blocks(file, first, last + 1, prefetch_blocks).await?;
+        if waited {
+            self.with_state(file.id, |s| {
+                s.streams.note_wait(&self.config.readahead, offset)
+            });
+        }
         Ok(assemble(&blocks, offset - first * bs, end - offset))
     }
 
@@ -185,14 +190,14 @@ impl Reader {
     }
 
     /// Returns blocks `first..end`, fetching what is missing together with the blocks of
-    /// `prefetch` (not waited for).
+    /// `prefetch` (not waited for), and whether any of them was not there yet.
     async fn blocks(
         self: &Arc<Self>,
         file: FileRef,
         first: u64,
         end: u64,
         prefetch: Option<(u64, u64)>,
-    ) -> Result<Vec<Block>, FetchError> {
+    ) -> Result<(Vec<Block>, bool), FetchError> {
         let mut waits = Vec::with_capacity((end - first) as usize);
         let mut claims = Vec::new();
         for index in first..end {
@@ -219,11 +224,12 @@ impl Reader {
             }
         }
         self.spawn_fetches(file, claims);
+        let waited = waits.iter().any(|w| !matches!(w, Wait::Ready(_)));
         let mut blocks = Vec::with_capacity(waits.len());
         for wait in waits {
             blocks.push(wait.get().await?);
         }
-        Ok(blocks)
+        Ok((blocks, waited))
     }
 
     /// Groups claims into runs of consecutive blocks (at most `max_request` bytes each) and
