@@ -8,7 +8,7 @@
 //! URL when a proxy is configured in the environment (reqwest honours `http_proxy` and
 //! `no_proxy`), and (asked again there) redirects and bodies without a length.
 
-use super::transport::{Body, BoxFuture, HttpResponse, ReqwestTransport, Transport};
+use super::transport::{move_front, Body, BoxFuture, HttpResponse, ReqwestTransport, Transport};
 use bytes::{Buf, BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -314,10 +314,7 @@ impl Body for FramedBody {
                 return Ok(0);
             }
             let n = if !self.early.is_empty() {
-                let n = max.min(self.early.len());
-                buf.extend_from_slice(&self.early[..n]);
-                self.early.advance(n);
-                n
+                move_front(&mut self.early, buf, max)
             } else {
                 let stream = self.stream.as_mut().ok_or("connection already closed")?;
                 let n = stream

@@ -49,6 +49,15 @@ impl StreamBody {
     }
 }
 
+/// Moves up to `max` bytes from the front of `from` (one contiguous buffer) to the end of
+/// `to`; returns how many.
+pub fn move_front(from: &mut impl Buf, to: &mut BytesMut, max: usize) -> usize {
+    let n = max.min(from.chunk().len());
+    to.extend_from_slice(&from.chunk()[..n]);
+    from.advance(n);
+    n
+}
+
 impl Body for StreamBody {
     fn read_into<'a>(
         &'a mut self,
@@ -62,10 +71,7 @@ impl Body for StreamBody {
                     Some(chunk) => self.current = chunk?,
                 }
             }
-            let n = max.min(self.current.len());
-            buf.extend_from_slice(&self.current[..n]);
-            self.current.advance(n);
-            Ok(n)
+            Ok(move_front(&mut self.current, buf, max))
         })
     }
 }
