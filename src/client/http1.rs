@@ -239,7 +239,7 @@ async fn send(mut stream: TcpStream, request: &[u8]) -> Result<Exchange, String>
 
 /// The head and its length in bytes, once `bytes` holds all of it.
 fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut response = httparse::Response::new(&mut headers);
     let length = match response.parse(bytes) {
         Ok(httparse::Status::Complete(length)) => length,
