@@ -12,7 +12,7 @@ use super::transport::{move_front, Body, BoxFuture, HttpResponse, ReqwestTranspo
 use bytes::{Buf, BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,24 +20,29 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 << 10;
 /// Idle connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 64;
+/// Idle connections older than this are closed rather than reused: servers close theirs
+/// after a while (nginx: 75 s), and a socket the server has closed is only dead weight.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
-/// Idle keep-alive connections by `host:port`.
+/// Idle keep-alive connections by `host:port`, most recently used last.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<String, Vec<(TcpStream, Instant)>>>,
 }
 
 impl Pool {
     fn take(&self, key: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(key)?.pop()
+        let streams = idle.get_mut(key)?;
+        streams.retain(|(_, since)| since.elapsed() < MAX_IDLE_TIME);
+        streams.pop().map(|(stream, _)| stream)
     }
 
     fn give_back(&self, key: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let streams = idle.entry(key.to_string()).or_default();
         if streams.len() < MAX_IDLE_PER_HOST {
-            streams.push(stream);
+            streams.push((stream, Instant::now()));
         }
     }
 }
