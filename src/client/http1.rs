@@ -119,7 +119,8 @@ impl Http1Transport {
                 stream: Some(exchange.stream),
                 early: exchange.early,
                 remaining: length,
-                reusable: head.keep_alive,
+                // An unframed (error) body cannot be skipped: that connection is not reused.
+                reusable: head.keep_alive && framed,
                 pool: self.pool.clone(),
                 key: target.key,
             }),
