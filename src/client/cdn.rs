@@ -383,11 +383,13 @@ impl RangeRead<'_> {
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
         let mut out = crate::buffers::aligned(len as usize);
-        let mut scratch = BytesMut::with_capacity(PIECE);
+        // Only a server that ignored `Range` needs room for skipped bytes.
+        let mut scratch = BytesMut::new();
         let mut skipped = 0u64;
         while skipped < skip {
             scratch.clear();
             let max = PIECE.min((skip - skipped) as usize);
+            scratch.reserve(max);
             match self.read_piece(response, &mut scratch, max, 0, len).await? {
                 0 => return Err(self.body_error(0, len, "body ended early".into())),
                 n => skipped += n as u64,
