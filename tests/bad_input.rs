@@ -11,7 +11,7 @@ use std::sync::Arc;
 use support::liar::{Answer, Liar, Request};
 use support::Mount;
 use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::proto::{library, metadata, storage};
+use trackfs::proto::{library, metadata};
 
 const PASSWORD: &str = "se:cret";
 
@@ -130,14 +130,7 @@ impl Fixture {
         }
         if let Some(id) = tail("/storage-resolve/files/audio/interactive/") {
             let url = format!("{base}/audio/{id}?9999999999_sig");
-            return Answer::ok(
-                storage::StorageResolveResponse {
-                    result: 0,
-                    cdnurl: vec![url],
-                    fileid: vec![],
-                }
-                .encode_to_vec(),
-            );
+            return Answer::resolved(url);
         }
         if let Some(id) = tail("/audiokey/") {
             return self

@@ -1,6 +1,7 @@
 //! Faults on demand (`--fault-rate`, `--fault-kinds`, `--stall`, `--seed`): each kind does what
 //! its name says, only on CDN requests, and a seed gives the same sequence every time.
 
+#[macro_use]
 #[path = "common/origin_fixture.rs"]
 mod fixture;
 
@@ -8,15 +9,6 @@ use fixture::*;
 use std::time::{Duration, Instant};
 use trackfs::crypto::apply_keystream;
 use trackfs::origin::{FaultConfig, FaultKind, ServeConfig};
-
-macro_rules! fixture {
-    ($tune:expr) => {
-        match Fixture::start($tune).await {
-            Some(f) => f,
-            None => return,
-        }
-    };
-}
 
 const STALL: Duration = Duration::from_millis(300);
 const FIRST: u64 = 1000;

@@ -1,6 +1,7 @@
 //! `trackfs serve` over HTTP, rule by rule (DESIGN.md §1): tokens, 401s, 404s, the catalogue,
 //! storage-resolve, keys, head files, and CDN ranges (206/416/403) decrypting to the source.
 
+#[macro_use]
 #[path = "common/origin_fixture.rs"]
 mod fixture;
 
@@ -13,15 +14,6 @@ use trackfs::crypto::apply_keystream;
 use trackfs::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
 use trackfs::proto::library::Library;
 use trackfs::proto::metadata as pb;
-
-macro_rules! fixture {
-    ($tune:expr) => {
-        match Fixture::start($tune).await {
-            Some(f) => f,
-            None => return,
-        }
-    };
-}
 
 /// One published track: its metadata, source file and stored plaintext (checked against the
 /// source: for Ogg, a 167-byte header then the source bytes).

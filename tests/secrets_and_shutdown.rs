@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::liar::{Answer, Liar, Request};
 use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::proto::{library, metadata, storage};
+use trackfs::proto::{library, metadata};
 
 const TOKEN: &str = "TOKENd3adb33f5ecret";
 const SIGNATURE: &str = "SIGNATUREc0ffee99";
@@ -90,14 +90,7 @@ fn origin(stall_after_first_block: bool) -> Liar {
                 base,
                 hex::encode([3u8; 20])
             );
-            return Answer::ok(
-                storage::StorageResolveResponse {
-                    result: 0,
-                    cdnurl: vec![url],
-                    fileid: vec![],
-                }
-                .encode_to_vec(),
-            );
+            return Answer::resolved(url);
         }
         if p.starts_with("/audiokey/") {
             return Answer::ok(KEY.to_vec());

@@ -83,6 +83,17 @@ pub fn sample_source(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A started [`Fixture`], or return from the test (after the loud skip) when ffmpeg is missing.
+#[allow(unused_macros)]
+macro_rules! fixture {
+    ($tune:expr) => {
+        match Fixture::start($tune).await {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
 /// A published sample library and a running origin over it.
 pub struct Fixture {
     pub src: TempDir,

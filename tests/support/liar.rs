@@ -35,6 +35,17 @@ impl Answer {
         }
     }
 
+    /// A storage-resolve answer handing out the one CDN `url`.
+    pub fn resolved(url: String) -> Answer {
+        use prost::Message;
+        let response = trackfs::proto::storage::StorageResolveResponse {
+            result: 0,
+            cdnurl: vec![url],
+            fileid: vec![],
+        };
+        Answer::ok(response.encode_to_vec())
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Answer {
         self.headers.push((name.into(), value.into()));
         self
