@@ -3,7 +3,8 @@
 //! They are fetched alongside a file's first block and used twice: to check that the key
 //! decrypts the first block into exactly these bytes (a wrong key fails loudly instead of
 //! playing noise), and to answer reads of the file's start at once when its blocks are not
-//! cached, while the CDN fetch runs. A `404` is remembered: the origin has no head for it.
+//! cached, while the CDN fetch runs. A `404` is remembered: the origin has no head for it; a
+//! failure to ask (timeout, 5xx) is not, so a later read asks again.
 
 use crate::client::api::Api;
 use crate::model::FileId;
@@ -42,7 +43,7 @@ impl HeadStore {
                 return head.clone();
             }
         }
-        let head = self.api.as_ref()?.head(file).await;
+        let head = self.api.as_ref()?.head(file).await.ok()?;
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         known.put(file, head.clone());
         let mut bytes: usize = known
@@ -56,5 +57,56 @@ impl HeadStore {
             }
         }
         head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::api::Credentials;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An origin whose `/head` answers each connection with the next of `answers`.
+    async fn scripted_origin(answers: Vec<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answer in answers {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_failed_head_is_asked_again_and_a_missing_one_is_remembered() {
+        let base = scripted_origin(vec![
+            "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhead",
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ])
+        .await;
+        let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
+        let credentials = Credentials::parse("user:secret").unwrap();
+        let api = Api::new(http, &base, credentials, Arc::default());
+        let heads = HeadStore::new(Some(Arc::new(api)));
+        let (a, b) = (FileId([1; 20]), FileId([2; 20]));
+        assert_eq!(heads.get(a).await, None, "503: no head this time");
+        assert_eq!(
+            heads.get(a).await.as_deref(),
+            Some(&b"head"[..]),
+            "asked again"
+        );
+        assert_eq!(heads.get(b).await, None, "404");
+        // Remembered: the scripted origin has no answers left, so asking again would fail.
+        assert_eq!(heads.cached(a).as_deref(), Some(&b"head"[..]));
+        assert_eq!(heads.get(b).await, None);
+        assert!(heads.known.lock().unwrap().contains(&b));
     }
 }

@@ -56,6 +56,9 @@ pub struct Api {
     credentials: Credentials,
     token: Mutex<Option<Token>>,
     stats: Arc<Stats>,
+    /// Bounds each control-plane request, body included: an origin that accepts a
+    /// connection and never answers must fail a read, not hang it.
+    request_timeout: Duration,
 }
 
 #[derive(serde::Deserialize)]
@@ -66,6 +69,9 @@ struct TokenAnswer {
 }
 
 const ATTEMPTS: u32 = 4;
+
+/// Control-plane answers are small protobufs; a healthy origin sends them in well under this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Api {
     pub fn new(
@@ -80,7 +86,14 @@ impl Api {
             credentials,
             token: Mutex::new(None),
             stats,
+            request_timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same with another per-request timeout (tests use short ones).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -155,7 +168,7 @@ impl Api {
             }
             let url = shown.clone();
             tracing::debug!(%url, attempt, "origin request");
-            let error = match build().send().await {
+            let error = match build().timeout(self.request_timeout).send().await {
                 Err(e) => FetchError::Connect {
                     url,
                     reason: super::transport::describe(&e),
@@ -281,13 +294,58 @@ impl Api {
         })
     }
 
-    /// The plaintext head file, or `None` when the origin has none (404) or it fails.
-    pub async fn head(&self, file: FileId) -> Option<Bytes> {
+    /// The plaintext head file: `Ok(None)` when the origin has none (a 4xx, normally 404),
+    /// `Err(())` when asking failed (connection, timeout, 5xx, cut body) and may work later.
+    pub async fn head(&self, file: FileId) -> Result<Option<Bytes>, ()> {
         let url = format!("{}/head/{file}", self.base);
-        let response = self.http.get(&url).send().await.ok()?;
-        if !response.status().is_success() {
-            return None;
+        let request = self.http.get(&url).timeout(self.request_timeout);
+        let response = request.send().await.map_err(drop)?;
+        let status = response.status();
+        if status.is_client_error() {
+            return Ok(None);
         }
-        response.bytes().await.ok().filter(|b| !b.is_empty())
+        if !status.is_success() {
+            return Err(());
+        }
+        let body = response.bytes().await.map_err(drop)?;
+        Ok(Some(body).filter(|b| !b.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An origin that accepts connections and never answers.
+    async fn silent_origin() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn api(base: &str) -> Api {
+        let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
+        let credentials = Credentials::parse("user:secret").unwrap();
+        Api::new(http, base, credentials, Arc::default())
+            .with_request_timeout(Duration::from_millis(200))
+    }
+
+    #[tokio::test]
+    async fn a_silent_origin_fails_requests_instead_of_hanging() {
+        let api = api(&silent_origin().await);
+        let limit = Duration::from_secs(10);
+        let head = tokio::time::timeout(limit, api.head(FileId([7; 20]))).await;
+        assert_eq!(head.expect("head hung"), Err(()));
+        let token = tokio::time::timeout(limit, api.token(false)).await;
+        match token.expect("token hung") {
+            Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, ATTEMPTS),
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
     }
 }
