@@ -30,6 +30,9 @@ pub struct CdnConfig {
     pub header_timeout: Duration,
     /// How long a host that refused connections is set aside.
     pub host_penalty: Duration,
+    /// Slowest average body rate, bytes per second, before a response is abandoned and
+    /// retried: a server that trickles a byte now and then never trips `stall_timeout`.
+    pub min_rate: u64,
 }
 
 impl Default for CdnConfig {
@@ -39,6 +42,8 @@ impl Default for CdnConfig {
             stall_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             host_penalty: Duration::from_secs(60),
+            // 2 MiB in about a minute; a 320 kbit/s track plays at 40 KB/s.
+            min_rate: 32 << 10,
         }
     }
 }
@@ -260,6 +265,7 @@ impl Cdn {
             last,
             known_total,
             stall_timeout: self.config.stall_timeout,
+            min_rate: self.config.min_rate,
             transform,
         };
         let fetched = reading.interpret(response).await?;
@@ -276,6 +282,7 @@ struct RangeRead<'a> {
     last: u64,
     known_total: Option<u64>,
     stall_timeout: Duration,
+    min_rate: u64,
     transform: Option<Transform<'a>>,
 }
 
@@ -375,7 +382,28 @@ impl RangeRead<'_> {
     /// land in a page-aligned buffer at their distance from `first`, so every copy the kernel
     /// makes of them (socket to here, here to the page cache) is between equally aligned
     /// addresses, and each piece is transformed (decrypted) while still in the CPU's cache.
+    /// The whole body must also arrive within `stall_timeout` plus its size at `min_rate`.
     async fn collect(
+        &self,
+        response: &mut HttpResponse,
+        skip: u64,
+        len: u64,
+        exact: bool,
+    ) -> Result<BytesMut, FetchError> {
+        let bytes = skip + len;
+        let within = self.stall_timeout
+            + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64);
+        let reading = self.collect_unbounded(response, skip, len, exact);
+        tokio::time::timeout(within, reading)
+            .await
+            .map_err(|_| FetchError::TooSlow {
+                url: self.url.clone(),
+                bytes,
+                within,
+            })?
+    }
+
+    async fn collect_unbounded(
         &self,
         response: &mut HttpResponse,
         skip: u64,

@@ -24,6 +24,12 @@ pub enum FetchError {
     },
     #[error("{url}: no data for {0:?}", .stalled_for)]
     Stalled { url: String, stalled_for: Duration },
+    #[error("{url}: {bytes} bytes did not arrive within {within:?} (too slow)")]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        within: Duration,
+    },
     #[error("{url}: {reason}")]
     BadRange { url: String, reason: String },
     #[error(
@@ -74,6 +80,7 @@ impl FetchError {
             FetchError::Connect { .. }
             | FetchError::Body { .. }
             | FetchError::Stalled { .. }
+            | FetchError::TooSlow { .. }
             | FetchError::BadRange { .. }
             | FetchError::NotFound { .. }
             | FetchError::NoCdnUrl { .. } => true,

@@ -18,6 +18,8 @@ enum Behaviour {
     WrongRange,
     ResetMidBody,
     Stall,
+    /// One byte every 50 ms: never quiet for the stall timeout, far below the minimum rate.
+    Trickle,
     Refuse,
     TotalIs(u64),
     TooManyRequests(u64),
@@ -105,6 +107,14 @@ impl Transport for ScriptedCdn {
                 StreamBody::boxed(stream::pending().boxed()),
                 honest_range,
             )),
+            Behaviour::Trickle => {
+                let bytes = self.content[first as usize..=last as usize].to_vec();
+                let trickle = stream::iter(bytes).then(|b| async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Bytes::from(vec![b]))
+                });
+                Ok(partial(StreamBody::boxed(trickle.boxed()), honest_range))
+            }
             Behaviour::Refuse => Err("connection refused".into()),
             Behaviour::TooManyRequests(secs) => Ok(HttpResponse {
                 status: 429,
@@ -152,6 +162,7 @@ fn cdn_with(script: Vec<Behaviour>, urls: &[&str]) -> (Cdn, Arc<ScriptedCdn>, Ar
         stall_timeout: Duration::from_millis(100),
         header_timeout: Duration::from_millis(500),
         host_penalty: Duration::from_secs(60),
+        min_rate: 20_000,
     };
     let cdn = Cdn::new(transport.clone(), resolver.clone(), config, Arc::default());
     (cdn, transport, resolver)
@@ -173,6 +184,7 @@ async fn every_transient_fault_is_retried_into_the_right_bytes() {
         Behaviour::Truncate,
         Behaviour::ResetMidBody,
         Behaviour::Stall,
+        Behaviour::Trickle,
         Behaviour::Refuse,
         Behaviour::WrongRange,
         Behaviour::Status(403),
