@@ -31,15 +31,29 @@ struct Pool {
 }
 
 impl Pool {
+    /// The most recently used idle connection that is still quiet: one the server closed, or
+    /// that holds bytes nobody asked for (a body longer than announced), is dropped.
     fn take(&self, key: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let streams = idle.get_mut(key)?;
         streams.retain(|(_, since)| since.elapsed() < MAX_IDLE_TIME);
-        streams.pop().map(|(stream, _)| stream)
+        while let Some((stream, _)) = streams.pop() {
+            let mut probe = [0u8; 1];
+            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     fn give_back(&self, key: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired connections of every host go now, not when their host is next used.
+        idle.retain(|_, streams| {
+            streams.retain(|(_, since)| since.elapsed() < MAX_IDLE_TIME);
+            !streams.is_empty()
+        });
         let streams = idle.entry(key.to_string()).or_default();
         if streams.len() < MAX_IDLE_PER_HOST {
             streams.push((stream, Instant::now()));
@@ -314,9 +328,12 @@ impl Body for FramedBody {
         max: usize,
     ) -> BoxFuture<'a, Result<usize, String>> {
         Box::pin(async move {
+            if self.remaining == 0 {
+                self.finished();
+                return Ok(0);
+            }
             let max = max.min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
             if max == 0 {
-                self.finished();
                 return Ok(0);
             }
             let n = if !self.early.is_empty() {

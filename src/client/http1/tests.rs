@@ -111,6 +111,42 @@ async fn a_connection_the_server_closed_is_replaced_without_an_error() {
 }
 
 #[tokio::test]
+async fn a_connection_with_bytes_after_its_body_is_not_reused() {
+    // The server sends its answer, then (later) bytes beyond the announced length.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests_per_connection = Arc::new(Mutex::new(Vec::new()));
+    let counts = requests_per_connection.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let index = {
+                    let mut counts = counts.lock().unwrap();
+                    counts.push(0);
+                    counts.len() - 1
+                };
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    counts.lock().unwrap()[index] += 1;
+                    let answer = ranged("Range: bytes=0-3", "");
+                    let _ = stream.write_all(&answer).await;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let _ = stream.write_all(b"junk").await;
+                }
+            });
+        }
+    });
+    let http = transport();
+    for _ in 0..2 {
+        let mut response = http.get(&url, Some((0, 3))).await.unwrap();
+        assert_eq!(body_of(&mut response).await.unwrap(), b"0123");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(*requests_per_connection.lock().unwrap(), [1, 1]);
+}
+
+#[tokio::test]
 async fn connection_close_is_honoured() {
     let server = scripted(|head| ranged(head, "Connection: close\r\n"), false).await;
     let http = transport();
