@@ -64,32 +64,15 @@ impl HeadStore {
 mod tests {
     use super::*;
     use crate::client::api::Credentials;
+    use crate::client::testing::{response, scripted_origin};
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// An origin whose `/head` answers each connection with the next of `answers`.
-    async fn scripted_origin(answers: Vec<&'static str>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            for answer in answers {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let _ = socket.write_all(answer.as_bytes()).await;
-            }
-        });
-        format!("http://{addr}")
-    }
 
     #[tokio::test]
     async fn a_failed_head_is_asked_again_and_a_missing_one_is_remembered() {
         let base = scripted_origin(vec![
-            "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhead",
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            response("503 Busy", b""),
+            response("200 OK", b"head"),
+            response("404 Not Found", b""),
         ])
         .await;
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();

@@ -275,9 +275,14 @@ impl Api {
             .into_iter()
             .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .collect();
-        if pb.result != proto::storage::storage_resolve_response::Result::Cdn as i32
-            || urls.is_empty()
-        {
+        // STORAGE or RESTRICTED will not change on a retry; an empty list of a CDN answer may.
+        if pb.result != proto::storage::storage_resolve_response::Result::Cdn as i32 {
+            return Err(FetchError::NotOnCdn {
+                file,
+                result: pb.result,
+            });
+        }
+        if urls.is_empty() {
             return Err(FetchError::NoCdnUrl { file });
         }
         Ok(urls)
@@ -315,19 +320,7 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An origin that accepts connections and never answers.
-    async fn silent_origin() -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                open.push(socket);
-            }
-        });
-        format!("http://{addr}")
-    }
+    use crate::client::testing::{response, scripted_origin, silent_origin};
 
     fn api(base: &str) -> Api {
         let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
@@ -346,6 +339,26 @@ mod tests {
         match token.expect("token hung") {
             Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, ATTEMPTS),
             other => panic!("expected GaveUp, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_not_on_a_cdn_fails_at_once() {
+        let token = br#"{"accessToken":"t","expiresIn":3600}"#;
+        let answer = proto::storage::StorageResolveResponse {
+            result: proto::storage::storage_resolve_response::Result::Restricted as i32,
+            cdnurl: vec!["http://cdn.example/a".into()],
+            fileid: vec![],
+        };
+        let base = scripted_origin(vec![
+            response("200 OK", token),
+            response("200 OK", &answer.encode_to_vec()),
+        ])
+        .await;
+        let file = FileId([9; 20]);
+        match api(&base).resolve(file).await {
+            Err(e @ FetchError::NotOnCdn { .. }) => assert!(!e.is_transient()),
+            other => panic!("expected NotOnCdn, got {other:?}"),
         }
     }
 }

@@ -63,6 +63,8 @@ pub enum FetchError {
     NotFound { url: String },
     #[error("file {file}: storage-resolve gave no usable CDN URL")]
     NoCdnUrl { file: FileId },
+    #[error("file {file}: storage-resolve says it is not on a CDN (result {result})")]
+    NotOnCdn { file: FileId, result: i32 },
     #[error("giving up on {what} after {attempts} attempts: {last}")]
     GaveUp {
         what: String,

@@ -7,6 +7,8 @@ pub mod error;
 pub mod expiry;
 pub mod http1;
 pub mod stats;
+#[cfg(test)]
+pub mod testing;
 pub mod transport;
 
 use std::time::Duration;
