@@ -4,18 +4,35 @@
 use crate::client::api::Api;
 use crate::client::error::FetchError;
 use crate::fs::tree::AlbumEntry;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
 
+/// Broken albums and tracks are skipped with a warning naming them, so one bad entry does
+/// not hide a whole library; only when every album fails does the mount fail (with the
+/// first album's error: the origin itself is broken then, or the credentials are).
 pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
     let ids = api.library().await?;
-    let albums: Vec<_> = stream::iter(ids)
-        .map(|id| api.album(id))
+    let results: Vec<_> = stream::iter(ids)
+        .map(|id| async move { (id, api.album(id).await) })
         .buffered(ALBUMS_AT_ONCE)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    let mut albums = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for (id, result) in results {
+        match result {
+            Ok(album) => albums.push(album),
+            Err(e) => {
+                tracing::warn!(album = %id, "skipping an album: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let (true, Some(e)) = (albums.is_empty(), first_error) {
+        return Err(e);
+    }
     // All tracks of all albums in one bounded stream: a library of many small albums must not
     // pay one round trip per album.
     let wanted: Vec<_> = albums

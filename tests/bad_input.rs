@@ -241,6 +241,27 @@ fn an_album_without_a_gid_fails_the_mount_naming_the_field() {
 }
 
 #[test]
+fn a_broken_album_and_a_bad_library_entry_are_skipped_and_the_rest_mount() {
+    if !support::fuse_usable() {
+        return;
+    }
+    let fx = fixture();
+    let broken_gid = vec![8u8; 16];
+    let broken = format!("/metadata/4/album/{}", hex::encode(&broken_gid));
+    let origin = liar(&fx, move |fx, r| {
+        if r.path == "/library" {
+            let album_gid = vec![broken_gid.clone(), vec![7; 3], fx.album_gid.clone()];
+            return Some(Answer::ok(library::Library { album_gid }.encode_to_vec()));
+        }
+        (r.path == broken).then(|| Answer::ok(vec![0x0a, 0x05, 0x01]))
+    });
+    let (mount, _dir) = mount_ok(&origin.url, &[]);
+    assert!(track_path(&mount, "Big One", 1).exists());
+    mount.assert_logged("skipping an album");
+    mount.assert_logged("skipping a library entry");
+}
+
+#[test]
 fn a_track_with_broken_metadata_is_skipped_and_the_rest_mount() {
     if !support::fuse_usable() {
         return;
