@@ -302,7 +302,8 @@ impl TryFrom<pb::Track> for Track {
             .iter()
             .filter_map(|f| {
                 let id = FileId::from_bytes(f.file_id.as_deref()?).ok()?;
-                let format = AudioFormat::from_wire(f.format?)?;
+                // proto2: an unset enum field reads as its first value (OGG_VORBIS_96).
+                let format = AudioFormat::from_wire(f.format.unwrap_or_default())?;
                 Some(AudioFile { id, format })
             })
             .collect();
@@ -406,12 +407,17 @@ mod tests {
                     file_id: Some(vec![3; 20]),
                     format: Some(2),
                 },
+                pb::AudioFile {
+                    file_id: Some(vec![4; 20]),
+                    format: None,
+                },
             ],
             ..Default::default()
         };
         let track = Track::try_from(t).unwrap();
-        assert_eq!(track.files.len(), 1);
+        assert_eq!(track.files.len(), 2);
         assert_eq!(track.files[0].format, AudioFormat::OggVorbis320);
+        assert_eq!(track.files[1].format, AudioFormat::OggVorbis96, "the proto2 default");
         assert_eq!(track.name, "01".repeat(16));
         assert!(Track::try_from(pb::Track::default()).is_err());
     }
