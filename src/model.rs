@@ -417,7 +417,11 @@ mod tests {
         let track = Track::try_from(t).unwrap();
         assert_eq!(track.files.len(), 2);
         assert_eq!(track.files[0].format, AudioFormat::OggVorbis320);
-        assert_eq!(track.files[1].format, AudioFormat::OggVorbis96, "the proto2 default");
+        assert_eq!(
+            track.files[1].format,
+            AudioFormat::OggVorbis96,
+            "the proto2 default"
+        );
         assert_eq!(track.name, "01".repeat(16));
         assert!(Track::try_from(pb::Track::default()).is_err());
     }

@@ -72,7 +72,12 @@ pub enum ContentRange {
 
 /// Parses `bytes a-b/total` or `bytes */total`; an unknown total (`*`) is not accepted.
 pub fn parse_content_range(value: &str) -> Option<ContentRange> {
-    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let value = value.trim();
+    // Range units are case-insensitive (RFC 9110 §14.1).
+    let unit = value.get(..5)?;
+    let rest = unit
+        .eq_ignore_ascii_case("bytes")
+        .then(|| value[5..].trim_start())?;
     let (range, total) = rest.split_once('/')?;
     let total: u64 = parse_digits(total)?;
     if range.trim() == "*" {

@@ -91,9 +91,13 @@ impl Signer {
 
 /// Checks an `Authorization: Basic ...` header against the library's credentials.
 pub fn check_basic(header: Option<&str>, user: &str, password: &str) -> bool {
-    let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let Some((scheme, encoded)) = header.and_then(|h| h.trim().split_once(' ')) else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
@@ -149,6 +153,11 @@ mod tests {
         assert!(check_basic(Some(&h), "trackfs", "pw"));
         assert!(!check_basic(Some(&h), "trackfs", "pw2"));
         assert!(!check_basic(None, "trackfs", "pw"));
+        let lower = h.replacen("Basic", "basic", 1);
+        assert!(
+            check_basic(Some(&lower), "trackfs", "pw"),
+            "scheme is case-insensitive"
+        );
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);

@@ -298,7 +298,18 @@ mod content_range {
             parse_content_range("bytes */1000"),
             Some(ContentRange::Unsatisfied { total: 1000 })
         );
+        assert_eq!(
+            parse_content_range("Bytes 5-9/10"),
+            Some(ContentRange::Range {
+                first: 5,
+                last: 9,
+                total: 10
+            }),
+            "units are case-insensitive"
+        );
         for bad in [
+            "bytesx 0-1/2",
+            "byté 0-1/2",
             "bytes 0-99/*",
             "bytes 100-99/1000",
             "bytes 0-1000/1000",
