@@ -350,8 +350,10 @@ impl RangeRead<'_> {
 
     /// A server that ignored `Range`: skip to our offset in the whole body, then stop.
     async fn whole(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
-        let Some(total) = response.content_length else {
-            return Err(self.bad("200 without Content-Length to a range request".into()));
+        // Without a length (chunked or close-delimited), the size is known from an earlier
+        // answer or learned by reading the body to its end.
+        let Some(total) = response.content_length.or(self.known_total) else {
+            return self.whole_to_the_end(response).await;
         };
         self.check_total(total)?;
         if self.first >= total {
@@ -363,6 +365,55 @@ impl RangeRead<'_> {
         let len = self.last.min(total - 1) - self.first + 1;
         let data = self.collect(&mut response, self.first, len, false).await?;
         Ok(Fetched { total, data })
+    }
+
+    /// A whole body of unannounced length: keeps our range, counts every byte to learn the
+    /// size. Bounded like `collect`: stalls, the minimum average rate, a plausible size.
+    async fn whole_to_the_end(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
+        let wanted = self.first..self.last.saturating_add(1);
+        let mut kept = crate::buffers::aligned((wanted.end - wanted.start) as usize);
+        let mut piece = BytesMut::with_capacity(PIECE);
+        let (started, mut position) = (Instant::now(), 0u64);
+        loop {
+            piece.clear();
+            let got = position as usize;
+            let n = self
+                .read_piece(&mut response, &mut piece, PIECE, got, 0)
+                .await? as u64;
+            if n == 0 {
+                break;
+            }
+            let (from, to) = (wanted.start.max(position), wanted.end.min(position + n));
+            if from < to {
+                kept.extend_from_slice(
+                    &piece[(from - position) as usize..(to - position) as usize],
+                );
+            }
+            position += n;
+            if position > MAX_PLAUSIBLE_SIZE {
+                return Err(FetchError::AbsurdSize {
+                    file: self.file,
+                    size: position,
+                });
+            }
+            let within = self.stall_timeout
+                + Duration::from_secs_f64(position as f64 / self.min_rate.max(1) as f64);
+            if started.elapsed() > within {
+                return Err(FetchError::TooSlow {
+                    url: self.url.clone(),
+                    bytes: position,
+                    within,
+                });
+            }
+        }
+        self.check_total(position)?;
+        if let Some(transform) = self.transform {
+            transform(self.first, &mut kept);
+        }
+        Ok(Fetched {
+            total: position,
+            data: kept,
+        })
     }
 
     fn unsatisfied(&self, response: &HttpResponse) -> Result<Fetched, FetchError> {

@@ -14,6 +14,8 @@ enum Behaviour {
     Honest,
     Status(u16),
     IgnoreRange,
+    /// A 200 with the whole content and no Content-Length (chunked or close-delimited).
+    WholeUnframed,
     Truncate,
     WrongRange,
     ResetMidBody,
@@ -78,6 +80,18 @@ impl Transport for ScriptedCdn {
                 content_length: None,
                 retry_after: None,
                 body: body_of(vec![]),
+            }),
+            Behaviour::WholeUnframed => Ok(HttpResponse {
+                status: 200,
+                content_range: None,
+                content_length: None,
+                retry_after: None,
+                body: body_of(
+                    self.content
+                        .chunks(777)
+                        .map(|c| Ok(Bytes::copy_from_slice(c)))
+                        .collect(),
+                ),
             }),
             Behaviour::IgnoreRange => Ok(HttpResponse {
                 status: 200,
@@ -199,6 +213,21 @@ async fn every_transient_fault_is_retried_into_the_right_bytes() {
 async fn a_server_ignoring_range_still_gives_the_right_bytes() {
     let fetched = fetch_ok(vec![Behaviour::IgnoreRange], 4321, 4400).await;
     assert_eq!(&fetched.data[..], &content()[4321..=4400]);
+}
+
+#[tokio::test]
+async fn a_whole_body_without_a_length_gives_the_right_bytes_and_size() {
+    for (first, last) in [(4321, 4400), (0, 0), (9_990, 20_000)] {
+        let fetched = fetch_ok(vec![Behaviour::WholeUnframed], first, last).await;
+        let end = (last as usize + 1).min(10_000);
+        let expected = content().get(first as usize..end).unwrap_or(&[]).to_vec();
+        assert_eq!(&fetched.data[..], &expected[..], "{first}-{last}");
+        assert_eq!(fetched.total, 10_000);
+    }
+    // With the size already known it is not read to the end, and still checked.
+    let (cdn, _, _) = cdn_with(vec![Behaviour::WholeUnframed], &["http://cdn/a"]);
+    let fetched = cdn.fetch(FILE, 100, 199, Some(10_000), None).await.unwrap();
+    assert_eq!(&fetched.data[..], &content()[100..200]);
 }
 
 #[tokio::test]
@@ -349,6 +378,7 @@ async fn the_transform_sees_every_piece_at_its_file_offset_even_after_a_retry() 
         vec![],
         vec![Behaviour::ResetMidBody],
         vec![Behaviour::IgnoreRange],
+        vec![Behaviour::WholeUnframed],
     ] {
         let (cdn, _, _) = cdn_with(script.clone(), &["http://cdn/a"]);
         let fetched = cdn
