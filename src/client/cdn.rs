@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Body bytes read (and decrypted) at a time: small enough to stay in the CPU's cache.
 const PIECE: usize = 256 << 10;
+/// Short answers followed for one range before giving up (a 2 MiB range in 64 KiB answers).
+const MAX_SHORT_ANSWERS: usize = 32;
 
 /// Sizes above this are treated as a lying CDN rather than a track.
 pub const MAX_PLAUSIBLE_SIZE: u64 = 64 << 30;
@@ -142,6 +144,43 @@ impl Cdn {
     /// Fetches ciphertext bytes `first..=last` (clipped at the end of the file). `known_total`
     /// is the size learned earlier; a different one means the file changed and fails the read.
     pub async fn fetch(
+        &self,
+        file: FileId,
+        first: u64,
+        last: u64,
+        known_total: Option<u64>,
+        transform: Option<Transform<'_>>,
+    ) -> Result<Fetched, FetchError> {
+        let mut fetched = self
+            .fetch_some(file, first, last, known_total, transform)
+            .await?;
+        // A server may answer a range with less than was asked (some CDNs cap their answers):
+        // the rest is asked for, and joined (a copy, on this rare path only), a bounded number
+        // of times: a server dribbling a few bytes per answer is not followed forever.
+        for _ in 0..MAX_SHORT_ANSWERS {
+            let next = first + fetched.data.len() as u64;
+            if fetched.data.is_empty() || next > last.min(fetched.total - 1) {
+                return Ok(fetched);
+            }
+            let more = self
+                .fetch_some(file, next, last, Some(fetched.total), transform)
+                .await?;
+            if more.data.is_empty() {
+                return Ok(fetched);
+            }
+            fetched.data.extend_from_slice(&more.data);
+        }
+        Err(FetchError::BadRange {
+            url: format!("file {file}"),
+            reason: format!(
+                "the CDN answered bytes {first}-{last} in more than {MAX_SHORT_ANSWERS} short pieces"
+            ),
+        })
+    }
+
+    /// One range, retried and failed over until it succeeds; the answer may be short of
+    /// `last` when the server sent less (never empty unless `first` is past the end).
+    async fn fetch_some(
         &self,
         file: FileId,
         first: u64,
@@ -336,8 +375,9 @@ impl RangeRead<'_> {
             return Err(self.bad(format!("206 with an unusable Content-Range {header:?}")));
         };
         self.check_total(total)?;
+        // Less than asked for is allowed (the caller asks for the rest); more, or elsewhere, not.
         let expected_last = self.last.min(total - 1);
-        if first != self.first || last != expected_last {
+        if first != self.first || last > expected_last {
             return Err(self.bad(format!(
                 "asked for bytes {}-{}, got {first}-{last}/{total}",
                 self.first, self.last

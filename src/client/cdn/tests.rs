@@ -14,6 +14,8 @@ enum Behaviour {
     Honest,
     Status(u16),
     IgnoreRange,
+    /// A 206 with at most this many bytes from the requested start.
+    Capped(u64),
     /// A 200 with the whole content and no Content-Length (chunked or close-delimited).
     WholeUnframed,
     Truncate,
@@ -81,6 +83,15 @@ impl Transport for ScriptedCdn {
                 retry_after: None,
                 body: body_of(vec![]),
             }),
+            Behaviour::Capped(cap) => {
+                let last = last.min(first + cap - 1);
+                Ok(partial(
+                    body_of(vec![Ok(Bytes::copy_from_slice(
+                        &self.content[first as usize..=last as usize],
+                    ))]),
+                    format!("bytes {first}-{last}/{total}"),
+                ))
+            }
             Behaviour::WholeUnframed => Ok(HttpResponse {
                 status: 200,
                 content_range: None,
@@ -213,6 +224,18 @@ async fn every_transient_fault_is_retried_into_the_right_bytes() {
 async fn a_server_ignoring_range_still_gives_the_right_bytes() {
     let fetched = fetch_ok(vec![Behaviour::IgnoreRange], 4321, 4400).await;
     assert_eq!(&fetched.data[..], &content()[4321..=4400]);
+}
+
+#[tokio::test]
+async fn a_server_that_sends_less_than_asked_is_asked_for_the_rest() {
+    let (cdn, transport, _) = cdn_with(vec![Behaviour::Capped(1000); 10], &["http://cdn/a"]);
+    let fetched = cdn.fetch(FILE, 1234, 5678, None, None).await.unwrap();
+    assert_eq!(&fetched.data[..], &content()[1234..=5678]);
+    assert_eq!(transport.requests.lock().unwrap().len(), 5);
+    // Dribbling is not followed forever.
+    let (cdn, _, _) = cdn_with(vec![Behaviour::Capped(10); 100], &["http://cdn/a"]);
+    let error = cdn.fetch(FILE, 0, 5000, None, None).await.unwrap_err();
+    assert!(error.to_string().contains("short pieces"), "{error}");
 }
 
 #[tokio::test]
