@@ -3,6 +3,7 @@
 //! with backoff, a failing URL gives way to the next `cdnurl`, and URLs are re-resolved before
 //! they expire and after a `403`/`404`/`410`. It returns ciphertext; decryption is elsewhere.
 
+pub use super::content_range::{parse_content_range, ContentRange};
 use super::error::FetchError;
 use super::expiry::url_expiry;
 use super::stats::Stats;
@@ -62,41 +63,6 @@ pub struct Fetched {
 /// given the piece's offset in the file: the reader decrypts here when it has the key, while
 /// the bytes are still in the CPU's cache, instead of in a second pass over the whole range.
 pub type Transform<'a> = &'a (dyn Fn(u64, &mut [u8]) + Send + Sync);
-
-/// A parsed `Content-Range`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentRange {
-    /// `bytes first-last/total`
-    Range { first: u64, last: u64, total: u64 },
-    /// `bytes */total` (with a 416)
-    Unsatisfied { total: u64 },
-}
-
-/// Parses `bytes a-b/total` or `bytes */total`; an unknown total (`*`) is not accepted.
-pub fn parse_content_range(value: &str) -> Option<ContentRange> {
-    let value = value.trim();
-    // Range units are case-insensitive (RFC 9110 §14.1).
-    let unit = value.get(..5)?;
-    let rest = unit
-        .eq_ignore_ascii_case("bytes")
-        .then(|| value[5..].trim_start())?;
-    let (range, total) = rest.split_once('/')?;
-    let total: u64 = parse_digits(total)?;
-    if range.trim() == "*" {
-        return Some(ContentRange::Unsatisfied { total });
-    }
-    let (first, last) = range.split_once('-')?;
-    let (first, last) = (parse_digits(first)?, parse_digits(last)?);
-    (first <= last && last < total).then_some(ContentRange::Range { first, last, total })
-}
-
-fn parse_digits(text: &str) -> Option<u64> {
-    let t = text.trim();
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    t.parse().ok()
-}
 
 /// Where CDN URLs come from: storage-resolve on the origin, or a test double.
 pub trait Resolve: Send + Sync + 'static {

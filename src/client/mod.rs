@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cdn;
+pub mod content_range;
 pub mod error;
 pub mod expiry;
 pub mod http1;
