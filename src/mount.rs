@@ -212,7 +212,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         stats.clone(),
     ));
     // A token first: bad credentials or a dead origin fail here, once, with a clear message.
-    api.token(false)
+    api.token()
         .await
         .map_err(|e| MountError::Origin(e.to_string()))?;
     let albums = catalogue::load(&api)

@@ -100,11 +100,18 @@ impl Api {
         &self.base
     }
 
-    /// A valid bearer token, fetching a new one when absent, due for renewal, or `force`d.
-    pub async fn token(&self, force: bool) -> Result<String, FetchError> {
+    /// A valid bearer token, fetching a new one when absent or due for renewal.
+    pub async fn token(&self) -> Result<String, FetchError> {
+        self.token_other_than(None).await
+    }
+
+    /// Like `token`, and also renews when the current token is `rejected` (the origin said
+    /// 401 to it). Requests that were all rejected at once renew it once: the first renews,
+    /// the others find a token other than theirs and use it.
+    async fn token_other_than(&self, rejected: Option<&str>) -> Result<String, FetchError> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
-            if !force && Instant::now() < t.renew_at {
+            if Some(t.value.as_str()) != rejected && Instant::now() < t.renew_at {
                 return Ok(t.value.clone());
             }
         }
@@ -201,7 +208,7 @@ impl Api {
     /// GET with the bearer token; on 401 a fresh token once, then the request again.
     async fn get_authed(&self, path: &str, what: &str) -> Result<Bytes, FetchError> {
         let url = format!("{}{}", self.base, path);
-        let mut token = self.token(false).await?;
+        let mut token = self.token().await?;
         for renewed in [false, true] {
             let result = self
                 .send_with_retries(what, &url, || self.http.get(&url).bearer_auth(&token))
@@ -211,7 +218,7 @@ impl Api {
                     return response.bytes().await.map_err(|e| self.body_error(&url, e));
                 }
                 Err(FetchError::BadCredentials { .. }) if !renewed => {
-                    token = self.token(true).await?;
+                    token = self.token_other_than(Some(&token)).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -331,7 +338,8 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::testing::{response, scripted_origin, silent_origin};
+    use crate::client::testing::{response, routed_origin, scripted_origin, silent_origin};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn api(base: &str) -> Api {
         let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
@@ -346,7 +354,7 @@ mod tests {
         let limit = Duration::from_secs(10);
         let head = tokio::time::timeout(limit, api.head(FileId([7; 20]))).await;
         assert_eq!(head.expect("head hung"), Err(()));
-        let token = tokio::time::timeout(limit, api.token(false)).await;
+        let token = tokio::time::timeout(limit, api.token()).await;
         match token.expect("token hung") {
             Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, ATTEMPTS),
             other => panic!("expected GaveUp, got {other:?}"),
@@ -371,5 +379,31 @@ mod tests {
             Err(e @ FetchError::NotOnCdn { .. }) => assert!(!e.is_transient()),
             other => panic!("expected NotOnCdn, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn requests_rejected_together_renew_the_token_once() {
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let issued = tokens.clone();
+        let base = routed_origin(move |head| {
+            if head.starts_with("POST /keymaster/token") {
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = format!(r#"{{"accessToken":"t{n}","expiresIn":3600}}"#);
+                return response("200 OK", body.as_bytes());
+            }
+            // The first token is refused everywhere, as after an origin restart.
+            if head.contains("Bearer t1\r\n") {
+                return response("401 Unauthorized", b"");
+            }
+            response("200 OK", &[5; 16])
+        })
+        .await;
+        let api = api(&base);
+        assert_eq!(api.token().await.unwrap(), "t1");
+        let keys = (1..=8u8).map(|i| api.audio_key(FileId([i; 20])));
+        for key in futures::future::join_all(keys).await {
+            assert_eq!(key.unwrap().0, [5; 16]);
+        }
+        assert_eq!(tokens.load(Ordering::SeqCst), 2, "one token, one renewal");
     }
 }

@@ -44,3 +44,30 @@ pub fn response(status: &str, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// An origin that answers every request (one per connection, connections served at once)
+/// with `answer(request head)`; answers should say `Connection: close`.
+pub async fn routed_origin(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = socket
+                    .write_all(&answer(&String::from_utf8_lossy(&head)))
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
