@@ -182,11 +182,15 @@ impl Reader {
             return None;
         }
         let head = self.heads.cached(file.id)?;
-        if end > head.len() as u64 || (first..=last).all(|b| self.cache.contains(&(file.id, b))) {
+        let at = head_offset(file, &head);
+        if offset < at
+            || end > at + head.len() as u64
+            || (first..=last).all(|b| self.cache.contains(&(file.id, b)))
+        {
             return None;
         }
         self.stats.head_hits.incr();
-        Some(head.slice(offset as usize..end as usize))
+        Some(head.slice((offset - at) as usize..(end - at) as usize))
     }
 
     /// Returns blocks `first..end`, fetching what is missing together with the blocks of
@@ -381,8 +385,20 @@ fn assemble(blocks: &[Block], skip: u64, len: u64) -> Bytes {
     out.freeze()
 }
 
-/// The first block must begin with exactly the head file's bytes.
+/// Where a head file's bytes sit in the stored plaintext. DESIGN.md says "the first bytes of
+/// the file in plaintext": ours (and, we expect, most origins') start at stored byte 0, with an
+/// Ogg file's hidden header; a head that starts with an Ogg page instead is of the file as
+/// mounted, so it sits after the header (the header never starts with `OggS`: it is not a page).
+fn head_offset(file: FileRef, head: &[u8]) -> u64 {
+    match file.container {
+        Container::OggVorbis if head.starts_with(b"OggS") => file.container.hidden_header_len(),
+        _ => 0,
+    }
+}
+
+/// The first block must hold exactly the head file's bytes where they belong.
 fn check_head(file: FileRef, plain: &[u8], head: &[u8]) -> Result<(), FetchError> {
+    let plain = plain.get(head_offset(file, head) as usize..).unwrap_or(&[]);
     let n = head.len().min(plain.len());
     if plain[..n] == head[..n] {
         return Ok(());
@@ -520,5 +536,20 @@ mod tests {
         };
         assert!(check_head(flac, b"RIFFsomething", b"RIFFsome").is_ok());
         assert!(check_head(flac, b"RIFFsomething", b"RIFXsome").is_err());
+        let ogg = FileRef {
+            id: FileId([0; 20]),
+            container: Container::OggVorbis,
+        };
+        let mut plain = vec![7u8; 167];
+        plain.extend_from_slice(b"OggS\0\x02page");
+        assert!(
+            check_head(ogg, &plain, &plain[..170]).is_ok(),
+            "stored layout"
+        );
+        assert!(
+            check_head(ogg, &plain, b"OggS\0\x02pa").is_ok(),
+            "mounted layout"
+        );
+        assert!(check_head(ogg, &plain, b"OggS\0\x03pa").is_err());
     }
 }

@@ -51,6 +51,24 @@ fn every_track_appears_once_with_the_source_bytes() {
 }
 
 #[test]
+fn head_files_of_the_mounted_layout_give_the_same_bytes() {
+    let Some((origin, mount)) = setup(&["--seed", "5", "--head-layout", "mounted"]) else {
+        return;
+    };
+    for (relative, source) in origin.expected_files() {
+        let path = mount.path().join(&relative);
+        // From the start, so the first read can be answered from the head.
+        let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", relative.display()));
+        assert!(
+            got == std::fs::read(source).unwrap(),
+            "bytes of {}",
+            relative.display()
+        );
+    }
+    assert_eq!(mount.stat("errors"), 0);
+}
+
+#[test]
 fn random_preads_equal_the_source() {
     let Some((origin, mount)) = setup(&["--seed", "4"]) else {
         return;

@@ -323,7 +323,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         entry = self.lookup_file(fid)
         if not entry or self.origin.args.no_head_files:
             return self.not_found()
-        head = entry.header[:entry.head_len]
+        # "stored": the stored plaintext's first bytes (an Ogg file's hidden header first);
+        # "mounted": the file as a player sees it (DESIGN.md does not say which).
+        head = b"" if self.origin.args.head_layout == "mounted" else entry.header[:entry.head_len]
         with open(entry.source, "rb") as f:
             head += f.read(entry.head_len - len(head))
         self.reply(200, head, "application/octet-stream")
@@ -403,6 +405,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=None, help="seed for ids, keys and faults (default: random)")
     p.add_argument("--dead-first-cdn", action="store_true", help="first cdnurl points at a closed port")
     p.add_argument("--no-head-files", action="store_true", help="answer 404 on every /head/")
+    p.add_argument("--head-layout", choices=["stored", "mounted"], default="stored",
+                   help="head files start at the stored plaintext (Ogg header first) or the mounted file")
     p.add_argument("--cdn-dir", help="write ciphertext to DIR/audio/<file id> (kept on exit)")
     p.add_argument("--cdn-base", help="storage-resolve returns <cdn-base>/audio/<file id>?<sig>")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
