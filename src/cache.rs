@@ -1,4 +1,7 @@
 //! The LRU block cache: decrypted blocks keyed by (file id, block index), bounded in bytes.
+//! The bytes counted are the memory held: a block is a slice of its run (one CDN response),
+//! and a run's buffer lives while any of its blocks does, so each run is charged whole, once,
+//! while at least one of its blocks is cached (a lone block of a 2 MiB run costs 2 MiB).
 //!
 //! Besides storing blocks it is the single-flight point: the first reader to miss a block
 //! *claims* it and fetches; readers that miss while that fetch runs wait for its result instead
@@ -81,8 +84,32 @@ pub struct Claim {
 
 struct Inner {
     blocks: LruCache<BlockKey, Block>,
+    /// Sum of the lengths of the runs with a block in `blocks`.
     bytes: u64,
+    /// Cached blocks per run, by the run's address.
+    runs: HashMap<usize, usize>,
     pending: HashMap<BlockKey, watch::Receiver<Slot>>,
+}
+
+impl Inner {
+    fn count_in(&mut self, block: &Block) {
+        let blocks = self.runs.entry(block.run.as_ptr() as usize).or_insert(0);
+        if *blocks == 0 {
+            self.bytes += block.run.len() as u64;
+        }
+        *blocks += 1;
+    }
+
+    fn count_out(&mut self, block: &Block) {
+        let id = block.run.as_ptr() as usize;
+        if let Some(blocks) = self.runs.get_mut(&id) {
+            *blocks -= 1;
+            if *blocks == 0 {
+                self.runs.remove(&id);
+                self.bytes -= block.run.len() as u64;
+            }
+        }
+    }
 }
 
 pub struct BlockCache {
@@ -97,6 +124,7 @@ impl BlockCache {
             inner: Mutex::new(Inner {
                 blocks: LruCache::unbounded(),
                 bytes: 0,
+                runs: HashMap::new(),
                 pending: HashMap::new(),
             }),
             budget,
@@ -147,7 +175,7 @@ impl BlockCache {
     pub fn release(&self, key: &BlockKey) {
         let mut inner = self.lock();
         if let Some(block) = inner.blocks.pop(key) {
-            inner.bytes -= block.len() as u64;
+            inner.count_out(&block);
         }
     }
 
@@ -164,15 +192,14 @@ impl BlockCache {
     }
 
     fn insert_locked(&self, inner: &mut Inner, key: BlockKey, block: Block) {
-        let size = block.len() as u64;
+        inner.count_in(&block);
         if let Some(old) = inner.blocks.put(key, block) {
-            inner.bytes -= old.len() as u64;
+            inner.count_out(&old);
         }
-        inner.bytes += size;
         while inner.bytes > self.budget {
             match inner.blocks.pop_lru() {
                 Some((_, evicted)) => {
-                    inner.bytes -= evicted.len() as u64;
+                    inner.count_out(&evicted);
                     self.stats.cache_evictions.incr();
                 }
                 None => break,
@@ -222,6 +249,34 @@ mod tests {
         cache.release(&key(0));
         assert_eq!(cache.bytes(), 0);
         assert!(matches!(cache.lookup(key(0)), Lookup::Claimed(_)));
+    }
+
+    #[test]
+    fn a_run_is_charged_whole_while_any_of_its_blocks_is_cached() {
+        let cache = BlockCache::new(1000, Arc::default());
+        let run = Bytes::from(vec![0u8; 400]);
+        for b in 0..4u64 {
+            let at = b as usize * 100;
+            let block = Block {
+                bytes: run.slice(at..at + 100),
+                run: run.clone(),
+                at,
+            };
+            cache.fulfil(claim(&cache, b), Ok(block));
+        }
+        assert_eq!(cache.bytes(), 400, "the run, once");
+        for b in 0..3 {
+            cache.release(&key(b));
+        }
+        assert_eq!(cache.bytes(), 400, "block 3 still holds the whole run");
+        cache.release(&key(3));
+        assert_eq!(cache.bytes(), 0);
+        // Over budget, whole runs must go: a 700-byte run evicts the 400-byte one.
+        let big = Bytes::from(vec![0u8; 700]);
+        cache.fulfil(claim(&cache, 9), Ok(Block::from(big)));
+        let fresh = Bytes::from(vec![0u8; 400]);
+        cache.fulfil(claim(&cache, 10), Ok(Block::from(fresh)));
+        assert_eq!(cache.bytes(), 400);
     }
 
     #[tokio::test]
