@@ -272,12 +272,22 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, String> {
         ..Head::default()
     };
     for header in response.headers.iter() {
+        let name = header.name;
         let Ok(value) = std::str::from_utf8(header.value) else {
+            // Unreadable framing must not be guessed at; other headers do not matter here.
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                head.chunked = true;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                return Err("malformed Content-Length".into());
+            }
             continue;
         };
         let value = value.trim();
-        let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // Digits only: `u64::from_str` would also take "+5".
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("malformed Content-Length".into());
+            }
             let length = value.parse().map_err(|_| "malformed Content-Length")?;
             if head.content_length.is_some_and(|l| l != length) {
                 return Err("conflicting Content-Length headers".into());

@@ -234,6 +234,13 @@ fn heads_are_parsed_strictly() {
         parse_head(b"HTTP/1.1 200 X\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err()
     );
     assert!(parse_head(b"HTTP/1.1 200 X\r\nContent-Length: -1\r\n\r\n").is_err());
+    assert!(parse_head(b"HTTP/1.1 200 X\r\nContent-Length: +5\r\n\r\n").is_err());
+    let latin1_encoding = b"HTTP/1.1 200 X\r\nContent-Length: 5\r\nTransfer-Encoding: \xe9\r\n\r\n";
+    let (head, _) = parse_head(latin1_encoding).unwrap().unwrap();
+    assert!(
+        head.chunked,
+        "unreadable Transfer-Encoding is not framed by length"
+    );
     assert!(parse_head(b"garbage\r\n\r\n").is_err());
     let (head, _) = parse_head(b"HTTP/1.0 200 X\r\nContent-Length: 0\r\n\r\n")
         .unwrap()
