@@ -220,13 +220,12 @@ impl Filesystem for TrackFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        if self.core.tree().get(ino.0).is_none() {
-            return reply.error(Errno::ENOENT);
+        let write = mask.contains(fuser::AccessFlags::W_OK);
+        let execute = mask.contains(fuser::AccessFlags::X_OK);
+        match self.core.access(ino.0, write, execute) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        if mask.contains(fuser::AccessFlags::W_OK) {
-            return reply.error(Errno::EROFS);
-        }
-        reply.ok();
     }
 
     fn flush(

@@ -182,6 +182,21 @@ fn the_mount_is_read_only_and_unknown_names_are_enoent() {
         errno(std::fs::metadata(mount.path().join("nope")).map(drop)),
         Some(libc::ENOENT)
     );
+    // access(2): files are 0444 and directories 0555, whoever asks.
+    let access = |path: &std::path::Path, mode| {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        match unsafe { libc::access(c.as_ptr(), mode) } {
+            0 => None,
+            _ => std::io::Error::last_os_error().raw_os_error(),
+        }
+    };
+    assert_eq!(access(&track, libc::R_OK), None);
+    assert_eq!(access(&track, libc::X_OK), Some(libc::EACCES));
+    assert_eq!(access(&track, libc::W_OK), erofs);
+    assert_eq!(
+        access(track.parent().unwrap(), libc::R_OK | libc::X_OK),
+        None
+    );
     assert_eq!(
         errno(std::fs::metadata(track.join("below-a-file")).map(drop)),
         Some(libc::ENOTDIR)

@@ -28,6 +28,8 @@ pub enum FsError {
     NotDir,
     #[error("is a directory")]
     IsDir,
+    #[error("permission denied")]
+    Denied,
     #[error(transparent)]
     Fetch(#[from] FetchError),
 }
@@ -39,6 +41,7 @@ impl FsError {
             FsError::ReadOnly => libc::EROFS,
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
+            FsError::Denied => libc::EACCES,
             FsError::Fetch(_) => libc::EIO,
         }
     }
@@ -187,6 +190,20 @@ impl FsCore {
                     tracing::debug!(file = %file.id, error = %e, "size probe failed");
                 }
             });
+        }
+    }
+
+    /// `access(2)` without `default_permissions`: everything is readable, directories are
+    /// searchable, nothing is writable (files are 0444, directories 0555).
+    pub fn access(&self, ino: Ino, write: bool, execute: bool) -> Result<(), FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        match node.kind {
+            NodeKind::Dir { .. } => Ok(()),
+            _ if execute => Err(FsError::Denied),
+            _ => Ok(()),
         }
     }
 

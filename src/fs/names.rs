@@ -28,14 +28,16 @@ pub fn safe_name(raw: &str, suffix: &str) -> String {
     name + suffix
 }
 
-/// Adds `stem + suffix` to `taken`, appending ` (2)`, ` (3)`… to the stem on a clash.
+/// Adds `stem + suffix` to `taken`, appending ` (2)`, ` (3)`… to the stem on a clash. The
+/// counter is kept like the suffix (a long stem is trimmed before it), or every candidate of
+/// a 255-byte stem would be the same name and the search would never end.
 pub fn unique_name<V>(taken: &BTreeMap<String, V>, stem: &str, suffix: &str) -> String {
     let first = safe_name(stem, suffix);
     if !taken.contains_key(&first) {
         return first;
     }
     (2..)
-        .map(|n| safe_name(&format!("{stem} ({n})"), suffix))
+        .map(|n| safe_name(stem, &format!(" ({n}){suffix}")))
         .find(|candidate| !taken.contains_key(candidate))
         .unwrap_or(first)
 }
@@ -72,5 +74,20 @@ mod tests {
             unique_name(&taken, "01 - Intro", ".mp3"),
             "01 - Intro (3).mp3"
         );
+    }
+
+    #[test]
+    fn clashes_of_names_too_long_to_keep_still_get_a_suffix() {
+        let stem = "長".repeat(100); // 300 bytes
+        let mut taken = BTreeMap::new();
+        for n in 1..=3 {
+            let name = unique_name(&taken, &stem, ".ogg");
+            assert!(name.len() <= 255, "{} bytes", name.len());
+            if n > 1 {
+                assert!(name.ends_with(&format!(" ({n}).ogg")), "{name}");
+            }
+            taken.insert(name, ());
+        }
+        assert_eq!(taken.len(), 3);
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
+/// trackfs's own directory (`.trackfs/stats`) at the root.
+const META_DIR: &str = ".trackfs";
 
 #[derive(Debug, Clone)]
 pub enum NodeKind {
@@ -89,7 +91,7 @@ impl Tree {
                 mtime: epoch,
             }],
         };
-        let meta = tree.add_dir(ROOT, ".trackfs", epoch);
+        let meta = tree.add_dir(ROOT, META_DIR, epoch);
         tree.add(meta, "stats".into(), NodeKind::Stats, epoch);
         for entry in albums {
             tree.add_album(entry, preferences);
@@ -153,7 +155,9 @@ impl Tree {
     /// The existing directory `name` under `parent`, or a new one.
     fn child_dir(&mut self, parent: Ino, raw_name: &str, mtime: SystemTime) -> Ino {
         let name = super::names::safe_name(raw_name, "");
-        if let Some(&ino) = self.children(parent).get(&name) {
+        // An artist called ".trackfs" gets a directory of its own, not trackfs's.
+        let reserved = parent == ROOT && name == META_DIR;
+        if let Some(&ino) = self.children(parent).get(&name).filter(|_| !reserved) {
             if matches!(self.nodes[(ino - 1) as usize].kind, NodeKind::Dir { .. }) {
                 return ino;
             }
@@ -324,5 +328,37 @@ mod tests {
             0,
             "listing the root probes nothing"
         );
+    }
+
+    #[test]
+    fn an_artist_called_like_the_meta_directory_gets_its_own() {
+        let t = track(1, "stats", &[AudioFormat::Mp3_320]);
+        let album = Album {
+            id: AlbumId([8; 16]),
+            name: "stats".into(),
+            artists: vec![".trackfs".into()],
+            date: None,
+            discs: vec![Disc {
+                number: 1,
+                tracks: vec![t.id],
+            }],
+        };
+        let tree = Tree::build(
+            &[AlbumEntry {
+                album,
+                tracks: vec![t],
+            }],
+            &[],
+        );
+        let meta = tree.lookup(ROOT, ".trackfs").unwrap();
+        assert!(tree.lookup(meta, "stats").is_some());
+        assert!(
+            tree.lookup(meta, "stats (2)").is_none(),
+            "nothing merged into it"
+        );
+        let artist = tree
+            .lookup(ROOT, ".trackfs (2)")
+            .expect("the artist's own directory");
+        assert!(tree.lookup(artist, "stats").is_some());
     }
 }
