@@ -76,6 +76,18 @@ impl Streams {
         end: u64,
         total: u64,
     ) -> Option<Range<u64>> {
+        self.on_read_from(config, 0, offset, end, total)
+    }
+
+    /// The same for a file whose readers start at `start` (an Ogg file's hidden header).
+    pub fn on_read_from(
+        &mut self,
+        config: &ReadAheadConfig,
+        start: u64,
+        offset: u64,
+        end: u64,
+        total: u64,
+    ) -> Option<Range<u64>> {
         self.clock += 1;
         self.last_sequential = false;
         let clock = self.clock;
@@ -100,7 +112,7 @@ impl Streams {
         stream.last_used = clock;
         // A random reader is not prefetched for; a stream from the file's start is (players,
         // cp), and so is any stream after its second sequential read.
-        if stream.sequential_reads == 0 && offset != 0 {
+        if stream.sequential_reads == 0 && offset != start {
             return None;
         }
         let refill_below = stream.next + stream.window / 2;
@@ -296,5 +308,18 @@ mod tests {
             resumed.end - resumed.start >= 4 * MIB,
             "with the grown window: {resumed:?}"
         );
+    }
+
+    #[test]
+    fn a_read_from_where_readers_start_is_prefetched_for() {
+        let config = ReadAheadConfig::default();
+        let mut ogg = Streams::default();
+        assert!(ogg
+            .on_read_from(&config, 167, 167, 167 + 4096, 100 * MIB)
+            .is_some());
+        let mut random = Streams::default();
+        assert!(random
+            .on_read_from(&config, 167, 5 * MIB, 6 * MIB, 100 * MIB)
+            .is_none());
     }
 }

@@ -125,10 +125,12 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = total.min(offset.saturating_add(len));
+        // Where a reader of the mounted file starts (past an Ogg file's hidden header).
+        let start = file.container.hidden_header_len();
         let (prefetch, sequential) = self.with_state(file.id, |s| {
-            let prefetch = s
-                .streams
-                .on_read(&self.config.readahead, offset, end, total);
+            let prefetch =
+                s.streams
+                    .on_read_from(&self.config.readahead, start, offset, end, total);
             (prefetch, s.streams.last_read_was_sequential())
         });
         if sequential {
