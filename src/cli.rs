@@ -2,6 +2,7 @@
 //! No hidden globals or environment knobs beyond `RUST_LOG`.
 
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -193,7 +194,13 @@ impl MountArgs {
             ));
         }
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
-            return Err("--stall-timeout must be between 0 and 3600 seconds".into());
+            return Err("--stall-timeout must be more than 0 and less than 3600 seconds".into());
+        }
+        if self.cache_size < 1 << 20 {
+            return Err(format!(
+                "--cache-size must be at least 1MiB (got {} bytes)",
+                self.cache_size
+            ));
         }
         let reader = self.reader_config()?;
         let cdn = CdnConfig {
@@ -205,7 +212,7 @@ impl MountArgs {
             origin: self.origin,
             mountpoint: self.mountpoint,
             credentials,
-            cache_size: self.cache_size.max(1 << 20),
+            cache_size: self.cache_size,
             keys,
             formats: self.format,
             allow_other: self.allow_other,
@@ -288,9 +295,13 @@ impl ServeArgs {
 
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,trackfs={level}")));
+        // fuser warns about an outside unmount it handled fine: only its errors are shown.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("warn,fuser::mnt=error,trackfs={level}"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

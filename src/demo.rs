@@ -90,14 +90,15 @@ async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError
 
 fn print_welcome(mountpoint: &Path, origin: &str, tracks: usize) {
     let m = mountpoint.display();
+    let exe = std::env::current_exe().map_or("trackfs".into(), |p| p.display().to_string());
     println!(
         "\ntrackfs demo: {tracks} sample tracks served from {origin} and mounted at {m}\n\n\
          Try, in another terminal:\n  \
          ls -lR {m}\n  \
          mpv {m}/*/*/*            (or ffplay, vlc: any player)\n  \
          ffprobe {m}/*/*/*.ogg\n  \
-         cat {m}/.trackfs/stats   (or: trackfs stats {m})\n  \
-         cp -r {m}/* /tmp/copy/\n\n\
+         cat {m}/.trackfs/stats   (or: {exe} stats {m})\n  \
+         mkdir -p /tmp/copy && cp -r {m}/* /tmp/copy/\n\n\
          Press Ctrl-C here to unmount and clean up.\n"
     );
 }

@@ -214,6 +214,22 @@ impl Filesystem for TrackFs {
         }
     }
 
+    /// Players and ffmpeg ask whether a file is a terminal (TCGETS): "not a typewriter", the
+    /// answer for any regular file, and no warning for it in the log.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let files = self.core.tree().track_count() as u64;
         reply.statfs(0, 0, 0, files, 0, 128 * 1024, 255, 128 * 1024);

@@ -65,6 +65,10 @@ pub enum MountError {
     NotADirectory(String),
     #[error("{0} is already a mountpoint; unmount it first with `fusermount3 -u {0}`")]
     AlreadyMounted(String),
+    #[error(
+        "mountpoint {0} is not empty (the mount would hide its files); use an empty directory"
+    )]
+    NotEmpty(String),
     #[error("cannot reach the origin: {0}")]
     Origin(String),
     #[error("cannot mount at {path}: {reason}")]
@@ -113,6 +117,10 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
         .any(|point| Path::new(&unescape_mountinfo(point)) == canonical);
     if mounted {
         return Err(MountError::AlreadyMounted(shown));
+    }
+    let empty = std::fs::read_dir(path).map_or(true, |mut entries| entries.next().is_none());
+    if !empty {
+        return Err(MountError::NotEmpty(shown));
     }
     Ok(())
 }

@@ -459,6 +459,14 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
     assert!(code != 0 && err.contains("not a directory"), "{err}");
     let (code, err) = run_trackfs(&["mount", "http://127.0.0.1:9", "/proc", "--credentials", c]);
     assert!(code != 0 && err.contains("already a mountpoint"), "{err}");
+    let (code, err) = run_trackfs(&[
+        "mount",
+        "http://127.0.0.1:9",
+        dir.path().to_str().unwrap(),
+        "--credentials",
+        c,
+    ]);
+    assert!(code != 0 && err.contains("not empty"), "{err}");
     let d = dir.path().to_str().unwrap();
     let (code, err) = run_trackfs(&[
         "mount",
@@ -470,6 +478,16 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
         "lots",
     ]);
     assert!(code != 0 && err.contains("not a size"), "{err}");
+    let (code, err) = run_trackfs(&[
+        "mount",
+        "http://127.0.0.1:9",
+        d,
+        "--credentials",
+        c,
+        "--cache-size",
+        "0",
+    ]);
+    assert!(code != 0 && err.contains("at least 1MiB"), "{err}");
     let (code, err) = run_trackfs(&["mount", "ftp://x", d, "--credentials", c]);
     assert!(code != 0 && err.contains("http"), "{err}");
     let (code, err) = run_trackfs(&[

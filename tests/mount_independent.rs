@@ -197,6 +197,23 @@ fn the_mount_is_read_only_and_unknown_names_are_enoent() {
         access(track.parent().unwrap(), libc::R_OK | libc::X_OK),
         None
     );
+    // Players ask whether a file is a terminal: "no", and nothing in the log about it.
+    let file = std::fs::File::open(&track).unwrap();
+    let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+    let asked = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr())
+    };
+    assert_eq!(asked, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    assert!(
+        !mount.log_text().contains("Not Implemented"),
+        "{}",
+        mount.log_text()
+    );
     assert_eq!(
         errno(std::fs::metadata(track.join("below-a-file")).map(drop)),
         Some(libc::ENOTDIR)
