@@ -69,9 +69,9 @@ pub struct Pending(watch::Receiver<Slot>);
 impl Pending {
     pub async fn wait(mut self) -> Result<Block, FetchError> {
         match self.0.wait_for(Option::is_some).await {
-            Ok(slot) => slot.clone().unwrap_or(Err(FetchError::Shutdown)),
+            Ok(slot) => slot.clone().unwrap_or(Err(FetchError::Abandoned)),
             // The fetcher vanished without an answer (its task was cancelled).
-            Err(_) => Err(FetchError::Shutdown),
+            Err(_) => Err(FetchError::Abandoned),
         }
     }
 }

@@ -355,7 +355,7 @@ impl Wait {
         match self {
             Wait::Ready(b) => Ok(b),
             Wait::Pending(p) => p.wait().await,
-            Wait::Mine(rx) => rx.await.unwrap_or(Err(FetchError::Shutdown)),
+            Wait::Mine(rx) => rx.await.unwrap_or(Err(FetchError::Abandoned)),
         }
     }
 }

@@ -73,6 +73,8 @@ pub enum FetchError {
     },
     #[error("the mount is shutting down")]
     Shutdown,
+    #[error("the fetch of this block ended without an answer (its task failed)")]
+    Abandoned,
 }
 
 impl FetchError {

@@ -242,8 +242,12 @@ async fn send(mut stream: TcpStream, request: &[u8]) -> Result<Exchange, String>
         if stream.read_buf(&mut buffer).await.map_err(io)? == 0 {
             return Err("connection closed before the response".into());
         }
-        if let Some((head, length)) = parse_head(&buffer)? {
+        while let Some((head, length)) = parse_head(&buffer)? {
             buffer.advance(length);
+            // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
             return Ok(Exchange {
                 stream,
                 head,

@@ -147,6 +147,30 @@ async fn a_connection_with_bytes_after_its_body_is_not_reused() {
 }
 
 #[tokio::test]
+async fn interim_answers_are_skipped() {
+    let server = scripted(
+        |head| {
+            let mut out = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n".to_vec();
+            out.extend(ranged(head, ""));
+            out
+        },
+        false,
+    )
+    .await;
+    let http = transport();
+    for _ in 0..2 {
+        let mut response = http.get(&server.url, Some((2, 5))).await.unwrap();
+        assert_eq!(response.status, 206);
+        assert_eq!(body_of(&mut response).await.unwrap(), b"2345");
+    }
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "no second GET"
+    );
+}
+
+#[tokio::test]
 async fn connection_close_is_honoured() {
     let server = scripted(|head| ranged(head, "Connection: close\r\n"), false).await;
     let http = transport();
