@@ -456,6 +456,13 @@ fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError> {
 mod tests {
     use super::*;
 
+    fn file(container: Container) -> FileRef {
+        FileRef {
+            id: FileId([0; 20]),
+            container,
+        }
+    }
+
     #[test]
     fn assemble_spans_blocks_and_slices_single_ones() {
         let blocks: Vec<Block> = [&b"abcd"[..], b"efgh", b"ij"]
@@ -488,19 +495,13 @@ mod tests {
 
     #[test]
     fn magic_checks_catch_a_wrong_key() {
-        let ogg = FileRef {
-            id: FileId([0; 20]),
-            container: Container::OggVorbis,
-        };
+        let ogg = file(Container::OggVorbis);
         let mut plain = vec![0u8; 167];
         plain.extend_from_slice(b"OggS\0\x02rest of page");
         assert!(check_magic(ogg, &plain).is_ok());
         plain[167] = b'X';
         assert!(check_magic(ogg, &plain).is_err());
-        let mp3 = FileRef {
-            id: FileId([0; 20]),
-            container: Container::Mp3,
-        };
+        let mp3 = file(Container::Mp3);
         assert!(check_magic(mp3, b"ID3\x04\0\0\0\0\0\0").is_ok());
         assert!(check_magic(mp3, b"\xff\xfb\x90\x64\0\0\0\0").is_ok());
         assert!(check_magic(mp3, b"garbage!").is_err());
@@ -508,20 +509,14 @@ mod tests {
             check_magic(mp3, b"\0\0\0\0\0\0\xff\xfb").is_ok(),
             "zero padding"
         );
-        let flac = FileRef {
-            id: FileId([0; 20]),
-            container: Container::Flac,
-        };
+        let flac = file(Container::Flac);
         assert!(check_magic(flac, b"fLaC\0\0\0\x22").is_ok());
         assert!(
             check_magic(flac, b"ID3\x04\0\0\0\0").is_ok(),
             "ID3 before fLaC"
         );
         assert!(check_magic(flac, b"\xff\xfb\x90\x64\0\0\0\0").is_err());
-        let aac = FileRef {
-            id: FileId([0; 20]),
-            container: Container::Aac,
-        };
+        let aac = file(Container::Aac);
         assert!(check_magic(aac, b"\0\0\0\x20ftypM4A ").is_ok());
         assert!(
             check_magic(aac, b"\0\0\0\x08free\0\0").is_ok(),
@@ -532,16 +527,10 @@ mod tests {
 
     #[test]
     fn with_a_head_file_only_its_bytes_count() {
-        let flac = FileRef {
-            id: FileId([0; 20]),
-            container: Container::Flac,
-        };
+        let flac = file(Container::Flac);
         assert!(check_head(flac, b"RIFFsomething", b"RIFFsome").is_ok());
         assert!(check_head(flac, b"RIFFsomething", b"RIFXsome").is_err());
-        let ogg = FileRef {
-            id: FileId([0; 20]),
-            container: Container::OggVorbis,
-        };
+        let ogg = file(Container::OggVorbis);
         let mut plain = vec![7u8; 167];
         plain.extend_from_slice(b"OggS\0\x02page");
         assert!(
