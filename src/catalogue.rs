@@ -9,27 +9,25 @@ use futures::stream::{self, StreamExt};
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
 
-/// Broken albums and tracks are skipped with a warning naming them, so one bad entry does
-/// not hide a whole library; only when every album fails does the mount fail (with the
-/// first album's error: the origin itself is broken then, or the credentials are).
+/// Broken library entries, albums and tracks are skipped with a warning naming them, so one
+/// bad entry does not hide a whole library; only when every album fails does the mount fail
+/// (with the first error: the origin itself is broken then, or the credentials are).
 pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
-    let ids = api.library().await?;
-    let results: Vec<_> = stream::iter(ids)
-        .map(|id| async move { (id, api.album(id).await) })
+    let results: Vec<_> = stream::iter(api.library().await?)
+        .map(|entry| async move {
+            let id = entry.inspect_err(|e| tracing::warn!("skipping a library entry: {e}"))?;
+            api.album(id)
+                .await
+                .inspect_err(|e| tracing::warn!(album = %id, "skipping an album: {e}"))
+        })
         .buffered(ALBUMS_AT_ONCE)
         .collect()
         .await;
-    let mut albums = Vec::with_capacity(results.len());
     let mut first_error = None;
-    for (id, result) in results {
-        match result {
-            Ok(album) => albums.push(album),
-            Err(e) => {
-                tracing::warn!(album = %id, "skipping an album: {e}");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    let albums: Vec<_> = results
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| first_error.get_or_insert(e)).ok())
+        .collect();
     if let (true, Some(e)) = (albums.is_empty(), first_error) {
         return Err(e);
     }

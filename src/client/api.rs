@@ -249,25 +249,17 @@ impl Api {
         }
     }
 
-    pub async fn library(&self) -> Result<Vec<AlbumId>, FetchError> {
+    /// The library's album ids. An entry that is not a valid id is an error of its own, so
+    /// the caller can skip it like an album that fails to load.
+    pub async fn library(&self) -> Result<Vec<Result<AlbumId, FetchError>>, FetchError> {
         let lib: proto::library::Library = self.get_proto("/library", "the library").await?;
-        // An unusable entry is skipped like a broken album; a library of nothing but those
-        // is malformed.
-        let mut ids = Vec::with_capacity(lib.album_gid.len());
-        let mut first_error = None;
-        for gid in &lib.album_gid {
-            match AlbumId::from_bytes(gid) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    tracing::warn!("skipping a library entry: {e}");
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) if ids.is_empty() => Err(self.malformed("the library", "/library", e)),
-            _ => Ok(ids),
-        }
+        Ok(lib
+            .album_gid
+            .iter()
+            .map(|g| {
+                AlbumId::from_bytes(g).map_err(|e| self.malformed("the library", "/library", e))
+            })
+            .collect())
     }
 
     pub async fn album(&self, id: AlbumId) -> Result<Album, FetchError> {

@@ -310,6 +310,11 @@ impl RangeRead<'_> {
         }
     }
 
+    /// How long `bytes` of body may take: the stall timeout plus their time at `min_rate`.
+    fn time_allowed(&self, bytes: u64) -> Duration {
+        self.stall_timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
+    }
+
     fn bad(&self, reason: String) -> FetchError {
         FetchError::BadRange {
             url: self.url.clone(),
@@ -402,8 +407,7 @@ impl RangeRead<'_> {
                     size: position,
                 });
             }
-            let within = self.stall_timeout
-                + Duration::from_secs_f64(position as f64 / self.min_rate.max(1) as f64);
+            let within = self.time_allowed(position);
             if started.elapsed() > within {
                 return Err(FetchError::TooSlow {
                     url: self.url.clone(),
@@ -453,8 +457,7 @@ impl RangeRead<'_> {
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
         let bytes = skip + len;
-        let within = self.stall_timeout
-            + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64);
+        let within = self.time_allowed(bytes);
         let reading = self.collect_unbounded(response, skip, len, exact);
         tokio::time::timeout(within, reading)
             .await
