@@ -52,11 +52,8 @@ impl TrackFs {
     ) {
         let _runtime = self.runtime.enter();
         let mut work = Box::pin(work);
-        // Polled once with a waker that does nothing: a future that is not ready registers
-        // tokio's waker again when tokio polls it, so no wake-up is lost by starting here.
-        let mut here = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(result) = work.as_mut().poll(&mut here) {
-            return answer(result.map_err(|e| errno(&e)));
+        if let Some(result) = answer_now(work.as_mut()) {
+            return answer(result);
         }
         let shutdown = self.shutdown.clone();
         self.runtime.spawn(async move {
@@ -73,6 +70,25 @@ impl TrackFs {
             LONG_TTL
         } else {
             Duration::ZERO
+        }
+    }
+}
+
+/// Polls `work` once on the calling thread, with a waker that does nothing: a future that is
+/// not ready registers tokio's waker again when tokio polls it, so no wake-up is lost.
+/// `None` means it has to wait. fuser does not catch panics, and one escaping here would end
+/// the kernel request loop and with it the mount; it becomes EIO instead, as on tokio, where
+/// a panicking task drops its reply and fuser answers EIO.
+fn answer_now<T>(
+    work: std::pin::Pin<&mut (impl std::future::Future<Output = Result<T, FsError>> + ?Sized)>,
+) -> Option<Result<T, Errno>> {
+    let mut here = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.poll(&mut here))) {
+        Ok(std::task::Poll::Ready(result)) => Some(result.map_err(|e| errno(&e))),
+        Ok(std::task::Poll::Pending) => None,
+        Err(_) => {
+            tracing::error!("a request panicked; answered with EIO");
+            Some(Err(Errno::EIO))
         }
     }
 }
@@ -433,4 +449,27 @@ pub fn spawn(
     // 16 was no better than 8. Idle threads cost a stack and a blocked read(2) each.
     config.n_threads = Some(8);
     fuser::Session::new(fs, mountpoint, &config)?.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_that_panics_on_the_kernel_thread_is_answered_eio() {
+        let work = std::pin::pin!(async {
+            panic!("bug in a request");
+            #[allow(unreachable_code)]
+            Ok::<(), FsError>(())
+        });
+        assert_eq!(answer_now(work), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn ready_work_is_answered_at_once_and_waiting_work_is_not() {
+        let ready = std::pin::pin!(async { Ok::<u8, FsError>(7) });
+        assert_eq!(answer_now(ready), Some(Ok(7)));
+        let waiting = std::pin::pin!(std::future::pending::<Result<u8, FsError>>());
+        assert_eq!(answer_now(waiting), None);
+    }
 }
