@@ -167,7 +167,10 @@ impl BlockCache {
     /// Only a cache hit, without claiming (used to see what is already there).
     pub fn contains(&self, key: &BlockKey) -> bool {
         let inner = self.lock();
-        inner.blocks.contains(key) || inner.pending.contains_key(key)
+        // A claim dropped without an answer (its fetch task died) leaves a closed channel:
+        // that block is not coming, so whoever asks should fetch it.
+        let coming = |rx: &watch::Receiver<Slot>| rx.has_changed().is_ok();
+        inner.blocks.contains(key) || inner.pending.get(key).is_some_and(coming)
     }
 
     /// Drops a block nobody needs again soon (a sequential reader has passed it; the kernel's
@@ -221,6 +224,16 @@ mod tests {
             Lookup::Claimed(c) => c,
             _ => panic!("expected a claim for block {block}"),
         }
+    }
+
+    #[test]
+    fn a_block_whose_fetch_died_is_not_counted_as_coming() {
+        let cache = BlockCache::new(300, Arc::default());
+        let c = claim(&cache, 0);
+        assert!(cache.contains(&key(0)));
+        drop(c);
+        assert!(!cache.contains(&key(0)));
+        assert!(matches!(cache.lookup(key(0)), Lookup::Claimed(_)));
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn set_kernel_read_ahead(mountpoint: &Path, kb: u32) {
 /// Fails early, with a fix in the message, on the common mistakes.
 pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|_| MountError::MissingMountpoint(shown.clone()))?;
+    let meta = std::fs::metadata(path).map_err(|e| unusable_mountpoint(&shown, &e))?;
     if !meta.is_dir() {
         return Err(MountError::NotADirectory(shown));
     }
@@ -123,6 +123,21 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
         return Err(MountError::NotEmpty(shown));
     }
     Ok(())
+}
+
+/// Why a mountpoint cannot even be looked at, with the fix for the usual causes. ENOTCONN is a
+/// FUSE mount whose filesystem died (a killed trackfs): it is there, just stale.
+fn unusable_mountpoint(shown: &str, e: &std::io::Error) -> MountError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => MountError::MissingMountpoint(shown.to_owned()),
+        _ if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            MountError::AlreadyMounted(shown.to_owned())
+        }
+        _ => MountError::Mount {
+            path: shown.to_owned(),
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -327,5 +342,24 @@ impl StopSignals {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_fuse_mountpoint_is_called_mounted_not_missing() {
+        let stale = std::io::Error::from_raw_os_error(libc::ENOTCONN);
+        let message = unusable_mountpoint("/m", &stale).to_string();
+        assert!(message.contains("fusermount3 -u /m"), "{message}");
+        let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(unusable_mountpoint("/m", &missing)
+            .to_string()
+            .contains("mkdir -p /m"));
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        let message = unusable_mountpoint("/m", &denied).to_string();
+        assert!(message.contains("ermission denied"), "{message}");
     }
 }

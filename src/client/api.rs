@@ -69,6 +69,8 @@ struct TokenAnswer {
 }
 
 const ATTEMPTS: u32 = 4;
+/// Longest token lifetime believed (a year), so renewal times stay within the clock's range.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 
 /// Control-plane answers are small protobufs; a healthy origin sends them in well under this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -142,8 +144,13 @@ impl Api {
                 url: redact::url(&url),
                 reason: e.to_string(),
             })?;
-        // Renew at 80% of the lifetime, so a long read never meets an expired token.
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600).max(1));
+        // Renew at 80% of the lifetime, so a long read never meets an expired token. A
+        // lifetime past a year is taken as a year: the clock cannot hold every u64 seconds.
+        let lifetime = answer
+            .expires_in
+            .unwrap_or(3600)
+            .clamp(1, MAX_TOKEN_LIFETIME_SECS);
+        let lifetime = Duration::from_secs(lifetime);
         Ok(Token {
             value: answer.access_token,
             renew_at: started + lifetime.mul_f64(0.8),
@@ -351,6 +358,13 @@ mod tests {
             Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, ATTEMPTS),
             other => panic!("expected GaveUp, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_token_claiming_to_last_forever_is_used() {
+        let token = br#"{"accessToken":"t","expiresIn":18446744073709551615}"#;
+        let base = scripted_origin(vec![response("200 OK", token)]).await;
+        assert_eq!(api(&base).token().await.unwrap(), "t");
     }
 
     #[tokio::test]

@@ -561,7 +561,8 @@ fn good_until(urls: &[String]) -> Option<SystemTime> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     let remaining = expiry.saturating_sub(now);
     let margin = (remaining / 4).min(300);
-    Some(UNIX_EPOCH + Duration::from_secs(expiry - margin))
+    // An expiry past what the clock can hold is as good as none.
+    UNIX_EPOCH.checked_add(Duration::from_secs(expiry - margin))
 }
 
 fn host_of(url: &str) -> &str {

@@ -332,6 +332,15 @@ async fn urls_about_to_expire_are_re_resolved_first() {
     assert_eq!(resolver.calls.load(Ordering::SeqCst), 2);
 }
 
+#[tokio::test]
+async fn a_url_expiring_past_the_clocks_range_never_expires() {
+    let url = format!("http://cdn/a?{}_sig", u64::MAX);
+    let (cdn, _, resolver) = cdn_with(vec![], &[&url]);
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    cdn.fetch(FILE, 100, 199, None, None).await.unwrap();
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 1);
+}
+
 mod content_range {
     use super::super::{parse_content_range, ContentRange};
     use proptest::prelude::*;
