@@ -389,13 +389,29 @@ fn assemble(blocks: &[Block], skip: u64, len: u64) -> Bytes {
 
 /// Where a head file's bytes sit in the stored plaintext. DESIGN.md says "the first bytes of
 /// the file in plaintext": ours (and, we expect, most origins') start at stored byte 0, with an
-/// Ogg file's hidden header; a head that starts with an Ogg page instead is of the file as
-/// mounted, so it sits after the header (the header never starts with `OggS`: it is not a page).
+/// Ogg file's hidden header. Some origins may hand out the head of the file as mounted, which
+/// starts with the Vorbis identification page; it then sits after the header. The hidden
+/// header may itself be an Ogg page (Spotify's are), but one of exactly 167 bytes, while the
+/// identification page is never that long: so a head whose first page is 167 bytes long is
+/// of the stored layout, any other head starting with a page of the mounted one.
 fn head_offset(file: FileRef, head: &[u8]) -> u64 {
+    let header = file.container.hidden_header_len();
     match file.container {
-        Container::OggVorbis if head.starts_with(b"OggS") => file.container.hidden_header_len(),
+        Container::OggVorbis
+            if head.starts_with(b"OggS") && ogg_page_len(head) != Some(header as usize) =>
+        {
+            header
+        }
         _ => 0,
     }
+}
+
+/// The length of the Ogg page at the start of `bytes`, when its header is all there:
+/// 27 header bytes, one lacing value per segment, then the segments.
+fn ogg_page_len(bytes: &[u8]) -> Option<usize> {
+    let segments = *bytes.get(26)? as usize;
+    let lacing = bytes.get(27..27 + segments)?;
+    Some(27 + segments + lacing.iter().map(|&l| l as usize).sum::<usize>())
 }
 
 /// The first block must hold exactly the head file's bytes where they belong.
@@ -542,5 +558,25 @@ mod tests {
             "mounted layout"
         );
         assert!(check_head(ogg, &plain, b"OggS\0\x03pa").is_err());
+    }
+
+    #[test]
+    fn a_hidden_header_that_is_an_ogg_page_keeps_the_head_in_the_stored_layout() {
+        let ogg = file(Container::OggVorbis);
+        // Spotify's shape: one 167-byte page (27 + 1 lacing value + 139), then the audio.
+        let mut plain = b"OggS\0\x02".to_vec();
+        plain.extend_from_slice(&[0; 20]);
+        plain.extend_from_slice(&[1, 139]);
+        plain.extend(std::iter::repeat_n(0x81, 139));
+        assert_eq!(ogg_page_len(&plain), Some(167));
+        plain.extend_from_slice(b"OggS\0\x02vorbis identification");
+        assert_eq!(head_offset(ogg, &plain), 0);
+        assert!(check_head(ogg, &plain, &plain[..190]).is_ok());
+        // The file as mounted starts with the 58-byte identification page instead.
+        let mut mounted = b"OggS\0\x02".to_vec();
+        mounted.extend_from_slice(&[0; 20]);
+        mounted.extend_from_slice(&[1, 30]);
+        mounted.extend_from_slice(&[1; 30]);
+        assert_eq!(head_offset(ogg, &mounted), 167);
     }
 }

@@ -220,7 +220,7 @@ fn a_truncated_album_protobuf_fails_the_mount_with_a_message() {
 }
 
 #[test]
-fn an_album_without_a_gid_fails_the_mount_naming_the_field() {
+fn an_album_with_a_gid_of_the_wrong_length_fails_the_mount_naming_it() {
     if !support::fuse_usable() {
         return;
     }
@@ -229,7 +229,7 @@ fn an_album_without_a_gid_fails_the_mount_naming_the_field() {
         r.path.starts_with("/metadata/4/album/").then(|| {
             Answer::ok(
                 metadata::Album {
-                    gid: None,
+                    gid: Some(vec![1; 3]),
                     ..fx.album()
                 }
                 .encode_to_vec(),
@@ -237,7 +237,34 @@ fn an_album_without_a_gid_fails_the_mount_naming_the_field() {
         })
     });
     let log = mount_error(&origin.url, &[]);
-    assert!(log.contains("Album has no gid"), "{log}");
+    assert!(log.contains("must be 16 bytes, got 3"), "{log}");
+}
+
+#[test]
+fn metadata_without_its_optional_gids_mounts_under_the_ids_asked_for() {
+    if !support::fuse_usable() {
+        return;
+    }
+    let fx = fixture();
+    let origin = liar(&fx, |fx, r| {
+        if r.path.starts_with("/metadata/4/album/") {
+            let album = metadata::Album {
+                gid: None,
+                ..fx.album()
+            };
+            return Some(Answer::ok(album.encode_to_vec()));
+        }
+        let id = r.path.strip_prefix("/metadata/4/track/")?;
+        let (n, t) = fx.find(id, false)?;
+        let track = metadata::Track {
+            gid: None,
+            ..fx.track_pb(t, n as i32 + 1)
+        };
+        Some(Answer::ok(track.encode_to_vec()))
+    });
+    let (mount, _dir) = mount_ok(&origin.url, &[]);
+    assert!(track_path(&mount, "Big One", 1).exists());
+    assert!(track_path(&mount, "Small Two", 2).exists());
 }
 
 #[test]

@@ -65,12 +65,13 @@ pub struct Api {
 #[serde(rename_all = "camelCase")]
 struct TokenAnswer {
     access_token: String,
-    expires_in: Option<u64>,
+    /// Seconds, as any JSON number (`3600.0` from some servers).
+    expires_in: Option<f64>,
 }
 
 const ATTEMPTS: u32 = 4;
 /// Longest token lifetime believed (a year), so renewal times stay within the clock's range.
-const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+const MAX_TOKEN_LIFETIME_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Control-plane answers are small protobufs; a healthy origin sends them in well under this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,6 +131,8 @@ impl Api {
             .send_with_retries("a token", &url, || {
                 self.http
                     .post(&url)
+                    // An empty POST says so: some front ends answer 411 without a length.
+                    .header(reqwest::header::CONTENT_LENGTH, "0")
                     .basic_auth(&self.credentials.user, Some(&self.credentials.password))
             })
             .await?;
@@ -145,12 +148,12 @@ impl Api {
                 reason: e.to_string(),
             })?;
         // Renew at 80% of the lifetime, so a long read never meets an expired token. A
-        // lifetime past a year is taken as a year: the clock cannot hold every u64 seconds.
+        // lifetime past a year is taken as a year: the clock cannot hold every number.
         let lifetime = answer
             .expires_in
-            .unwrap_or(3600)
-            .clamp(1, MAX_TOKEN_LIFETIME_SECS);
-        let lifetime = Duration::from_secs(lifetime);
+            .filter(|s| s.is_finite())
+            .unwrap_or(3600.0);
+        let lifetime = Duration::from_secs_f64(lifetime.clamp(1.0, MAX_TOKEN_LIFETIME_SECS));
         Ok(Token {
             value: answer.access_token,
             renew_at: started + lifetime.mul_f64(0.8),
@@ -271,13 +274,16 @@ impl Api {
 
     pub async fn album(&self, id: AlbumId) -> Result<Album, FetchError> {
         let path = format!("/metadata/4/album/{id}");
-        let pb: proto::metadata::Album = self.get_proto(&path, "album metadata").await?;
+        let mut pb: proto::metadata::Album = self.get_proto(&path, "album metadata").await?;
+        // `gid` is optional on the wire (DESIGN.md §2); the id asked for is the album's.
+        pb.gid.get_or_insert_with(|| id.0.to_vec());
         Album::try_from(pb).map_err(|e| self.malformed("album metadata", &path, e))
     }
 
     pub async fn track(&self, id: TrackId) -> Result<Track, FetchError> {
         let path = format!("/metadata/4/track/{id}");
-        let pb: proto::metadata::Track = self.get_proto(&path, "track metadata").await?;
+        let mut pb: proto::metadata::Track = self.get_proto(&path, "track metadata").await?;
+        pb.gid.get_or_insert_with(|| id.0.to_vec());
         Track::try_from(pb).map_err(|e| self.malformed("track metadata", &path, e))
     }
 
@@ -385,6 +391,49 @@ mod tests {
             Err(e @ FetchError::NotOnCdn { .. }) => assert!(!e.is_transient()),
             other => panic!("expected NotOnCdn, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_token_post_says_its_body_is_empty_and_any_json_number_is_a_lifetime() {
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let base = routed_origin(move |head| {
+            seen.lock().unwrap().push(head.to_ascii_lowercase());
+            response("200 OK", br#"{"accessToken":"t","expiresIn":3600.0}"#)
+        })
+        .await;
+        assert_eq!(api(&base).token().await.unwrap(), "t");
+        let head = heads.lock().unwrap()[0].clone();
+        assert_eq!(head.matches("content-length: 0\r\n").count(), 1, "{head}");
+    }
+
+    #[tokio::test]
+    async fn metadata_without_its_optional_gid_is_of_the_id_asked_for() {
+        let album = proto::metadata::Album {
+            name: Some("A".into()),
+            ..Default::default()
+        };
+        let track = proto::metadata::Track {
+            name: Some("T".into()),
+            ..Default::default()
+        };
+        let (album, track) = (album.encode_to_vec(), track.encode_to_vec());
+        let base = routed_origin(move |head| {
+            let body = match head {
+                h if h.starts_with("POST /keymaster/token") => {
+                    br#"{"accessToken":"t","expiresIn":3600}"#.to_vec()
+                }
+                h if h.starts_with("GET /metadata/4/album/") => album.clone(),
+                _ => track.clone(),
+            };
+            response("200 OK", &body)
+        })
+        .await;
+        let api = api(&base);
+        let id = AlbumId([3; 16]);
+        assert_eq!(api.album(id).await.unwrap().id, id);
+        let id = TrackId([4; 16]);
+        assert_eq!(api.track(id).await.unwrap().id, id);
     }
 
     #[tokio::test]

@@ -346,16 +346,19 @@ impl RangeRead<'_> {
             return Err(self.bad(format!("206 with an unusable Content-Range {header:?}")));
         };
         self.check_total(total)?;
-        // Less than asked for is allowed (the caller asks for the rest); more, or elsewhere, not.
-        let expected_last = self.last.min(total - 1);
-        if first != self.first || last > expected_last {
+        // The answer must start with our first byte, or before it: caching CDNs may widen a
+        // range to their own chunks. What lies outside our range is skipped; less than asked
+        // for is kept (the caller asks for the rest).
+        if !(first <= self.first && self.first <= last) {
             return Err(self.bad(format!(
                 "asked for bytes {}-{}, got {first}-{last}/{total}",
                 self.first, self.last
             )));
         }
-        let len = last - first + 1;
-        let data = self.collect(&mut response, 0, len, true).await?;
+        let kept_last = last.min(self.last).min(total - 1);
+        let (skip, len) = (self.first - first, kept_last - self.first + 1);
+        let exact = skip == 0 && kept_last == last;
+        let data = self.collect(&mut response, skip, len, exact).await?;
         Ok(Fetched { total, data })
     }
 

@@ -343,8 +343,11 @@ class Checker:
 
     def check_layout(self, fid, plain, is_ogg):
         if is_ogg:
-            self.r.expect(plain.find(b"OggS") == OGG_HEADER_LEN, "ogg-header",
-                          "%s: first OggS page at byte 167 (found at %d)" % (fid, plain.find(b"OggS")))
+            # The 167-byte header is opaque (it may itself be an Ogg page, as Spotify's
+            # are); the audio's first page starts right after it.
+            self.r.expect(plain[OGG_HEADER_LEN:OGG_HEADER_LEN + 4] == b"OggS", "ogg-header",
+                          "%s: an OggS page at byte 167 (found %r)"
+                          % (fid, plain[OGG_HEADER_LEN:OGG_HEADER_LEN + 4]))
 
     def check_ranges(self, url, cipher, key, plain):
         """Range forms and edge cases on a file whose bytes we already know."""

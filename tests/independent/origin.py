@@ -407,6 +407,8 @@ def parse_args(argv):
     p.add_argument("--no-head-files", action="store_true", help="answer 404 on every /head/")
     p.add_argument("--head-layout", choices=["stored", "mounted"], default="stored",
                    help="head files start at the stored plaintext (Ogg header first) or the mounted file")
+    p.add_argument("--ogg-header", choices=["opaque", "page"], default="opaque",
+                   help="the 167 bytes before an Ogg file's audio: random, or an Ogg page")
     p.add_argument("--cdn-dir", help="write ciphertext to DIR/audio/<file id> (kept on exit)")
     p.add_argument("--cdn-base", help="storage-resolve returns <cdn-base>/audio/<file id>?<sig>")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -454,7 +456,7 @@ def reserve_dead_port():
 def main(argv=None):
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    albums, tracks = build_catalogue(args.source, rng)
+    albums, tracks = build_catalogue(args.source, rng, args.ogg_header)
     work_dir = args.cdn_dir or tempfile.mkdtemp(prefix="trackfs-origin-")
     stop = threading.Event()
     try:

@@ -89,15 +89,23 @@ def formats_for(ext, index):
     return [base[index % 2]]
 
 
-def make_header(rng):
-    """167 opaque bytes that must not look like an Ogg page."""
+def make_header(rng, kind="opaque"):
+    """The 167 bytes before an Ogg file's first page. "opaque": random bytes that do not
+    look like an Ogg page. "page": one Ogg page of exactly 167 bytes (27-byte page header,
+    one lacing value, a 139-byte packet starting 0x81), the shape Spotify's files have."""
+    if kind == "page":
+        body = bytes([0x81]) + rng.randbytes(138)
+        page = (b"OggS" + bytes([0, 2]) + bytes(8) + rng.randbytes(4) + bytes(4) + bytes(4)
+                + bytes([1, len(body)]) + body)
+        assert len(page) == OGG_HEADER_LEN
+        return page
     header = bytearray(rng.randbytes(OGG_HEADER_LEN))
     if header[:4] == b"OggS":
         header[0] ^= 0xFF
     return bytes(header)
 
 
-def build_catalogue(source_dir, rng):
+def build_catalogue(source_dir, rng, ogg_header="opaque"):
     """-> (albums, tracks): albums as dicts in library order; random gids."""
     entries = scan_sources(source_dir)
     if not entries:
@@ -107,7 +115,7 @@ def build_catalogue(source_dir, rng):
         artist = artists.setdefault(e["artist"], {"gid": rng.randbytes(16), "name": e["artist"]})
         album = albums.setdefault((e["artist"], e["album"]), {
             "gid": rng.randbytes(16), "name": e["album"], "artist": artist, "tracks": []})
-        header = make_header(rng) if e["ext"] == ".ogg" else b""
+        header = make_header(rng, ogg_header) if e["ext"] == ".ogg" else b""
         track = Track(gid=rng.randbytes(16), title=e["title"], number=e["number"], disc=e["disc"],
                       ext=e["ext"], artist=artist, album=album, index=i,
                       file=FileEntry(e["path"], header, rng.randbytes(16)),

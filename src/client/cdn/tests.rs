@@ -27,6 +27,8 @@ enum Behaviour {
     Refuse,
     TotalIs(u64),
     TooManyRequests(u64),
+    /// The range widened to whole chunks of this size, as some caching CDNs answer.
+    Aligned(u64),
 }
 
 struct ScriptedCdn {
@@ -85,6 +87,16 @@ impl Transport for ScriptedCdn {
             }),
             Behaviour::Capped(cap) => {
                 let last = last.min(first + cap - 1);
+                Ok(partial(
+                    body_of(vec![Ok(Bytes::copy_from_slice(
+                        &self.content[first as usize..=last as usize],
+                    ))]),
+                    format!("bytes {first}-{last}/{total}"),
+                ))
+            }
+            Behaviour::Aligned(chunk) => {
+                let first = first / chunk * chunk;
+                let last = ((last / chunk + 1) * chunk - 1).min(total - 1);
                 Ok(partial(
                     body_of(vec![Ok(Bytes::copy_from_slice(
                         &self.content[first as usize..=last as usize],
@@ -224,6 +236,14 @@ async fn every_transient_fault_is_retried_into_the_right_bytes() {
 async fn a_server_ignoring_range_still_gives_the_right_bytes() {
     let fetched = fetch_ok(vec![Behaviour::IgnoreRange], 4321, 4400).await;
     assert_eq!(&fetched.data[..], &content()[4321..=4400]);
+}
+
+#[tokio::test]
+async fn a_range_widened_to_the_cdns_chunks_gives_the_right_bytes() {
+    let (cdn, transport, _) = cdn_with(vec![Behaviour::Aligned(4096)], &["http://cdn/a"]);
+    let fetched = cdn.fetch(FILE, 1234, 5678, None, None).await.unwrap();
+    assert_eq!(&fetched.data[..], &content()[1234..=5678]);
+    assert_eq!(transport.requests.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
