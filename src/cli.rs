@@ -372,30 +372,22 @@ fn print_stats(mountpoint: &std::path::Path) -> Result<(), String> {
         100.0 * hits as f64 / (hits + misses) as f64
     };
     let size = trackfs::units::format_size;
-    println!(
-        "{:<22} {:>14}",
-        "cache hit rate",
-        format!("{hit_rate:.1} %")
-    );
-    println!(
-        "{:<22} {:>14}",
-        "cache used",
-        format!(
-            "{} of {}",
-            size(value("cache_bytes")),
-            size(value("cache_budget_bytes"))
-        )
-    );
-    println!(
-        "{:<22} {:>14}",
-        "fetched from CDN",
-        size(value("bytes_fetched"))
-    );
-    println!(
-        "{:<22} {:>14}",
-        "served to programs",
-        size(value("bytes_served"))
-    );
+    let mut rows = vec![
+        ("cache hit rate".to_string(), format!("{hit_rate:.1} %")),
+        (
+            "cache used".to_string(),
+            format!(
+                "{} of {}",
+                size(value("cache_bytes")),
+                size(value("cache_budget_bytes"))
+            ),
+        ),
+        ("fetched from CDN".to_string(), size(value("bytes_fetched"))),
+        (
+            "served to programs".to_string(),
+            size(value("bytes_served")),
+        ),
+    ];
     for name in [
         "cdn_requests",
         "in_flight_requests",
@@ -406,7 +398,11 @@ fn print_stats(mountpoint: &std::path::Path) -> Result<(), String> {
         "errors",
         "cache_evictions",
     ] {
-        println!("{:<22} {:>14}", name.replace('_', " "), value(name));
+        rows.push((name.replace('_', " "), value(name).to_string()));
     }
-    Ok(())
+    let table: String = rows
+        .iter()
+        .map(|(name, value)| format!("{name:<22} {value:>14}\n"))
+        .collect();
+    trackfs::stdout::print(&table)
 }

@@ -7,6 +7,7 @@
 use crate::client::api::Credentials;
 use crate::mount::{self, MountConfig};
 use crate::origin::{self, PublishOptions, ServeConfig};
+use crate::stdout;
 use std::path::{Path, PathBuf};
 
 /// (path relative to the sample folder, bytes): real, playable Ogg Vorbis, MP3 and FLAC.
@@ -78,20 +79,23 @@ async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError
         .await
         .map_err(|e| prepare_error(work, e))?;
     let config = MountConfig::new(origin.base_url(), mountpoint, credentials);
-    let mounted = mount::mount(config).await?;
+    let mounted = tokio::select! {
+        mounted = mount::mount(config) => mounted?,
+        () = stop.received() => return Err(mount::MountError::Interrupted.into()),
+    };
     print_welcome(mountpoint, origin.base_url(), mounted.tracks);
     stop.wait(&mounted).await;
-    println!("\nUnmounting {} ...", mountpoint.display());
+    stdout::say(&format!("\nUnmounting {} ...\n", mountpoint.display()));
     mounted.unmount()?;
     let _ = origin.shutdown().await;
-    println!("Done: the demo library and its mount are gone.");
+    stdout::say("Done: the demo library and its mount are gone.\n");
     Ok(())
 }
 
 fn print_welcome(mountpoint: &Path, origin: &str, tracks: usize) {
     let m = mountpoint.display();
     let exe = std::env::current_exe().map_or("trackfs".into(), |p| p.display().to_string());
-    println!(
+    stdout::say(&format!(
         "\ntrackfs demo: {tracks} sample tracks served from {origin} and mounted at {m}\n\n\
          Try, in another terminal:\n  \
          ls -lR {m}\n  \
@@ -99,6 +103,6 @@ fn print_welcome(mountpoint: &Path, origin: &str, tracks: usize) {
          ffprobe {m}/*/*/*.ogg\n  \
          cat {m}/.trackfs/stats   (or: {exe} stats {m})\n  \
          mkdir -p /tmp/copy && cp -r {m}/* /tmp/copy/\n\n\
-         Press Ctrl-C here to unmount and clean up.\n"
-    );
+         Press Ctrl-C here to unmount and clean up.\n\n"
+    ));
 }

@@ -22,4 +22,5 @@ pub mod proto;
 pub mod readahead;
 pub mod reader;
 pub mod redact;
+pub mod stdout;
 pub mod units;

@@ -69,12 +69,14 @@ pub enum MountError {
         "mountpoint {0} is not empty (the mount would hide its files); use an empty directory"
     )]
     NotEmpty(String),
-    #[error("cannot reach the origin: {0}")]
+    #[error("cannot use the origin: {0}")]
     Origin(String),
     #[error("cannot mount at {path}: {reason}")]
     Mount { path: String, reason: String },
     #[error("{0}")]
     Setup(String),
+    #[error("interrupted before the mount was up; nothing was mounted")]
+    Interrupted,
 }
 
 /// Larger kernel read-ahead means fewer, larger FUSE reads for sequential readers.
@@ -152,6 +154,8 @@ fn unescape_mountinfo(text: &str) -> String {
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     shutdown: CancellationToken,
+    /// Mounted through fusermount3's auto-unmount watcher (`--allow-other`).
+    auto_unmount: bool,
     pub tracks: usize,
     pub mountpoint: PathBuf,
 }
@@ -177,7 +181,15 @@ impl Mounted {
             }
             return Ok(());
         }
-        if let Err(e) = session.umount_and_join() {
+        // fuser unmounts an auto-unmount mount by closing the watcher's socket, but
+        // fusermount3 (3.14) then leaves a filesystem that still answers alone, and the
+        // join below would wait forever: so unmount it ourselves first.
+        let unmounted = match self.auto_unmount {
+            true => unmount_now(&self.mountpoint),
+            false => Ok(()),
+        };
+        let result = unmounted.and_then(|()| session.umount_and_join().map_err(|e| e.to_string()));
+        if let Err(e) = result {
             tracing::info!("unmount: {e}; detaching lazily");
             detach(&self.mountpoint).map_err(|reason| MountError::Mount {
                 path: self.mountpoint.display().to_string(),
@@ -195,21 +207,35 @@ impl Mounted {
 
 /// `umount -l`: as root directly, otherwise through `fusermount3 -u -z`.
 fn detach(mountpoint: &Path) -> Result<(), String> {
+    unmount_with(mountpoint, libc::MNT_DETACH, &["-u", "-z"])
+}
+
+/// `umount`, failing with EBUSY while a file is open: as root directly, otherwise through
+/// `fusermount3 -u`.
+fn unmount_now(mountpoint: &Path) -> Result<(), String> {
+    unmount_with(mountpoint, 0, &["-u"])
+}
+
+fn unmount_with(mountpoint: &Path, flags: libc::c_int, fusermount: &[&str]) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
     let path =
         std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
         return Ok(());
     }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error.to_string());
+    }
     let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
+        .args(fusermount)
         .arg(mountpoint)
+        .stderr(std::process::Stdio::null())
         .status();
     match status {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("fusermount3 -u -z failed ({s})")),
+        Ok(s) => Err(format!("fusermount3 {} failed ({s})", fusermount.join(" "))),
         Err(e) => Err(format!("cannot run fusermount3: {e}")),
     }
 }
@@ -285,6 +311,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     Ok(Mounted {
         session: Some(session),
         shutdown,
+        auto_unmount: config.allow_other,
         tracks,
         mountpoint: config.mountpoint,
     })
@@ -295,7 +322,10 @@ pub async fn run(config: MountConfig) -> Result<(), MountError> {
     // Listen before mounting: a SIGTERM right after the mount appears must unmount, not kill.
     let mut stop = StopSignals::listen();
     let mountpoint = config.mountpoint.display().to_string();
-    let mounted = mount(config).await?;
+    let mounted = tokio::select! {
+        mounted = mount(config) => mounted?,
+        () = stop.received() => return Err(MountError::Interrupted),
+    };
     eprintln!("trackfs: mounted {} tracks at {mountpoint} (Ctrl-C or `fusermount3 -u {mountpoint}` to unmount)", mounted.tracks);
     stop.wait(&mounted).await;
     mounted.unmount()?;
@@ -324,22 +354,24 @@ impl StopSignals {
         StopSignals { signals }
     }
 
+    /// Returns on SIGINT or SIGTERM (never, when they could not be caught).
+    pub async fn received(&mut self) {
+        match self.signals.as_mut() {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            },
+            None => std::future::pending().await,
+        }
+    }
+
     /// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
     pub async fn wait(&mut self, mounted: &Mounted) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            match self.signals.as_mut() {
-                Some((term, int)) => tokio::select! {
-                    _ = term.recv() => return,
-                    _ = int.recv() => return,
-                    _ = tick.tick() => {}
-                },
-                None => {
-                    tick.tick().await;
-                }
-            }
-            if mounted.is_finished() {
-                return;
+        while !mounted.is_finished() {
+            tokio::select! {
+                () = self.received() => return,
+                _ = tick.tick() => {}
             }
         }
     }

@@ -455,7 +455,7 @@ fn an_origin_that_is_down_fails_at_start() {
         .port();
     let log = mount_error(&format!("http://127.0.0.1:{port}"), &[]);
     assert!(
-        log.contains("cannot reach the origin") || log.contains("cannot connect"),
+        log.contains("cannot use the origin") && log.contains("no answer from"),
         "{log}"
     );
 }

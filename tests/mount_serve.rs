@@ -145,6 +145,17 @@ fn trackfs_stats_prints_a_readable_table() {
     for row in ["cache hit rate", "fetched from CDN", "retries", "errors"] {
         assert!(table.contains(row), "no {row:?} in:\n{table}");
     }
+    // `trackfs stats | head -1` after head has gone: no panic, no error.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(support::TRACKFS)
+        .arg("stats")
+        .arg(mount.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
     let out = std::process::Command::new(support::TRACKFS)
         .arg("stats")
         .arg("/")
@@ -217,6 +228,17 @@ fn allow_other_lets_another_user_read() {
         out.stdout,
         std::fs::read(sources::music().join(relative)).unwrap()
     );
+    // A shared mount goes through fusermount3's auto-unmount watcher; SIGTERM still unmounts
+    // it and exits, within the grace period (the watcher alone would leave it mounted).
+    let mut shared = shared;
+    let point = shared.path();
+    let status = shared.terminate().expect("trackfs exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        shared.log_text()
+    );
+    assert!(!support::is_mounted(&point), "still mounted after SIGTERM");
 }
 
 #[test]

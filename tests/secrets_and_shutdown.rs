@@ -218,3 +218,40 @@ fn sigterm_with_reads_in_flight_ends_them_and_unmounts() {
     );
     assert!(!support::is_mounted(&point));
 }
+
+#[test]
+fn sigint_while_the_origin_does_not_answer_stops_the_start_at_once() {
+    // Accepts connections (the kernel's backlog does) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    support::write_private(&creds, &format!("user:{PASSWORD}\n"));
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mut child = Command::new(support::TRACKFS)
+        .arg("mount")
+        .arg(&url)
+        .arg(&mountpoint)
+        .arg("--credentials")
+        .arg(&creds)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = child.try_wait().unwrap() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("trackfs mount ignored SIGINT while starting");
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    assert!(!support::is_mounted(&mountpoint));
+}

@@ -139,7 +139,7 @@ fn https_origin_and_cdn_with_a_private_ca() {
     // Without the CA the certificate is not trusted: a clear failure at start.
     match Mount::try_start(&https, &origin.credentials_file, &[]) {
         Ok(_) => panic!("a certificate from an unknown CA must not be trusted"),
-        Err(log) => assert!(log.contains("cannot reach the origin"), "{log}"),
+        Err(log) => assert!(log.contains("cannot use the origin"), "{log}"),
     }
 
     let mount = Mount::start(

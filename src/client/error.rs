@@ -7,7 +7,7 @@ use std::time::Duration;
 /// `Clone` because one failed fetch is reported to every reader waiting on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    #[error("cannot connect to {url}: {reason}")]
+    #[error("no answer from {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{url} answered HTTP {status}")]
     Status {
