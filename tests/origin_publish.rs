@@ -366,3 +366,42 @@ fn an_empty_or_missing_source_is_an_error() {
     let err = origin::publish(&file, lib.path(), &options).unwrap_err();
     assert!(matches!(err, PublishError::NotAFolder(_)), "{err}");
 }
+
+#[test]
+fn a_library_inside_the_music_folder_is_not_published_as_music() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let src = TempDir::new().unwrap();
+    sample_source(src.path());
+    let lib = src.path().join("library");
+    let first = publish(src.path(), &lib);
+    let second = publish(src.path(), &lib);
+    assert_eq!(
+        (second.tracks, second.new_tracks, second.new_albums),
+        (first.tracks, 0, 0)
+    );
+    assert!(
+        second.skipped.iter().any(|s| s.path == lib),
+        "{:?}",
+        second.skipped
+    );
+}
+
+#[test]
+fn publishing_into_a_folder_of_other_things_is_refused() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, dst) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    sample_source(src.path());
+    std::fs::write(dst.path().join("notes.txt"), "mine").unwrap();
+    let options = PublishOptions { no_progress: true };
+    let err = origin::publish(src.path(), dst.path(), &options).unwrap_err();
+    assert!(matches!(err, PublishError::NotALibrary(_)), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dst.path()).unwrap().count(),
+        1,
+        "nothing written"
+    );
+}

@@ -70,6 +70,23 @@ impl Library {
         &self.root
     }
 
+    /// Every name a library folder holds.
+    pub const OWN_NAMES: [&str; 8] = [
+        "credentials",
+        "secret",
+        "keys",
+        "library.pb",
+        "albums",
+        "tracks",
+        "audio",
+        "heads",
+    ];
+
+    /// Whether the folder already holds a library: every publish writes the secret first.
+    pub fn exists(&self) -> bool {
+        self.secret().is_file()
+    }
+
     pub fn credentials(&self) -> PathBuf {
         self.root.join("credentials")
     }

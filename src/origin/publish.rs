@@ -79,6 +79,11 @@ pub enum PublishError {
     NotAFolder(PathBuf),
     #[error("no Ogg Vorbis, MP3 or FLAC files found in {} ({skipped} files skipped)", path.display())]
     NothingToPublish { path: PathBuf, skipped: usize },
+    #[error(
+        "{} is not empty and not a trackfs library; publish into a new or empty folder",
+        .0.display()
+    )]
+    NotALibrary(PathBuf),
     #[error("library: {0}")]
     Library(#[from] LibraryError),
 }
@@ -90,6 +95,7 @@ pub fn publish(
     options: &PublishOptions,
 ) -> Result<PublishSummary, PublishError> {
     check_source(src)?;
+    check_destination(dst)?;
     let mut summary = PublishSummary {
         library: dst.to_path_buf(),
         ..Default::default()
@@ -131,6 +137,22 @@ fn check_source(src: &Path) -> Result<(), PublishError> {
         Err(_) => Err(PublishError::MissingSource(src.to_path_buf())),
         Ok(m) if !m.is_dir() => Err(PublishError::NotAFolder(src.to_path_buf())),
         Ok(_) => Ok(()),
+    }
+}
+
+/// A library is published into a new folder, an empty one, or itself (perhaps only a
+/// `credentials` file so far); never into a folder of other things, where its files would mix
+/// with them.
+fn check_destination(dst: &Path) -> Result<(), PublishError> {
+    let Ok(entries) = std::fs::read_dir(dst) else {
+        return Ok(());
+    };
+    let foreign = entries
+        .flatten()
+        .any(|e| !Library::OWN_NAMES.contains(&e.file_name().to_string_lossy().as_ref()));
+    match foreign && !Library::new(dst).exists() {
+        true => Err(PublishError::NotALibrary(dst.to_path_buf())),
+        false => Ok(()),
     }
 }
 
@@ -233,6 +255,13 @@ fn walk(src: &Path, skipped: &mut Vec<Skipped>) -> Vec<PathBuf> {
             if !visited.insert((m.dev(), m.ino())) {
                 continue;
             }
+        }
+        // A library inside the music folder (perhaps this very one) is not music: its heads
+        // are plaintext cuts of the tracks.
+        if Library::new(&dir).exists() {
+            let reason = "a trackfs library, not music".to_string();
+            skip(&ProgressBar::hidden(), skipped, &dir, reason);
+            continue;
         }
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
