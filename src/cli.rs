@@ -82,7 +82,7 @@ struct MountArgs {
     /// Local key file: `<file id hex> <key hex>` per line, used before /audiokey.
     #[arg(long)]
     keys: Option<PathBuf>,
-    /// Preferred formats, comma-separated (e.g. FLAC_FLAC,OGG_VORBIS_320). Default: best available.
+    /// Only these formats, first preferred (e.g. FLAC_FLAC,OGG_VORBIS_320); tracks with none are hidden. Default: every track, best quality.
     #[arg(long, value_delimiter = ',', value_parser = parse_format)]
     format: Vec<AudioFormat>,
     /// Let other users read the mount (kernel permission checks on).

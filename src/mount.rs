@@ -7,12 +7,12 @@ use crate::client::cdn::{Cdn, CdnConfig};
 use crate::client::http1::Http1Transport;
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
-use crate::fs::tree::Tree;
+use crate::fs::tree::{pick_file, AlbumEntry, Tree};
 use crate::fs::FsCore;
 use crate::heads::HeadStore;
 use crate::keyfile::Keys;
 use crate::keys::KeyStore;
-use crate::model::AudioFormat;
+use crate::model::{AudioFormat, Track};
 use crate::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client, fuse};
 use std::path::{Path, PathBuf};
@@ -269,6 +269,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         .map_err(|e| MountError::Origin(e.to_string()))?;
     let tree = Tree::build(&albums, &config.formats);
     let tracks = tree.track_count();
+    check_formats(&albums, &config.formats, tracks)?;
 
     let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
     let transport = Arc::new(Http1Transport::new(
@@ -315,6 +316,40 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         tracks,
         mountpoint: config.mountpoint,
     })
+}
+
+/// `--format` hides tracks without a file in the formats asked for: say how many, and which
+/// formats they do have; when that hides every track, the mount is of no use and fails.
+fn check_formats(
+    albums: &[AlbumEntry],
+    formats: &[AudioFormat],
+    shown: usize,
+) -> Result<(), MountError> {
+    let hidden: Vec<&Track> = albums
+        .iter()
+        .flat_map(|a| &a.tracks)
+        .filter(|t| pick_file(t, formats).is_none())
+        .collect();
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    let names = |formats: &mut dyn Iterator<Item = AudioFormat>| {
+        let set: std::collections::BTreeSet<_> = formats.map(AudioFormat::name).collect();
+        set.into_iter().collect::<Vec<_>>().join(",")
+    };
+    let asked = names(&mut formats.iter().copied());
+    let present = names(&mut hidden.iter().flat_map(|t| t.files.iter().map(|f| f.format)));
+    if shown == 0 {
+        return Err(MountError::Setup(format!(
+            "no track has a file in the formats asked for (--format {asked}); \
+             the library's tracks come in {present}"
+        )));
+    }
+    tracing::warn!(
+        "{} tracks hidden: no file in the formats asked for (--format {asked}); they come in {present}",
+        hidden.len()
+    );
+    Ok(())
 }
 
 /// Mounts, then serves until SIGINT/SIGTERM or an outside unmount.

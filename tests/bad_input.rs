@@ -545,3 +545,29 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
     ]);
     assert!(code != 0 && err.contains("unknown format"), "{err}");
 }
+
+#[test]
+fn a_format_no_track_has_fails_the_mount_and_one_some_lack_is_named() {
+    if !support::fuse_usable() {
+        return;
+    }
+    let fx = fixture();
+    let origin = liar(&fx, |fx, r| {
+        let id = r.path.strip_prefix("/metadata/4/track/")?;
+        let (n, t) = fx.find(id, false)?;
+        let mut track = fx.track_pb(t, n as i32 + 1);
+        if n == 1 {
+            track.file[0].format = Some(0); // OGG_VORBIS_96 instead of MP3_320
+        }
+        Some(Answer::ok(track.encode_to_vec()))
+    });
+    let log = mount_error(&origin.url, &["--format", "FLAC_FLAC"]);
+    assert!(
+        log.contains("no track has a file in the formats asked for (--format FLAC_FLAC)")
+            && log.contains("MP3_320,OGG_VORBIS_96"),
+        "{log}"
+    );
+    let (mount, _dir) = mount_ok(&origin.url, &["--format", "MP3_320"]);
+    assert!(track_path(&mount, "Big One", 1).exists());
+    mount.assert_logged("1 tracks hidden: no file in the formats asked for (--format MP3_320); they come in OGG_VORBIS_96");
+}

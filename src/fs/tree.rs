@@ -116,7 +116,7 @@ impl Tree {
                     continue;
                 };
                 let Some(file) = pick_file(track, preferences) else {
-                    tracing::warn!(track = %track.id, "no file in a wanted format; track hidden");
+                    tracing::debug!(track = %track.id, name = %track.name, "no file in a wanted format; track hidden");
                     continue;
                 };
                 let number = if track.number > 0 {
