@@ -22,8 +22,9 @@ use trackfs::reader::ReaderConfig;
     after_help = "Examples:\n  trackfs demo                                   # sample library, served and mounted at ./trackfs-demo\n  trackfs publish ~/Music ./library              # encrypt a music folder into a CDN library\n  trackfs serve ./library --listen 127.0.0.1:8700\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials"
 )]
 pub struct Cli {
-    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
-    #[arg(long, global = true, default_value = "info")]
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, global = true, default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -123,6 +124,30 @@ struct StatsArgs {
     mountpoint: PathBuf,
 }
 
+/// `127.0.0.1:8700`, or a name that resolves (`localhost:8700`): its first address.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// A URL the client can fetch: http:// or https://.
+fn check_http_url(flag: &str, url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(format!(
+            "{flag} must be an http:// or https:// URL, got {url:?}"
+        )),
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     trackfs::units::parse_size(text)
 }
@@ -139,6 +164,9 @@ fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, Strin
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("the {what} file {} is not a file", path.display()));
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(
             "the {what} file {} is readable by others; run `chmod 600 {}`",
@@ -187,12 +215,7 @@ impl MountArgs {
             ),
             None => None,
         };
-        if !(self.origin.starts_with("http://") || self.origin.starts_with("https://")) {
-            return Err(format!(
-                "the origin must be an http:// or https:// URL, got {:?}",
-                self.origin
-            ));
-        }
+        check_http_url("the origin", &self.origin)?;
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
             return Err("--stall-timeout must be more than 0 and less than 3600 seconds".into());
         }
@@ -228,8 +251,8 @@ impl MountArgs {
 struct ServeArgs {
     /// A folder made by `trackfs publish`.
     library: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8700")]
+    /// Address to listen on: IP:PORT or HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8700", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Lifetime of signed CDN URLs, in seconds.
     #[arg(long, default_value_t = 3600)]
@@ -270,6 +293,12 @@ impl ServeArgs {
                 "--fault-rate must be between 0 and 1, got {}",
                 self.fault_rate
             ));
+        }
+        if self.url_ttl == 0 || self.token_ttl == 0 {
+            return Err("--url-ttl and --token-ttl must be at least 1 second".into());
+        }
+        for url in self.cdn_base.iter().chain(&self.extra_cdn_urls) {
+            check_http_url("a CDN URL", url)?;
         }
         let mut config = ServeConfig::new(self.library);
         config.listen = self.listen;

@@ -17,6 +17,8 @@ static SAMPLES: &[(&str, &[u8])] = include!("../assets/demo/files.rs");
 pub enum DemoError {
     #[error("cannot prepare the sample library in {path}: {reason}")]
     Prepare { path: String, reason: String },
+    #[error("cannot create the mountpoint {path}: {reason}")]
+    Mountpoint { path: String, reason: String },
     #[error(transparent)]
     Mount(#[from] mount::MountError),
 }
@@ -56,7 +58,10 @@ pub async fn run(mountpoint: Option<PathBuf>) -> Result<(), DemoError> {
     let mountpoint = mountpoint.unwrap_or_else(|| PathBuf::from("trackfs-demo"));
     let created_mountpoint = !mountpoint.exists();
     if created_mountpoint {
-        std::fs::create_dir_all(&mountpoint).map_err(|e| prepare_error(&mountpoint, e))?;
+        std::fs::create_dir_all(&mountpoint).map_err(|e| DemoError::Mountpoint {
+            path: mountpoint.display().to_string(),
+            reason: e.to_string(),
+        })?;
     }
     let work = WorkDir(std::env::temp_dir().join(format!("trackfs-demo-{}", std::process::id())));
     let result = serve_and_mount(&work.0, &mountpoint).await;

@@ -100,10 +100,13 @@ struct Owner {
     gid: u32,
 }
 
+/// Modes as on an ordinary disk (0755/0644), not 0555/0444: `cp -r` and `rsync -a` carry
+/// them into copies, which their owner must be able to change and delete. Writing is refused
+/// all the same: the mount is read-only (EROFS).
 fn file_attr(attr: &Attr, owner: Owner) -> FileAttr {
     let (kind, perm, nlink) = match attr.kind {
-        Kind::Dir => (FileType::Directory, 0o555, 2),
-        Kind::File => (FileType::RegularFile, 0o444, 1),
+        Kind::Dir => (FileType::Directory, 0o755, 2),
+        Kind::File => (FileType::RegularFile, 0o644, 1),
     };
     FileAttr {
         ino: INodeNo(attr.ino),

@@ -544,6 +544,53 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
         "WAV",
     ]);
     assert!(code != 0 && err.contains("unknown format"), "{err}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let mountpoint = dir.path().join("m");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let m = mountpoint.to_str().unwrap();
+    let bad: &[(&[&str], &str)] = &[
+        (
+            &["--log-level", "bogus", "stats", "/"],
+            "invalid value 'bogus'",
+        ),
+        (
+            &[
+                "mount",
+                "http://127.0.0.1:9",
+                m,
+                "--credentials",
+                dir.path().to_str().unwrap(),
+            ],
+            "is not a file",
+        ),
+        (
+            &[
+                "mount",
+                "http://127.0.0.1:9",
+                m,
+                "--credentials",
+                c,
+                "--ca-cert",
+                junk.to_str().unwrap(),
+            ],
+            "no PEM certificate",
+        ),
+        (
+            &["serve", d, "--cdn-base", "notaurl"],
+            "must be an http:// or https:// URL",
+        ),
+        (&["serve", d, "--token-ttl", "0"], "at least 1 second"),
+        (
+            &["serve", d, "--listen", "no-such-host.invalid:80"],
+            "is not HOST:PORT",
+        ),
+        (&["demo", "/proc/nope/x"], "cannot create the mountpoint"),
+    ];
+    for (args, expected) in bad {
+        let (code, err) = run_trackfs(args);
+        assert!(code != 0 && err.contains(expected), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -180,6 +180,13 @@ fn the_mount_is_read_only_and_unknown_names_are_enoent() {
     let track = mount.path().join(relative);
     let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
     let erofs = Some(libc::EROFS);
+    // Ordinary modes, so copies stay deletable; writes fail all the same.
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&track), 0o644);
+    assert_eq!(mode(track.parent().unwrap()), 0o755);
     assert_eq!(
         errno(std::fs::write(mount.path().join("new.mp3"), b"x")),
         erofs

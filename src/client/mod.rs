@@ -33,9 +33,15 @@ pub fn http_client(
         .tcp_nodelay(true)
         .use_rustls_tls();
     if let Some(pem) = ca_cert {
-        let cert = reqwest::Certificate::from_pem(pem)
+        // A bundle may hold several CAs; a file with none would silently trust nothing new.
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?;
-        builder = builder.add_root_certificate(cert);
+        if certs.is_empty() {
+            return Err("the CA certificate file holds no PEM certificate".into());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     builder
         .build()

@@ -194,7 +194,7 @@ impl FsCore {
     }
 
     /// `access(2)` without `default_permissions`: everything is readable, directories are
-    /// searchable, nothing is writable (files are 0444, directories 0555).
+    /// searchable, nothing is writable (the mount is read-only), no file is executable.
     pub fn access(&self, ino: Ino, write: bool, execute: bool) -> Result<(), FsError> {
         let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
         if write {
