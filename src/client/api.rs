@@ -206,6 +206,13 @@ impl Api {
             if !transient {
                 return Err(error);
             }
+            // Said at once, so a user waiting on a silent origin knows what is going on.
+            if attempt + 1 < ATTEMPTS {
+                tracing::warn!(
+                    "{what}: {error}; trying again ({} of {ATTEMPTS})",
+                    attempt + 2
+                );
+            }
             last = Some(error);
         }
         Err(FetchError::GaveUp {
