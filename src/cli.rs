@@ -124,14 +124,19 @@ struct StatsArgs {
     mountpoint: PathBuf,
 }
 
-/// `127.0.0.1:8700`, or a name that resolves (`localhost:8700`): its first address.
+/// `127.0.0.1:8700`, or a name that resolves (`localhost:8700`): its first IPv4 address, else
+/// its first.
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    let mut addrs = text
+    let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
-        .map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?;
-    addrs
-        .next()
+        .map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?
+        .collect();
+    // `localhost` often lists ::1 first; clients and examples use 127.0.0.1.
+    let first_v4 = addrs.iter().find(|a| a.is_ipv4());
+    first_v4
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
@@ -164,8 +169,9 @@ fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, Strin
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("the {what} file {} is not a file", path.display()));
+    // A pipe is fine (`--credentials <(pass show trackfs)`), a folder is a mistake.
+    if meta.is_dir() {
+        return Err(format!("the {what} file {} is a folder", path.display()));
     }
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(
@@ -294,8 +300,9 @@ impl ServeArgs {
                 self.fault_rate
             ));
         }
-        if self.url_ttl == 0 || self.token_ttl == 0 {
-            return Err("--url-ttl and --token-ttl must be at least 1 second".into());
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+        if !(1..=TEN_YEARS).contains(&self.url_ttl) || !(1..=TEN_YEARS).contains(&self.token_ttl) {
+            return Err("--url-ttl and --token-ttl must be between 1 second and 10 years".into());
         }
         for url in self.cdn_base.iter().chain(&self.extra_cdn_urls) {
             check_http_url("a CDN URL", url)?;

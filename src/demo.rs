@@ -56,7 +56,10 @@ fn build_library(work: &Path) -> Result<PathBuf, DemoError> {
 
 pub async fn run(mountpoint: Option<PathBuf>) -> Result<(), DemoError> {
     let mountpoint = mountpoint.unwrap_or_else(|| PathBuf::from("trackfs-demo"));
-    let created_mountpoint = !mountpoint.exists();
+    // Only a missing one is created: a stale mount (ENOTCONN) goes on to the mount's checks,
+    // which say how to clear it.
+    let created_mountpoint = std::fs::symlink_metadata(&mountpoint)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
     if created_mountpoint {
         std::fs::create_dir_all(&mountpoint).map_err(|e| DemoError::Mountpoint {
             path: mountpoint.display().to_string(),

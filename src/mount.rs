@@ -111,13 +111,7 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
     if !meta.is_dir() {
         return Err(MountError::NotADirectory(shown));
     }
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|point| Path::new(&unescape_mountinfo(point)) == canonical);
-    if mounted {
+    if is_mountpoint(path) {
         return Err(MountError::AlreadyMounted(shown));
     }
     let empty = std::fs::read_dir(path).map_or(true, |mut entries| entries.next().is_none());
@@ -125,6 +119,16 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
         return Err(MountError::NotEmpty(shown));
     }
     Ok(())
+}
+
+/// Whether something is mounted at `path` (per /proc/self/mountinfo).
+fn is_mountpoint(path: &Path) -> bool {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|point| Path::new(&unescape_mountinfo(point)) == canonical)
 }
 
 /// Why a mountpoint cannot even be looked at, with the fix for the usual causes. ENOTCONN is a
@@ -225,8 +229,11 @@ fn unmount_with(mountpoint: &Path, flags: libc::c_int, fusermount: &[&str]) -> R
         return Ok(());
     }
     let error = std::io::Error::last_os_error();
-    if error.raw_os_error() != Some(libc::EPERM) {
-        return Err(error.to_string());
+    match error.raw_os_error() {
+        Some(libc::EPERM) => {}
+        // Not a mountpoint (any more): unmounted from outside meanwhile.
+        Some(libc::EINVAL) if !is_mountpoint(mountpoint) => return Ok(()),
+        _ => return Err(error.to_string()),
     }
     let status = std::process::Command::new("fusermount3")
         .args(fusermount)
@@ -235,6 +242,8 @@ fn unmount_with(mountpoint: &Path, flags: libc::c_int, fusermount: &[&str]) -> R
         .status();
     match status {
         Ok(s) if s.success() => Ok(()),
+        // Unmounted from outside meanwhile: what was asked for is done.
+        Ok(_) if !is_mountpoint(mountpoint) => Ok(()),
         Ok(s) => Err(format!("fusermount3 {} failed ({s})", fusermount.join(" "))),
         Err(e) => Err(format!("cannot run fusermount3: {e}")),
     }
@@ -325,6 +334,9 @@ fn check_formats(
     formats: &[AudioFormat],
     shown: usize,
 ) -> Result<(), MountError> {
+    if formats.is_empty() {
+        return Ok(());
+    }
     let hidden: Vec<&Track> = albums
         .iter()
         .flat_map(|a| &a.tracks)
@@ -415,6 +427,32 @@ impl StopSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_format_flags_no_track_counts_as_hidden() {
+        let album = crate::model::Album {
+            id: crate::model::AlbumId([1; 16]),
+            name: "A".into(),
+            artists: vec![],
+            date: None,
+            discs: vec![],
+        };
+        let track = Track {
+            id: crate::model::TrackId([2; 16]),
+            name: "T".into(),
+            artists: vec![],
+            number: 1,
+            disc_number: 1,
+            duration_ms: 0,
+            files: vec![],
+        };
+        let albums = [AlbumEntry {
+            album,
+            tracks: vec![track],
+        }];
+        assert!(check_formats(&albums, &[], 0).is_ok());
+        assert!(check_formats(&albums, &[AudioFormat::Mp3_320], 0).is_err());
+    }
 
     #[test]
     fn a_stale_fuse_mountpoint_is_called_mounted_not_missing() {

@@ -114,7 +114,7 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
                 "--credentials",
                 dir.path().to_str().unwrap(),
             ],
-            "is not a file",
+            "is a folder",
         ),
         (
             &[
@@ -132,7 +132,14 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
             &["serve", d, "--cdn-base", "notaurl"],
             "must be an http:// or https:// URL",
         ),
-        (&["serve", d, "--token-ttl", "0"], "at least 1 second"),
+        (
+            &["serve", d, "--token-ttl", "0"],
+            "between 1 second and 10 years",
+        ),
+        (
+            &["serve", d, "--url-ttl", "18446744073709551615"],
+            "between 1 second and 10 years",
+        ),
         (
             &["serve", d, "--listen", "no-such-host.invalid:80"],
             "is not HOST:PORT",

@@ -405,3 +405,22 @@ fn publishing_into_a_folder_of_other_things_is_refused() {
         "nothing written"
     );
 }
+
+#[test]
+fn a_second_publish_into_a_library_being_written_is_refused() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (src, lib) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    sample_source(src.path());
+    let library = trackfs::origin::library::Library::new(lib.path());
+    let held = library
+        .lock_for_writing()
+        .unwrap()
+        .expect("the lock is free");
+    let options = PublishOptions { no_progress: true };
+    let err = origin::publish(src.path(), lib.path(), &options).unwrap_err();
+    assert!(matches!(err, PublishError::Busy(_)), "{err}");
+    drop(held);
+    publish(src.path(), lib.path());
+}

@@ -56,6 +56,9 @@ impl LibraryError {
 }
 
 /// The paths of one library folder.
+/// Taken by `publish` while it writes (see `lock_for_writing`).
+const LOCK_NAME: &str = ".publish.lock";
+
 #[derive(Debug, Clone)]
 pub struct Library {
     root: PathBuf,
@@ -71,7 +74,8 @@ impl Library {
     }
 
     /// Every name a library folder holds.
-    pub const OWN_NAMES: [&str; 8] = [
+    pub const OWN_NAMES: [&str; 9] = [
+        LOCK_NAME,
         "credentials",
         "secret",
         "keys",
@@ -126,6 +130,24 @@ impl Library {
             fs::create_dir_all(&path).map_err(LibraryError::io(&path))?;
         }
         Ok(())
+    }
+
+    /// Holds the library for one writer: two publishes at once would each write back the key
+    /// file they read and lose the other's keys. The lock goes with the returned file.
+    pub fn lock_for_writing(&self) -> Result<Option<fs::File>, LibraryError> {
+        let path = self.root.join(LOCK_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(LibraryError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(LibraryError::io(&path)(e)),
+        }
     }
 
     /// Creates `credentials` (`trackfs:<random password>`) and `secret` when absent; existing

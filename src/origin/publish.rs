@@ -84,6 +84,8 @@ pub enum PublishError {
         .0.display()
     )]
     NotALibrary(PathBuf),
+    #[error("another `trackfs publish` is writing to {}; run this one after it", .0.display())]
+    Busy(PathBuf),
     #[error("library: {0}")]
     Library(#[from] LibraryError),
 }
@@ -109,6 +111,9 @@ pub fn publish(
     }
     let lib = Library::new(dst);
     lib.create_dirs()?;
+    let Some(_writing) = lib.lock_for_writing()? else {
+        return Err(PublishError::Busy(dst.to_path_buf()));
+    };
     lib.ensure_secrets()?;
     let bar = progress_bar(options, files.len());
     let mut keys = lib.read_keys()?;
@@ -144,8 +149,10 @@ fn check_source(src: &Path) -> Result<(), PublishError> {
 /// `credentials` file so far); never into a folder of other things, where its files would mix
 /// with them.
 fn check_destination(dst: &Path) -> Result<(), PublishError> {
-    let Ok(entries) = std::fs::read_dir(dst) else {
-        return Ok(());
+    let entries = match std::fs::read_dir(dst) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LibraryError::io(dst)(e).into()),
     };
     let foreign = entries
         .flatten()
@@ -312,12 +319,16 @@ fn store_file(
     let stored_len = header.len() as u64 + source_len;
     let audio = lib.audio(&file_id);
     let present = std::fs::metadata(&audio).is_ok_and(|m| m.len() == stored_len);
-    let mut written = 0;
-    if !(known && present) {
-        encrypt_into(&audio, path, &key, &header, stored_len)?;
-        written = stored_len;
-    }
-    let head = read_head(path, &header).map_err(StoreError::Source)?;
+    let (head, written) = if known && present {
+        (read_head(path, &header).map_err(StoreError::Source)?, 0)
+    } else {
+        let stored = StoredBytes {
+            header: &header,
+            file_id,
+            len: stored_len,
+        };
+        (encrypt_into(&audio, path, &key, &stored)?, stored_len)
+    };
     write_if_changed(&lib.head(&file_id), &head, 0o644).map_err(StoreError::Library)?;
     Ok((file_id, written))
 }
@@ -358,22 +369,33 @@ pub fn stored_header(container: Container, file_id: &FileId) -> Vec<u8> {
     header
 }
 
-/// Writes `header + source`, encrypted from offset 0, to `dest` through a temporary file.
+/// What a source file must become: `header` + the source, `len` bytes, whose source part
+/// hashed to `file_id` a moment ago.
+struct StoredBytes<'a> {
+    header: &'a [u8],
+    file_id: FileId,
+    len: u64,
+}
+
+/// Writes `header + source`, encrypted from offset 0, to `dest` through a temporary file, and
+/// returns the head (the first `HEAD_LEN` plaintext bytes) from the same read. The source is
+/// hashed again as it is read: a file that changed since its id was computed is refused, as
+/// its id would no longer name its content.
 fn encrypt_into(
     dest: &Path,
     source: &Path,
     key: &AudioKey,
-    header: &[u8],
-    expected_len: u64,
-) -> Result<(), StoreError> {
+    stored: &StoredBytes<'_>,
+) -> Result<Vec<u8>, StoreError> {
     let mut input = File::open(source).map_err(StoreError::Source)?;
     let mut source_error = None;
+    let mut head = stored.header.to_vec();
     let result = write_atomic(dest, 0o644, |out| {
-        let mut offset = 0u64;
-        let mut block = header.to_vec();
+        let mut block = stored.header.to_vec();
         apply_keystream(key, 0, &mut block);
         out.write_all(&block)?;
-        offset += block.len() as u64;
+        let mut offset = block.len() as u64;
+        let mut hasher = Sha1::new();
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = input.read(&mut buf).inspect_err(|e| {
@@ -382,11 +404,14 @@ fn encrypt_into(
             if n == 0 {
                 break;
             }
+            hasher.update(&buf[..n]);
+            let room = (HEAD_LEN as usize).saturating_sub(head.len()).min(n);
+            head.extend_from_slice(&buf[..room]);
             apply_keystream(key, offset, &mut buf[..n]);
             out.write_all(&buf[..n])?;
             offset += n as u64;
         }
-        if offset != expected_len {
+        if offset != stored.len || FileId(hasher.finalize().into()) != stored.file_id {
             let e = io::Error::other("the file changed while it was being published");
             source_error = Some(io::Error::new(e.kind(), e.to_string()));
             return Err(e);
@@ -394,7 +419,7 @@ fn encrypt_into(
         Ok(())
     });
     match (result, source_error) {
-        (Ok(()), _) => Ok(()),
+        (Ok(()), _) => Ok(head),
         (Err(_), Some(e)) => Err(StoreError::Source(e)),
         (Err(e), None) => Err(StoreError::Library(e)),
     }
@@ -406,4 +431,34 @@ fn read_head(source: &Path, header: &[u8]) -> io::Result<Vec<u8>> {
     let rest = HEAD_LEN - header.len() as u64;
     File::open(source)?.take(rest).read_to_end(&mut head)?;
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_that_no_longer_matches_its_id_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("a.mp3");
+        std::fs::write(&source, b"ID3 the bytes as they are now").unwrap();
+        let (file_id, len) = hash_file(&source).unwrap();
+        let dest = dir.path().join("stored");
+        let key = AudioKey([7; 16]);
+        let stored = |file_id| StoredBytes {
+            header: &[],
+            file_id,
+            len,
+        };
+        let head = encrypt_into(&dest, &source, &key, &stored(file_id)).unwrap();
+        assert_eq!(head, std::fs::read(&source).unwrap());
+        std::fs::remove_file(&dest).unwrap();
+        // Same length, other content: as if the file changed after it was hashed.
+        let other = FileId([1; 20]);
+        match encrypt_into(&dest, &source, &key, &stored(other)) {
+            Err(StoreError::Source(e)) => assert!(e.to_string().contains("changed"), "{e}"),
+            other => panic!("expected a source error, got {other:?}"),
+        }
+        assert!(!dest.exists());
+    }
 }
