@@ -352,6 +352,17 @@ async fn cdn_ranges_decrypt_to_the_source() {
                 );
             }
         }
+        // The origin sends no validators, so no If-Range matches: the whole file.
+        let resp = f
+            .http
+            .get(&url)
+            .header("Range", "bytes=0-9")
+            .header("If-Range", "\"v1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.unwrap().len() as u64, total);
     }
 }
 

@@ -34,10 +34,16 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
-/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`. Headers that are malformed, use another unit
-/// or ask for several ranges are ignored (RFC 9110 allows it), which means the whole file.
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n` (the unit in any case, RFC 9110 §14.1).
+/// Headers that are malformed, use another unit or ask for several ranges are ignored (RFC
+/// 9110 allows it), which means the whole file. Positions too large for a u64 are past any
+/// end: a first one makes the range unsatisfiable, a last one is clipped.
 pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    let spec = header.map(str::trim).and_then(|h| {
+        let (unit, spec) = h.split_once('=')?;
+        unit.trim().eq_ignore_ascii_case("bytes").then_some(spec)
+    });
+    let Some(spec) = spec.filter(|s| !s.contains(',')) else {
         return RangeRequest::Whole;
     };
     let Some((first, last)) = spec.trim().split_once('-') else {
@@ -46,8 +52,7 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeRequest {
     let number = |s: &str| -> Option<u64> {
         let s = s.trim();
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
+            .then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (number(first), last.trim()) {
         (None, _) if first.trim().is_empty() => match number(last) {
@@ -100,8 +105,10 @@ pub async fn audio(
         .await
         .map_err(|e| ApiError::internal(&path, e))?
         .len();
+    // No validators are sent, so an `If-Range` can never match: the whole file (RFC 9110 §13.1.5).
     let range = headers
         .get(header::RANGE)
+        .filter(|_| !headers.contains_key(header::IF_RANGE))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let fault = origin.faults.next();
@@ -303,6 +310,15 @@ mod tests {
         assert_eq!(r("bytes=0-1,5-6"), Whole);
         assert_eq!(r("items=0-1"), Whole);
         assert_eq!(r("bytes=a-b"), Whole);
+        assert_eq!(r("Bytes=0-9"), Part { start: 0, end: 9 });
+        assert_eq!(r("BYTES=0-9"), Part { start: 0, end: 9 });
+        assert_eq!(r("bytes=99999999999999999999-"), Unsatisfiable);
+        assert_eq!(
+            r("bytes=0-99999999999999999999"),
+            Part { start: 0, end: 99 }
+        );
+        assert_eq!(r("bytes=-99999999999999999999"), Part { start: 0, end: 99 });
+        assert_eq!(r("bytes=100-,0-1"), Whole);
         assert_eq!(parse_range(None, 100), Whole);
         assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-5"), 0), Unsatisfiable);
