@@ -7,6 +7,7 @@
 mod auth;
 mod catalog;
 mod cdn;
+mod conn;
 pub mod faults;
 pub mod library;
 pub mod publish;

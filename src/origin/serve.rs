@@ -20,7 +20,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use prost::Message;
 use std::net::SocketAddr;
@@ -224,13 +223,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(origin);
-    // No Nagle delay: a response head and its first body chunk go out as separate writes,
-    // and time to first byte is one of the things the client is measured on.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
+    // Connections are capped and closed when they make no progress (see `conn`); each has no
+    // Nagle delay: a response head and its first body chunk go out as separate writes, and
+    // time to first byte is one of the things the client is measured on.
+    let listener = super::conn::GuardedListener::new(listener, super::conn::IDLE);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

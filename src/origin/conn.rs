@@ -1,0 +1,187 @@
+//! Connections the origin cannot be starved by. Without this, a client that opens sockets and
+//! sends nothing, or asks for a large file and never reads it, holds a file descriptor and
+//! buffered memory forever, and enough of them stop everyone else being served. So: a cap on
+//! open connections (below the process's file limit), and a connection that makes no progress
+//! either way for `IDLE` is closed.
+
+use axum::serve::Listener;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// How long a connection may make no progress: no request bytes arrive (idle keep-alive,
+/// or a client gone quiet) and no response bytes leave (a client that does not read).
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// The TCP listener, with each connection counted and watched.
+pub struct GuardedListener {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl GuardedListener {
+    pub fn new(listener: TcpListener, idle: Duration) -> Self {
+        let slots = Arc::new(Semaphore::new(connection_cap()));
+        GuardedListener {
+            listener,
+            slots,
+            idle,
+        }
+    }
+}
+
+/// Each connection costs a socket and, while it downloads, an open file: half the descriptors
+/// left after a margin for everything else.
+fn connection_cap() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given and nothing else.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => 1024,
+    };
+    (soft.min(1 << 20) as usize).saturating_sub(64).max(64) / 2
+}
+
+impl Listener for GuardedListener {
+    type Io = GuardedConnection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // Waiting for a slot leaves new connections in the kernel's backlog meanwhile.
+        let slot = self.slots.clone().acquire_owned().await;
+        let slot = slot.expect("the semaphore is never closed");
+        loop {
+            match self.listener.accept().await {
+                Ok((tcp, addr)) => {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                    return (GuardedConnection::new(tcp, slot, self.idle), addr);
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A TCP connection that fails with `TimedOut` after `idle` without progress.
+pub struct GuardedConnection {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl GuardedConnection {
+    fn new(tcp: TcpStream, slot: OwnedSemaphorePermit, idle: Duration) -> Self {
+        GuardedConnection {
+            tcp,
+            _slot: slot,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// Progress pushes the deadline back; waiting checks it (and asks to be woken at it).
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.deadline.as_mut().reset(Instant::now() + self.idle);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection made no progress",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncRead for GuardedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        self.watch(cx, poll)
+    }
+}
+
+impl AsyncWrite for GuardedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_its_slot_freed() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = GuardedListener::new(tcp, Duration::from_millis(200));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (mut conn, _) = listener.accept().await;
+        let free = listener.slots.available_permits();
+        let mut buf = [0u8; 8];
+        let started = std::time::Instant::now();
+        let error = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(conn);
+        assert_eq!(listener.slots.available_permits(), free + 1);
+    }
+}
