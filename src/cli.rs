@@ -304,6 +304,10 @@ impl ServeArgs {
         if !(1..=TEN_YEARS).contains(&self.url_ttl) || !(1..=TEN_YEARS).contains(&self.token_ttl) {
             return Err("--url-ttl and --token-ttl must be between 1 second and 10 years".into());
         }
+        // The origin closes a connection that gets no answer within 60 s (see origin::conn).
+        if self.latency > 30_000 || self.stall > 30_000 {
+            return Err("--latency and --stall must be at most 30000 ms".into());
+        }
         for url in self.cdn_base.iter().chain(&self.extra_cdn_urls) {
             check_http_url("a CDN URL", url)?;
         }

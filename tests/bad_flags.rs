@@ -136,6 +136,7 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
             &["serve", d, "--token-ttl", "0"],
             "between 1 second and 10 years",
         ),
+        (&["serve", d, "--latency", "61000"], "at most 30000 ms"),
         (
             &["serve", d, "--url-ttl", "18446744073709551615"],
             "between 1 second and 10 years",

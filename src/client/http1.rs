@@ -21,8 +21,9 @@ const MAX_HEAD: usize = 64 << 10;
 /// Idle connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 64;
 /// Idle connections older than this are closed rather than reused: servers close theirs
-/// after a while (nginx: 75 s), and a socket the server has closed is only dead weight.
-const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+/// after a while (nginx: 75 s, trackfs serve: 60 s), and reusing one just as the server
+/// closes it costs a failed request; so well before that.
+pub const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
 
 /// Idle keep-alive connections by `host:port`, most recently used last.
 #[derive(Default)]

@@ -29,7 +29,7 @@ pub fn http_client(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(http1::MAX_IDLE_TIME)
         .tcp_nodelay(true)
         .use_rustls_tls();
     if let Some(pem) = ca_cert {

@@ -1,8 +1,12 @@
 //! Connections the origin cannot be starved by. Without this, a client that opens sockets and
-//! sends nothing, or asks for a large file and never reads it, holds a file descriptor and
-//! buffered memory forever, and enough of them stop everyone else being served. So: a cap on
-//! open connections (below the process's file limit), and a connection that makes no progress
-//! either way for `IDLE` is closed.
+//! sends nothing, trickles a request a byte at a time, or asks for a large file and never
+//! reads it, holds a file descriptor and buffered memory forever, and enough of them stop
+//! everyone else being served. So: a cap on open connections (below the process's file
+//! limit), and a connection is closed when `IDLE` passes without an answer going out, counted
+//! from the last answer bytes written or from the start of the request after them. Reading
+//! more of a request does not push the deadline back, or a byte every minute would hold a
+//! connection forever; so the server must start answering within `IDLE` (its test knobs
+//! `--latency` and `--stall` are bounded well below it).
 
 use axum::serve::Listener;
 use std::future::Future;
@@ -16,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// How long a connection may make no progress: no request bytes arrive (idle keep-alive,
-/// or a client gone quiet) and no response bytes leave (a client that does not read).
+/// How long a connection may go without answer bytes leaving: an idle keep-alive, a client
+/// that sends its request too slowly or not at all, or one that does not read.
 pub const IDLE: Duration = Duration::from_secs(60);
 
 /// The TCP listener, with each connection counted and watched.
@@ -83,12 +87,15 @@ impl Listener for GuardedListener {
     }
 }
 
-/// A TCP connection that fails with `TimedOut` after `idle` without progress.
+/// A TCP connection that fails with `TimedOut` after `idle` without an answer going out.
 pub struct GuardedConnection {
     tcp: TcpStream,
     _slot: OwnedSemaphorePermit,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Answer bytes were written since request bytes were last read: the next request bytes
+    /// start a new request, which gets a fresh `idle` to be answered in.
+    answered: bool,
 }
 
 impl GuardedConnection {
@@ -98,16 +105,25 @@ impl GuardedConnection {
             _slot: slot,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            answered: true,
         }
     }
 
-    /// Progress pushes the deadline back; waiting checks it (and asks to be woken at it).
+    fn on_write(&mut self, poll: &Poll<io::Result<usize>>) {
+        if matches!(poll, Poll::Ready(Ok(n)) if *n > 0) {
+            self.answered = true;
+            self.push_deadline_back();
+        }
+    }
+
+    fn push_deadline_back(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    /// Waiting checks the deadline (and asks to be woken at it).
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match poll {
-            Poll::Ready(result) => {
-                self.deadline.as_mut().reset(Instant::now() + self.idle);
-                Poll::Ready(result)
-            }
+            Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -125,7 +141,12 @@ impl AsyncRead for GuardedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let poll = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before && self.answered {
+            self.answered = false;
+            self.push_deadline_back();
+        }
         self.watch(cx, poll)
     }
 }
@@ -137,6 +158,7 @@ impl AsyncWrite for GuardedConnection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.on_write(&poll);
         self.watch(cx, poll)
     }
 
@@ -146,6 +168,7 @@ impl AsyncWrite for GuardedConnection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.on_write(&poll);
         self.watch(cx, poll)
     }
 
@@ -183,5 +206,66 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(conn);
         assert_eq!(listener.slots.available_permits(), free + 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_trickled_a_byte_at_a_time_does_not_hold_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = GuardedListener::new(tcp, Duration::from_millis(300));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut conn, _) = listener.accept().await;
+        let trickle = tokio::spawn(async move {
+            for byte in b"GET / HTTP/1.1\r\n".iter().cycle().take(40) {
+                if client.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let error = loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => panic!("the trickle ended before the connection was closed"),
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn an_answer_going_out_keeps_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = GuardedListener::new(tcp, Duration::from_millis(300));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut conn, _) = listener.accept().await;
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            let mut total = 0;
+            while let Ok(n) = client.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            total
+        });
+        for _ in 0..10 {
+            conn.write_all(b"answer bytes").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(conn);
+        assert_eq!(reader.await.unwrap(), 120);
     }
 }

@@ -215,23 +215,34 @@ pub fn random_text(len: usize) -> String {
         .collect()
 }
 
+/// Written whole to a temporary file first and then linked into place, so a crash never
+/// leaves an empty secret behind (which later runs would keep, as it exists).
 fn create_private_if_absent(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(), LibraryError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match file {
-        Ok(mut file) => file
-            .write_all(make().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(LibraryError::io(path)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(LibraryError::io(path)(e)),
+    if path.exists() {
+        return Ok(());
     }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.new", name.unwrap_or_default()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(make().as_bytes())?;
+            file.sync_all()
+        })
+        // A link fails when the name exists: someone else's secret is kept, never replaced.
+        .and_then(|()| match fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        });
+    let _ = fs::remove_file(&tmp);
+    written.map_err(LibraryError::io(path))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, unless the file already

@@ -154,9 +154,11 @@ fn check_destination(dst: &Path) -> Result<(), PublishError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(LibraryError::io(dst)(e).into()),
     };
-    let foreign = entries
-        .flatten()
-        .any(|e| !Library::OWN_NAMES.contains(&e.file_name().to_string_lossy().as_ref()));
+    // Dot files are a library's temporary files (left by a crash) or a desktop's litter.
+    let foreign = entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        !name.starts_with('.') && !Library::OWN_NAMES.contains(&name.as_str())
+    });
     match foreign && !Library::new(dst).exists() {
         true => Err(PublishError::NotALibrary(dst.to_path_buf())),
         false => Ok(()),
