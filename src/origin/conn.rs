@@ -122,16 +122,11 @@ impl GuardedConnection {
 
     /// Waiting checks the deadline (and asks to be woken at it).
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match poll {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection made no progress",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+        if poll.is_pending() && self.deadline.as_mut().poll(cx).is_ready() {
+            let e = io::Error::new(io::ErrorKind::TimedOut, "no answer went out in time");
+            return Poll::Ready(Err(e));
         }
+        poll
     }
 }
 
@@ -191,13 +186,19 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    #[tokio::test]
-    async fn a_silent_connection_is_closed_and_its_slot_freed() {
+    /// A guarded listener with one accepted connection, and the client's end of it.
+    async fn connected(idle: Duration) -> (GuardedListener, GuardedConnection, TcpStream) {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut listener = GuardedListener::new(tcp, Duration::from_millis(200));
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (mut conn, _) = listener.accept().await;
+        let mut listener = GuardedListener::new(tcp, idle);
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (conn, _) = listener.accept().await;
+        (listener, conn, client)
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_its_slot_freed() {
+        let (listener, mut conn, _client) = connected(Duration::from_millis(200)).await;
         let free = listener.slots.available_permits();
         let mut buf = [0u8; 8];
         let started = std::time::Instant::now();
@@ -211,11 +212,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_trickled_a_byte_at_a_time_does_not_hold_the_connection() {
         use tokio::io::AsyncWriteExt;
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let mut listener = GuardedListener::new(tcp, Duration::from_millis(300));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (mut conn, _) = listener.accept().await;
+        let (_listener, mut conn, mut client) = connected(Duration::from_millis(300)).await;
         let trickle = tokio::spawn(async move {
             for byte in b"GET / HTTP/1.1\r\n".iter().cycle().take(40) {
                 if client.write_all(&[*byte]).await.is_err() {
@@ -245,11 +242,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_going_out_keeps_the_connection() {
         use tokio::io::AsyncWriteExt;
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let mut listener = GuardedListener::new(tcp, Duration::from_millis(300));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (mut conn, _) = listener.accept().await;
+        let (_listener, mut conn, mut client) = connected(Duration::from_millis(300)).await;
         let reader = tokio::spawn(async move {
             let mut sink = vec![0u8; 1 << 16];
             let mut total = 0;

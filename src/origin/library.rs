@@ -215,6 +215,13 @@ pub fn random_text(len: usize) -> String {
         .collect()
 }
 
+/// `dir/.name.<suffix>`: where a file is written before it takes its name (a dot file, so
+/// `publish` never takes it for music or for someone else's file).
+fn hidden_sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{}.{suffix}", name.unwrap_or_default()))
+}
+
 /// Written whole to a temporary file first and then linked into place, so a crash never
 /// leaves an empty secret behind (which later runs would keep, as it exists).
 fn create_private_if_absent(
@@ -224,8 +231,7 @@ fn create_private_if_absent(
     if path.exists() {
         return Ok(());
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{}.new", name.unwrap_or_default()));
+    let tmp = hidden_sibling(path, "new");
     let written = OpenOptions::new()
         .write(true)
         .create(true)
@@ -265,8 +271,7 @@ pub fn write_atomic(
     mode: u32,
     fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
 ) -> Result<(), LibraryError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
+    let tmp = hidden_sibling(path, "tmp");
     let result = OpenOptions::new()
         .write(true)
         .create(true)
