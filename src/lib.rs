@@ -22,5 +22,6 @@ pub mod proto;
 pub mod readahead;
 pub mod reader;
 pub mod redact;
+pub mod served;
 pub mod stdout;
 pub mod units;

@@ -58,15 +58,9 @@ struct Stream {
 pub struct Streams {
     streams: Vec<Stream>,
     clock: u64,
-    last_sequential: bool,
 }
 
 impl Streams {
-    /// Whether the last read continued a sequential stream (what it passed is done with).
-    pub fn last_read_was_sequential(&self) -> bool {
-        self.last_sequential
-    }
-
     /// Records a read of `offset..end` in a file of `total` bytes and returns the range to
     /// prefetch now, if any.
     pub fn on_read(
@@ -89,7 +83,6 @@ impl Streams {
         total: u64,
     ) -> Option<Range<u64>> {
         self.clock += 1;
-        self.last_sequential = false;
         let clock = self.clock;
         let found = self.streams.iter().position(|s| {
             offset >= s.next.saturating_sub(config.back_slack)
@@ -107,7 +100,6 @@ impl Streams {
                 self.streams.len() - 1
             }
         };
-        self.last_sequential = self.streams[index].sequential_reads > 0;
         let stream = &mut self.streams[index];
         stream.last_used = clock;
         // A random reader is not prefetched for; a stream from the file's start is (players,

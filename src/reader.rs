@@ -14,6 +14,7 @@ use crate::heads::HeadStore;
 use crate::keys::KeyStore;
 use crate::model::{Container, FileId};
 use crate::readahead::{ReadAheadConfig, Streams};
+use crate::served::Served;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,7 @@ pub struct FileRef {
 struct FileState {
     total: Option<u64>,
     streams: Streams,
+    served: Served,
 }
 
 pub struct Reader {
@@ -127,15 +129,10 @@ impl Reader {
         let end = total.min(offset.saturating_add(len));
         // Where a reader of the mounted file starts (past an Ogg file's hidden header).
         let start = file.container.hidden_header_len();
-        let (prefetch, sequential) = self.with_state(file.id, |s| {
-            let prefetch =
-                s.streams
-                    .on_read_from(&self.config.readahead, start, offset, end, total);
-            (prefetch, s.streams.last_read_was_sequential())
+        let prefetch = self.with_state(file.id, |s| {
+            s.streams
+                .on_read_from(&self.config.readahead, start, offset, end, total)
         });
-        if sequential {
-            self.release_passed_blocks(file.id, offset);
-        }
         let bs = self.config.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
         let prefetch_blocks = prefetch.map(|r| (r.start / bs, (r.end - 1) / bs + 1));
@@ -145,6 +142,7 @@ impl Reader {
             tokio::spawn(
                 async move { reader.blocks(file, first, last + 1, prefetch_blocks).await },
             );
+            self.note_served(file.id, offset, end);
             return Ok(bytes);
         }
         let (blocks, waited) = self.blocks(file, first, last + 1, prefetch_blocks).await?;
@@ -153,18 +151,22 @@ impl Reader {
                 s.streams.note_wait(&self.config.readahead, offset)
             });
         }
+        self.note_served(file.id, offset, end);
         Ok(assemble(&blocks, offset - first * bs, end - offset))
     }
 
-    /// A sequential reader will not come back for the blocks it has passed (the kernel's page
-    /// cache keeps those pages), so they leave the block cache and their memory is reused: the
-    /// cache holds read-ahead and random-access blocks, not whole copied files. The kernel
-    /// answers its read-ahead requests out of order, so only blocks well behind are dropped.
-    fn release_passed_blocks(&self, file: FileId, offset: u64) {
+    /// Bytes `offset..end` go to the kernel, whose page cache keeps them. A sequential reader
+    /// will not come back for the blocks it has passed, so blocks well behind it whose every
+    /// byte the kernel has leave the block cache and their memory is reused: the cache holds
+    /// read-ahead and random-access blocks, not whole copied files. A block a random reader
+    /// has not read all of stays, however close to a sequential reader it lies.
+    fn note_served(&self, file: FileId, offset: u64, end: u64) {
+        let served = self.with_state(file, |s| s.served.add(offset..end));
         let bs = self.config.block_size;
         let behind = RELEASE_BEHIND.max(2 * self.config.readahead.back_slack);
         let done = offset.saturating_sub(behind) / bs;
-        for index in done.saturating_sub(8)..done {
+        let first_whole = served.start.div_ceil(bs);
+        for index in first_whole.max(done.saturating_sub(8))..done {
             self.cache.release(&(file, index));
         }
     }
