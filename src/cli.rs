@@ -10,9 +10,10 @@ use std::time::Duration;
 use trackfs::client::api::Credentials;
 use trackfs::client::cdn::CdnConfig;
 use trackfs::model::AudioFormat;
-use trackfs::mount::MountConfig;
+use trackfs::mount::{self, MountConfig};
 use trackfs::origin::{self, FaultConfig, FaultKind, PublishOptions, ServeConfig};
 use trackfs::reader::ReaderConfig;
+use trackfs::units::Size;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,8 +79,8 @@ struct MountArgs {
     #[arg(long)]
     credentials: PathBuf,
     /// Block cache budget, in human units (256MiB, 1G).
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
-    cache_size: u64,
+    #[arg(long, default_value_t = Size(mount::DEFAULT_CACHE_SIZE))]
+    cache_size: Size,
     /// Local key file: `<file id hex> <key hex>` per line, used before /audiokey.
     #[arg(long)]
     keys: Option<PathBuf>,
@@ -93,23 +94,23 @@ struct MountArgs {
     #[arg(long)]
     ca_cert: Option<PathBuf>,
     /// Seconds a CDN body may stay silent before the request is retried.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = CdnConfig::default().stall_timeout.as_secs_f64())]
     stall_timeout: f64,
-    /// Attempts per CDN range before a read fails with EIO.
-    #[arg(long, default_value_t = 6)]
+    /// Retries of a failed CDN request before the read fails with EIO.
+    #[arg(long, default_value_t = CdnConfig::default().attempts.saturating_sub(1))]
     retries: u32,
     /// Kernel read-ahead for the mount (set when running as root; 0 keeps the kernel's).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
-    kernel_read_ahead: u64,
+    #[arg(long, default_value_t = Size(u64::from(mount::DEFAULT_KERNEL_READ_AHEAD_KB) << 10))]
+    kernel_read_ahead: Size,
     /// Advanced: cache block size (also the smallest CDN request).
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
-    block_size: u64,
+    #[arg(long, default_value_t = Size(ReaderConfig::default().block_size))]
+    block_size: Size,
     /// Advanced: largest single CDN request.
-    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
-    max_request: u64,
+    #[arg(long, default_value_t = Size(ReaderConfig::default().max_request))]
+    max_request: Size,
     /// Advanced: largest read-ahead window per sequential reader.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-    read_ahead: u64,
+    #[arg(long, default_value_t = Size(ReaderConfig::default().readahead.max_window))]
+    read_ahead: Size,
 }
 
 #[derive(Args, Debug)]
@@ -153,10 +154,6 @@ fn check_http_url(flag: &str, url: &str) -> Result<(), String> {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
-    trackfs::units::parse_size(text)
-}
-
 fn parse_format(text: &str) -> Result<AudioFormat, String> {
     AudioFormat::from_name(text).ok_or_else(|| {
         let names: Vec<_> = AudioFormat::ALL.iter().map(|f| f.name()).collect();
@@ -186,15 +183,16 @@ fn read_private_file(path: &std::path::Path, what: &str) -> Result<String, Strin
 
 impl MountArgs {
     fn reader_config(&self) -> Result<ReaderConfig, String> {
-        if !(4096..=(64 << 20)).contains(&self.block_size) || !self.block_size.is_power_of_two() {
+        let block_size = self.block_size.0;
+        if !(4096..=(64 << 20)).contains(&block_size) || !block_size.is_power_of_two() {
             return Err("--block-size must be a power of two between 4KiB and 64MiB".into());
         }
         let mut config = ReaderConfig {
-            block_size: self.block_size,
-            max_request: self.max_request.max(self.block_size),
+            block_size,
+            max_request: self.max_request.0.max(block_size),
             ..ReaderConfig::default()
         };
-        config.readahead.max_window = self.read_ahead.max(self.block_size);
+        config.readahead.max_window = self.read_ahead.0.max(block_size);
         Ok(config)
     }
 
@@ -225,30 +223,30 @@ impl MountArgs {
         if !(self.stall_timeout > 0.0 && self.stall_timeout < 3600.0) {
             return Err("--stall-timeout must be more than 0 and less than 3600 seconds".into());
         }
-        if self.cache_size < 1 << 20 {
+        if self.cache_size.0 < 1 << 20 {
             return Err(format!(
                 "--cache-size must be at least 1MiB (got {} bytes)",
-                self.cache_size
+                self.cache_size.0
             ));
         }
         let reader = self.reader_config()?;
         let cdn = CdnConfig {
             stall_timeout: Duration::from_secs_f64(self.stall_timeout),
-            attempts: self.retries.max(1),
+            attempts: self.retries.saturating_add(1),
             ..CdnConfig::default()
         };
         Ok(MountConfig {
             origin: self.origin,
             mountpoint: self.mountpoint,
             credentials,
-            cache_size: self.cache_size,
+            cache_size: self.cache_size.0,
             keys,
             formats: self.format,
             allow_other: self.allow_other,
             ca_cert,
             cdn,
             reader,
-            kernel_read_ahead_kb: (self.kernel_read_ahead / 1024).min(u32::MAX as u64) as u32,
+            kernel_read_ahead_kb: (self.kernel_read_ahead.0 / 1024).min(u32::MAX as u64) as u32,
         })
     }
 }

@@ -59,7 +59,7 @@ impl TrackFs {
         self.runtime.spawn(async move {
             let result = tokio::select! {
                 result = work => result.map_err(|e| errno(&e)),
-                _ = shutdown.cancelled() => Err(Errno::EIO),
+                _ = shutdown.cancelled() => Err(errno(&FsError::Abandoned)),
             };
             answer(result);
         });
@@ -88,7 +88,7 @@ fn answer_now<T>(
         Ok(std::task::Poll::Pending) => None,
         Err(_) => {
             tracing::error!("a request panicked; answered with EIO");
-            Some(Err(Errno::EIO))
+            Some(Err(errno(&FsError::Abandoned)))
         }
     }
 }
@@ -140,7 +140,7 @@ impl Filesystem for TrackFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str().map(str::to_string) else {
-            return reply.error(Errno::ENOENT);
+            return reply.error(errno(&FsError::NotFound));
         };
         let (core, owner) = (self.core.clone(), self.owner);
         self.spawn(
@@ -224,12 +224,9 @@ impl Filesystem for TrackFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.tree().get(ino.0).map(|n| &n.kind) {
-            Some(crate::fs::tree::NodeKind::Dir { .. }) => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
-            }
-            Some(_) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
+        match self.core.opendir(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -249,9 +246,25 @@ impl Filesystem for TrackFs {
         reply.error(Errno::ENOTTY);
     }
 
+    /// No block or inode counts, as for other virtual filesystems: a count of files with none
+    /// free would read as "100% of inodes used" to `df -i` and to disk monitoring.
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let files = self.core.tree().track_count() as u64;
-        reply.statfs(0, 0, 0, files, 0, 128 * 1024, 255, 128 * 1024);
+        reply.statfs(0, 0, 0, 0, 0, 128 * 1024, 255, 128 * 1024);
+    }
+
+    /// SEEK_DATA/SEEK_HOLE (`cp` asks): these files have no holes, which is what the kernel
+    /// answers by itself once told that trackfs has no lseek of its own, without fuser's
+    /// "not implemented" warning for every mount.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -325,7 +338,7 @@ impl Filesystem for TrackFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn write(
@@ -340,7 +353,7 @@ impl Filesystem for TrackFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn mknod(
@@ -353,19 +366,19 @@ impl Filesystem for TrackFs {
         _r: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn symlink(
@@ -376,7 +389,7 @@ impl Filesystem for TrackFs {
         _t: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn rename(
@@ -389,11 +402,11 @@ impl Filesystem for TrackFs {
         _f: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn create(
@@ -406,7 +419,7 @@ impl Filesystem for TrackFs {
         _f: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 
     fn setxattr(
@@ -419,7 +432,7 @@ impl Filesystem for TrackFs {
         _p: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(errno(&FsError::ReadOnly));
     }
 }
 
@@ -429,7 +442,7 @@ pub fn spawn(
     fs: TrackFs,
     mountpoint: &std::path::Path,
     allow_other: bool,
-) -> std::io::Result<fuser::BackgroundSession> {
+) -> std::io::Result<Session> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("trackfs".into()),
@@ -451,7 +464,28 @@ pub fn spawn(
     // alternating A/B runs of cold sequential reads: 4 beat 2 by 10-14%, 8 beat 4 by 14-33%,
     // 16 was no better than 8. Idle threads cost a stack and a blocked read(2) each.
     config.n_threads = Some(8);
-    fuser::Session::new(fs, mountpoint, &config)?.spawn()
+    fuser::Session::new(fs, mountpoint, &config)?
+        .spawn()
+        .map(Session)
+}
+
+/// A mounted filesystem's request loop, running on its own threads.
+pub struct Session(fuser::BackgroundSession);
+
+impl Session {
+    /// True once the kernel side is gone (an unmount from outside).
+    pub fn is_finished(&self) -> bool {
+        self.0.guard.is_finished()
+    }
+
+    /// Waits for the request loop to end (after an unmount from outside).
+    pub fn join(self) -> std::io::Result<()> {
+        self.0.join()
+    }
+
+    pub fn unmount_and_join(self) -> std::io::Result<()> {
+        self.0.umount_and_join()
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,13 @@ pub fn parse(text: &str) -> Result<Keys, KeyFileError> {
         let (Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(error("expected `<file id hex> <key hex>`".into()));
         };
-        let id = FileId::from_hex(&id.to_ascii_lowercase()).map_err(|e| error(e.to_string()))?;
+        // The id's parse error would quote it, and with the columns swapped that is the key.
+        let id = FileId::from_hex(&id.to_ascii_lowercase()).map_err(|_| {
+            error(format!(
+                "the first column is not a file id ({} hex characters)",
+                FileId::HEX_LEN
+            ))
+        })?;
         let key = AudioKey::from_hex(key).map_err(|e| error(format!("bad key: {e}")))?;
         keys.insert(id, key);
     }
@@ -60,6 +66,15 @@ mod tests {
         assert_eq!(e.line, 1);
         assert!(!e.to_string().contains("0102"));
         assert!(parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_key_in_the_file_id_column_is_not_printed() {
+        let (id, key) = ("ab".repeat(20), "0123456789abcdef".repeat(2));
+        let e = parse(&format!("{key} {id}\n")).unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.to_string().contains("not a file id"), "{e}");
+        assert!(!e.to_string().contains("0123456789"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,9 @@ macro_rules! hex_id {
         pub struct $name(pub [u8; $len]);
 
         impl $name {
+            /// Length of the id in lowercase hex.
+            pub const HEX_LEN: usize = $len * 2;
+
             pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
                 <[u8; $len]>::try_from(bytes)
                     .map($name)

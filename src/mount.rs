@@ -45,7 +45,7 @@ impl MountConfig {
             origin: origin.to_string(),
             mountpoint: mountpoint.to_path_buf(),
             credentials,
-            cache_size: 256 << 20,
+            cache_size: DEFAULT_CACHE_SIZE,
             keys: Keys::new(),
             formats: Vec::new(),
             allow_other: false,
@@ -78,6 +78,9 @@ pub enum MountError {
     #[error("interrupted before the mount was up; nothing was mounted")]
     Interrupted,
 }
+
+/// 64–256 MiB suits a desktop (README, "Cache sizing").
+pub const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
 
 /// Larger kernel read-ahead means fewer, larger FUSE reads for sequential readers.
 pub const DEFAULT_KERNEL_READ_AHEAD_KB: u32 = 1024;
@@ -156,7 +159,7 @@ fn unescape_mountinfo(text: &str) -> String {
 
 /// A mounted filesystem; dropping it unmounts.
 pub struct Mounted {
-    session: Option<fuser::BackgroundSession>,
+    session: Option<fuse::Session>,
     shutdown: CancellationToken,
     /// Mounted through fusermount3's auto-unmount watcher (`--allow-other`).
     auto_unmount: bool,
@@ -178,7 +181,7 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        if session.guard.is_finished() {
+        if session.is_finished() {
             // Unmounted from outside (`fusermount3 -u`): nothing left to unmount.
             if let Err(e) = session.join() {
                 tracing::debug!("FUSE session ended: {e}");
@@ -192,7 +195,7 @@ impl Mounted {
             true => unmount_now(&self.mountpoint),
             false => Ok(()),
         };
-        let result = unmounted.and_then(|()| session.umount_and_join().map_err(|e| e.to_string()));
+        let result = unmounted.and_then(|()| session.unmount_and_join().map_err(|e| e.to_string()));
         if let Err(e) = result {
             tracing::info!("unmount: {e}; detaching lazily");
             detach(&self.mountpoint).map_err(|reason| MountError::Mount {
@@ -205,7 +208,7 @@ impl Mounted {
 
     /// True once the kernel side is gone (e.g. `fusermount3 -u` from outside).
     pub fn is_finished(&self) -> bool {
-        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+        self.session.as_ref().is_none_or(fuse::Session::is_finished)
     }
 }
 
@@ -256,12 +259,12 @@ impl Drop for Mounted {
 }
 
 /// Connects, loads the catalogue and mounts; the filesystem runs on `runtime` and a
-/// background fuser session.
+/// background fuser session. Mounting itself blocks (mount(2), or fusermount3 when not root)
+/// on purpose: a mount must not come up after a Ctrl-C was answered with "nothing mounted".
 pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
     let stats = Arc::new(Stats::default());
-    let connect_timeout = Duration::from_secs(5);
-    let http = client::http_client(config.ca_cert.as_deref(), connect_timeout)
+    let http = client::http_client(config.ca_cert.as_deref(), CONNECT_TIMEOUT)
         .map_err(MountError::Setup)?;
     let api = Arc::new(Api::new(
         http.clone(),
@@ -280,36 +283,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let tracks = tree.track_count();
     check_formats(&albums, &config.formats, tracks)?;
 
-    let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
-    let transport = Arc::new(Http1Transport::new(
-        ReqwestTransport::new(http),
-        connect_timeout,
-    ));
-    let cdn = Arc::new(Cdn::new(
-        transport,
-        api.clone(),
-        config.cdn.clone(),
-        stats.clone(),
-    ));
-    let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
-    let heads = HeadStore::new(Some(api));
-    let mut reader_config = config.reader.clone();
-    // Eight sequential readers' windows together fit the cache budget, and responses being
-    // received take at most a quarter of it more: peak memory stays near the budget.
-    reader_config.readahead.max_window = reader_config
-        .readahead
-        .max_window
-        .min((config.cache_size / 8).max(1 << 20));
-    reader_config.max_in_flight = (config.cache_size / 4).max(4 << 20);
-    let reader = Arc::new(Reader::new(
-        cache.clone(),
-        cdn,
-        keys,
-        heads,
-        stats.clone(),
-        reader_config,
-    ));
-    let core = Arc::new(FsCore::new(tree, reader, cache, stats));
+    let core = Arc::new(build_core(&config, tree, http, api, stats));
     let shutdown = CancellationToken::new();
     let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current(), shutdown.clone());
     let session =
@@ -325,6 +299,52 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         tracks,
         mountpoint: config.mountpoint,
     })
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The read path: block cache, CDN client, keys and heads behind one filesystem core.
+fn build_core(
+    config: &MountConfig,
+    tree: Tree,
+    http: reqwest::Client,
+    api: Arc<Api>,
+    stats: Arc<Stats>,
+) -> FsCore {
+    let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
+    let transport = Arc::new(Http1Transport::new(
+        ReqwestTransport::new(http),
+        CONNECT_TIMEOUT,
+    ));
+    let cdn = Arc::new(Cdn::new(
+        transport,
+        api.clone(),
+        config.cdn.clone(),
+        stats.clone(),
+    ));
+    let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
+    let heads = HeadStore::new(Some(api));
+    let reader = Arc::new(Reader::new(
+        cache.clone(),
+        cdn,
+        keys,
+        heads,
+        stats.clone(),
+        fit_to_budget(&config.reader, config.cache_size),
+    ));
+    FsCore::new(tree, reader, cache, stats)
+}
+
+/// Eight sequential readers' windows together fit the cache budget, and responses being
+/// received take at most a quarter of it more: peak memory stays near the budget.
+fn fit_to_budget(reader: &ReaderConfig, cache_size: u64) -> ReaderConfig {
+    let mut fitted = reader.clone();
+    fitted.readahead.max_window = reader
+        .readahead
+        .max_window
+        .min((cache_size / 8).max(1 << 20));
+    fitted.max_in_flight = (cache_size / 4).max(4 << 20);
+    fitted
 }
 
 /// `--format` hides tracks without a file in the formats asked for: say how many, and which

@@ -46,6 +46,32 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// A byte size as a flag takes it: parsed by [`parse_size`], shown in the largest unit that
+/// divides it exactly (`256MiB`), so defaults read in `--help` as users would type them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Size, String> {
+        parse_size(text).map(Size)
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        let exact = UNITS
+            .iter()
+            .find(|(shift, _)| self.0 != 0 && self.0.is_multiple_of(1 << shift));
+        match exact {
+            Some((shift, unit)) => write!(f, "{}{unit}", self.0 >> shift),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +86,18 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert_eq!(format_size(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn flag_sizes_show_as_they_are_typed_and_read_back() {
+        for (bytes, shown) in [
+            (256 << 20, "256MiB"),
+            (1536, "1536"),
+            (0, "0"),
+            (3 << 40, "3TiB"),
+        ] {
+            assert_eq!(Size(bytes).to_string(), shown);
+            assert_eq!(shown.parse::<Size>(), Ok(Size(bytes)));
+        }
     }
 }

@@ -237,6 +237,20 @@ fn the_mount_is_read_only_and_unknown_names_are_enoent() {
         std::io::Error::last_os_error().raw_os_error(),
         Some(libc::ENOTTY)
     );
+    // `cp` looks for holes: there are none, and nothing in the log about it either.
+    let size = file.metadata().unwrap().len() as i64;
+    let seek = |offset, whence| unsafe {
+        use std::os::fd::AsRawFd;
+        libc::lseek(file.as_raw_fd(), offset, whence)
+    };
+    assert_eq!(seek(0, libc::SEEK_DATA), 0);
+    assert_eq!(seek(0, libc::SEEK_HOLE), size);
+    // `df -i` and disk monitors: no inode counts at all, never "100% of inodes used".
+    let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    let root = std::ffi::CString::new(mount.path().as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::statvfs(root.as_ptr(), fs.as_mut_ptr()) }, 0);
+    let fs = unsafe { fs.assume_init() };
+    assert_eq!((fs.f_files, fs.f_ffree), (0, 0));
     assert!(
         !mount.log_text().contains("Not Implemented"),
         "{}",

@@ -238,7 +238,25 @@ fn sigint_while_the_origin_does_not_answer_stops_the_start_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // trackfs connects only once its signal handlers are in place: wait for that, not a
+    // fixed time, or a slow start gets the default SIGINT (killed, nothing logged). The
+    // connection stays open and unanswered.
+    silent.set_nonblocking(true).unwrap();
+    let connected_by = Instant::now() + Duration::from_secs(30);
+    let _held = loop {
+        match silent.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) if Instant::now() < connected_by => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("trackfs never connected to the origin: {e}");
+            }
+        }
+    };
+    std::thread::sleep(Duration::from_millis(100));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(5);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {

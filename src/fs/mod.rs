@@ -30,6 +30,9 @@ pub enum FsError {
     IsDir,
     #[error("permission denied")]
     Denied,
+    /// The request was given up: the mount is shutting down, or handling it failed.
+    #[error("request abandoned")]
+    Abandoned,
     #[error(transparent)]
     Fetch(#[from] FetchError),
 }
@@ -42,7 +45,7 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::Denied => libc::EACCES,
-            FsError::Fetch(_) => libc::EIO,
+            FsError::Abandoned | FsError::Fetch(_) => libc::EIO,
         }
     }
 }
@@ -204,6 +207,13 @@ impl FsCore {
             NodeKind::Dir { .. } => Ok(()),
             _ if execute => Err(FsError::Denied),
             _ => Ok(()),
+        }
+    }
+
+    pub fn opendir(&self, ino: Ino) -> Result<(), FsError> {
+        match self.tree.get(ino).ok_or(FsError::NotFound)?.kind {
+            NodeKind::Dir { .. } => Ok(()),
+            _ => Err(FsError::NotDir),
         }
     }
 

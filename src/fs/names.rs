@@ -6,12 +6,19 @@ use std::collections::BTreeMap;
 /// Longest name most Linux filesystems (and tools like rsync) accept, in bytes.
 const NAME_MAX: usize = 255;
 
-/// Replaces `/` and NUL with `_`, turns `.`/`..`/empty into something visible, trims to 255
-/// bytes at a character boundary (keeping `suffix`, e.g. the extension, intact).
+/// Replaces `/`, NUL and other control characters with `_` (a tab or line break in a tag
+/// with a space: names with them break `find | while read`, playlists and terminals), turns
+/// `.`/`..`/empty into something visible, trims to 255 bytes at a character boundary (keeping
+/// `suffix`, e.g. the extension, intact).
 pub fn safe_name(raw: &str, suffix: &str) -> String {
     let mut name: String = raw
         .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .map(|c| match c {
+            '\t' | '\n' | '\r' | '\u{b}' | '\u{c}' => ' ',
+            '/' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
         .collect();
     let name_trimmed = name.trim();
     if name_trimmed.is_empty() || name_trimmed == "." || name_trimmed == ".." {
@@ -56,6 +63,11 @@ mod tests {
         assert_eq!(safe_name("..", ""), "_..");
         assert_eq!(safe_name("", ""), "_");
         assert_eq!(safe_name("a\0b", ""), "a_b");
+        assert_eq!(
+            safe_name("line1\nline2\ttab", ".ogg"),
+            "line1 line2 tab.ogg"
+        );
+        assert_eq!(safe_name("bell\u{7}del\u{7f}c1\u{85}", ""), "bell_del_c1_");
         let long = "é".repeat(200);
         let n = safe_name(&long, ".flac");
         assert!(n.len() <= 255 && n.ends_with(".flac"));

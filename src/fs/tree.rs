@@ -1,10 +1,16 @@
 //! The directory tree, built once from the catalogue: `<Artist>/<Album>/<NN> - <Title>.<ext>`
-//! (`<D>-<NN> - …` on multi-disc albums) and `.trackfs/stats`. Inode numbers are indexes.
+//! (`<D>-<NN> - …` on multi-disc albums) and `.trackfs/stats`.
+//!
+//! Inode numbers come from what a node is (its path, and a track's file id), not from where
+//! it falls in the catalogue: an album published later must not renumber every file after it,
+//! or backup tools (restic, borg) and library scanners that track files by inode would read
+//! the whole library through the CDN again after a remount.
 
 use super::names::unique_name;
 use crate::model::{Album, AudioFile, AudioFormat, Date, Track};
 use crate::reader::FileRef;
-use std::collections::BTreeMap;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub type Ino = u64;
@@ -31,6 +37,8 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Tree {
     nodes: Vec<Node>,
+    /// Where each inode's node is in `nodes`.
+    index: HashMap<Ino, usize>,
 }
 
 /// An album and its tracks, as fetched.
@@ -90,6 +98,7 @@ impl Tree {
                 },
                 mtime: epoch,
             }],
+            index: HashMap::from([(ROOT, 0)]),
         };
         let meta = tree.add_dir(ROOT, META_DIR, epoch);
         tree.add(meta, "stats".into(), NodeKind::Stats, epoch);
@@ -146,8 +155,8 @@ impl Tree {
 
     fn children(&self, dir: Ino) -> &BTreeMap<String, Ino> {
         static EMPTY: BTreeMap<String, Ino> = BTreeMap::new();
-        match &self.nodes[(dir - 1) as usize].kind {
-            NodeKind::Dir { children } => children,
+        match self.get(dir).map(|n| &n.kind) {
+            Some(NodeKind::Dir { children }) => children,
             _ => &EMPTY,
         }
     }
@@ -158,7 +167,7 @@ impl Tree {
         // An artist called ".trackfs" gets a directory of its own, not trackfs's.
         let reserved = parent == ROOT && name == META_DIR;
         if let Some(&ino) = self.children(parent).get(&name).filter(|_| !reserved) {
-            if matches!(self.nodes[(ino - 1) as usize].kind, NodeKind::Dir { .. }) {
+            if matches!(self.get(ino).map(|n| &n.kind), Some(NodeKind::Dir { .. })) {
                 return ino;
             }
         }
@@ -178,10 +187,12 @@ impl Tree {
     }
 
     fn add(&mut self, parent: Ino, name: String, kind: NodeKind, mtime: SystemTime) -> Ino {
-        let ino = self.nodes.len() as Ino + 1;
-        if let NodeKind::Dir { children } = &mut self.nodes[(parent - 1) as usize].kind {
+        let ino = self.free_ino(parent, &name, &kind);
+        let parent_at = self.index[&parent];
+        if let NodeKind::Dir { children } = &mut self.nodes[parent_at].kind {
             children.insert(name.clone(), ino);
         }
+        self.index.insert(ino, self.nodes.len());
         self.nodes.push(Node {
             parent,
             name,
@@ -191,8 +202,27 @@ impl Tree {
         ino
     }
 
+    /// A number derived from the parent's (so, from the path) and the name, and for a track
+    /// from its file id too, so that a file whose contents changed is a new file to backup
+    /// tools. Kept below 2^63 for tools that read inode numbers as signed. A clash (very rare)
+    /// takes the next free number.
+    fn free_ino(&self, parent: Ino, name: &str, kind: &NodeKind) -> Ino {
+        let mut hash = Sha256::new();
+        hash.update(parent.to_le_bytes());
+        hash.update(name.as_bytes());
+        if let NodeKind::Track { file, .. } = kind {
+            hash.update(file.id.0);
+        }
+        let digest = hash.finalize();
+        let mut ino = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;
+        while ino <= ROOT || self.index.contains_key(&ino) {
+            ino = (ino + 1) & (u64::MAX >> 1);
+        }
+        ino
+    }
+
     pub fn get(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get((ino.checked_sub(1)?) as usize)
+        self.nodes.get(*self.index.get(&ino)?)
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<Ino> {
@@ -360,5 +390,64 @@ mod tests {
             .lookup(ROOT, ".trackfs (2)")
             .expect("the artist's own directory");
         assert!(tree.lookup(artist, "stats").is_some());
+    }
+
+    fn album(id: u8, name: &str, artist: &str, tracks: &[Track]) -> AlbumEntry {
+        AlbumEntry {
+            album: Album {
+                id: AlbumId([id; 16]),
+                name: name.into(),
+                artists: vec![artist.into()],
+                date: None,
+                discs: vec![Disc {
+                    number: 1,
+                    tracks: tracks.iter().map(|t| t.id).collect(),
+                }],
+            },
+            tracks: tracks.to_vec(),
+        }
+    }
+
+    fn ino_of(tree: &Tree, path: &[&str]) -> Ino {
+        path.iter()
+            .fold(ROOT, |dir, name| tree.lookup(dir, name).expect(name))
+    }
+
+    #[test]
+    fn inode_numbers_do_not_move_when_the_catalogue_grows() {
+        let (one, two) = (
+            track(1, "One", &[AudioFormat::Mp3_320]),
+            track(2, "Two", &[AudioFormat::Mp3_320]),
+        );
+        let before = Tree::build(&[album(1, "Old", "Band", std::slice::from_ref(&one))], &[]);
+        let after = Tree::build(
+            &[
+                album(2, "New", "Another Band", std::slice::from_ref(&two)),
+                album(3, "Newer", "Band", std::slice::from_ref(&two)),
+                album(1, "Old", "Band", std::slice::from_ref(&one)),
+            ],
+            &[],
+        );
+        for path in [
+            &["Band"][..],
+            &["Band", "Old"],
+            &["Band", "Old", "01 - One.mp3"],
+            &[".trackfs", "stats"],
+        ] {
+            assert_eq!(ino_of(&before, path), ino_of(&after, path), "{path:?}");
+        }
+        assert!(after.nodes.len() > before.nodes.len());
+        // The same name with other contents is another file.
+        let mut changed = one.clone();
+        changed.files[0].id = FileId([99; 20]);
+        let replaced = Tree::build(&[album(1, "Old", "Band", &[changed])], &[]);
+        let path = ["Band", "Old", "01 - One.mp3"];
+        assert_ne!(ino_of(&before, &path), ino_of(&replaced, &path));
+        // Every number is distinct and none is the root's.
+        let mut all: Vec<Ino> = after.index.keys().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), after.nodes.len());
+        assert!(all.iter().all(|&i| i == ROOT || (i > ROOT && i < 1 << 63)));
     }
 }

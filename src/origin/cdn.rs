@@ -6,7 +6,7 @@
 //! sequence always misbehave the same way.
 
 use super::faults::{Fault, FaultKind};
-use super::serve::{ApiError, Origin};
+use super::serve::{parse_id, ApiError, Origin};
 use crate::model::FileId;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -87,10 +87,7 @@ pub async fn audio(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = id
-        .ok()
-        .and_then(|Path(id)| FileId::from_hex(&id).ok())
-        .ok_or(ApiError::NotFound)?;
+    let id = parse_id(id, FileId::from_hex)?;
     if !origin.signer.check_url(&id, query.as_deref()) {
         return Err(ApiError::Forbidden);
     }
@@ -279,10 +276,7 @@ pub async fn head(
     State(origin): State<Arc<Origin>>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = id
-        .ok()
-        .and_then(|Path(id)| FileId::from_hex(&id).ok())
-        .ok_or(ApiError::NotFound)?;
+    let id = parse_id(id, FileId::from_hex)?;
     if !origin.config.head_files {
         return Err(ApiError::NotFound);
     }

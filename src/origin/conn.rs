@@ -242,23 +242,36 @@ mod tests {
     #[tokio::test]
     async fn an_answer_going_out_keeps_the_connection() {
         use tokio::io::AsyncWriteExt;
-        let (_listener, mut conn, mut client) = connected(Duration::from_millis(300)).await;
-        let reader = tokio::spawn(async move {
+        let idle = Duration::from_millis(300);
+        let (_listener, conn, mut client) = connected(idle).await;
+        let drain = tokio::spawn(async move {
             let mut sink = vec![0u8; 1 << 16];
-            let mut total = 0;
-            while let Ok(n) = client.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-                total += n;
-            }
-            total
+            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        // The server waits for the next request (a read that checks the deadline) while it is
+        // still answering: answer bytes going out must keep pushing the deadline back.
+        let (mut reading, mut writing) = tokio::io::split(conn);
+        let waiting = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let result = reading.read(&mut buf).await;
+            (result.map_err(|e| e.kind()), std::time::Instant::now())
         });
         for _ in 0..10 {
-            conn.write_all(b"answer bytes").await.unwrap();
+            writing.write_all(b"answer bytes").await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                !waiting.is_finished(),
+                "closed while answers were going out"
+            );
         }
-        drop(conn);
-        assert_eq!(reader.await.unwrap(), 120);
+        let last_answer = std::time::Instant::now();
+        let (result, at) = waiting.await.unwrap();
+        assert_eq!(result.unwrap_err(), io::ErrorKind::TimedOut);
+        let after = at - last_answer;
+        assert!(
+            after < Duration::from_secs(2),
+            "closed {after:?} after the answers"
+        );
+        drain.abort();
     }
 }

@@ -365,7 +365,7 @@ fn octets(bytes: Vec<u8>) -> Response {
 }
 
 /// An id from the path, or `404` for anything that is not lowercase hex of the right length.
-fn parse_id<T>(
+pub(super) fn parse_id<T>(
     raw: Result<Path<String>, PathRejection>,
     parse: impl FnOnce(&str) -> Result<T, crate::model::ModelError>,
 ) -> Result<T, ApiError> {
