@@ -10,11 +10,19 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const ALIGN: usize = 4096;
-/// Most memory kept in idle buffers (in addition to the block cache).
-const MAX_IDLE_BYTES: usize = 16 << 20;
+/// Most memory kept in idle buffers (in addition to the block cache), until
+/// [`limit_idle_bytes`] sets it.
+static MAX_IDLE_BYTES: AtomicUsize = AtomicUsize::new(16 << 20);
+
+/// Keeps at most `bytes` in idle buffers: a mount with a small cache budget should not hold
+/// more memory in spare buffers than the budget allows.
+pub fn limit_idle_bytes(bytes: usize) {
+    MAX_IDLE_BYTES.store(bytes, Ordering::Relaxed);
+}
 /// Capacities are powers of two from this up, so that buffers of similar sizes are reused.
 const MIN_CLASS: usize = 64 << 10;
 
@@ -73,7 +81,7 @@ impl Drop for Recycled {
         let mut idle = idle();
         let map = idle.get_or_insert_with(HashMap::new);
         let held: usize = map.iter().map(|(size, list)| size * list.len()).sum();
-        if held + class <= MAX_IDLE_BYTES {
+        if held + class <= MAX_IDLE_BYTES.load(Ordering::Relaxed) {
             map.entry(class).or_default().push(buffer);
         }
     }

@@ -12,20 +12,20 @@ use bytes::Bytes;
 use lru::LruCache;
 use std::sync::{Arc, Mutex};
 
-/// Heads kept in memory, in bytes (a head is 64–128 KiB).
-const BUDGET: usize = 16 << 20;
-
 pub struct HeadStore {
     api: Option<Arc<Api>>,
     known: Mutex<LruCache<FileId, Option<Bytes>>>,
+    /// Bytes of heads kept in memory (a head is 64–128 KiB).
+    budget: usize,
 }
 
 impl HeadStore {
     /// `api = None` disables head files (tests of the CDN path alone).
-    pub fn new(api: Option<Arc<Api>>) -> Self {
+    pub fn new(api: Option<Arc<Api>>, budget: usize) -> Self {
         HeadStore {
             api,
             known: Mutex::new(LruCache::unbounded()),
+            budget,
         }
     }
 
@@ -50,7 +50,7 @@ impl HeadStore {
             .iter()
             .map(|(_, h)| h.as_ref().map_or(0, Bytes::len))
             .sum();
-        while bytes > BUDGET {
+        while bytes > self.budget {
             match known.pop_lru() {
                 Some((_, evicted)) => bytes -= evicted.map_or(0, |h| h.len()),
                 None => break,
@@ -78,7 +78,7 @@ mod tests {
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
         let credentials = Credentials::parse("user:secret").unwrap();
         let api = Api::new(http, &base, credentials, Arc::default());
-        let heads = HeadStore::new(Some(Arc::new(api)));
+        let heads = HeadStore::new(Some(Arc::new(api)), 1 << 20);
         let (a, b) = (FileId([1; 20]), FileId([2; 20]));
         assert_eq!(heads.get(a).await, None, "503: no head this time");
         assert_eq!(
@@ -91,5 +91,29 @@ mod tests {
         assert_eq!(heads.cached(a).as_deref(), Some(&b"head"[..]));
         assert_eq!(heads.get(b).await, None);
         assert!(heads.known.lock().unwrap().contains(&b));
+    }
+
+    #[tokio::test]
+    async fn heads_beyond_the_budget_are_forgotten_oldest_first() {
+        let base = scripted_origin(vec![
+            response("200 OK", &[1; 100]),
+            response("200 OK", &[2; 100]),
+            response("200 OK", &[3; 100]),
+        ])
+        .await;
+        let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
+        let credentials = Credentials::parse("user:secret").unwrap();
+        let api = Api::new(http, &base, credentials, Arc::default());
+        let heads = HeadStore::new(Some(Arc::new(api)), 250);
+        for n in 1..=3 {
+            assert!(heads.get(FileId([n; 20])).await.is_some());
+        }
+        assert_eq!(
+            heads.cached(FileId([1; 20])),
+            None,
+            "over budget: the oldest went"
+        );
+        assert!(heads.cached(FileId([2; 20])).is_some());
+        assert!(heads.cached(FileId([3; 20])).is_some());
     }
 }

@@ -323,7 +323,9 @@ fn build_core(
         stats.clone(),
     ));
     let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
-    let heads = HeadStore::new(Some(api));
+    let spare = spare_memory(config.cache_size);
+    crate::buffers::limit_idle_bytes(spare);
+    let heads = HeadStore::new(Some(api), spare);
     let reader = Arc::new(Reader::new(
         cache.clone(),
         cdn,
@@ -333,6 +335,12 @@ fn build_core(
         fit_to_budget(&config.reader, config.cache_size),
     ));
     FsCore::new(tree, reader, cache, stats)
+}
+
+/// Memory for spare response buffers, and as much again for head files: 16 MiB each, less
+/// with a cache budget under 64 MiB, so a small budget keeps the whole mount small.
+fn spare_memory(cache_size: u64) -> usize {
+    (cache_size / 4).min(16 << 20) as usize
 }
 
 /// Eight sequential readers' windows together fit the cache budget, and responses being
