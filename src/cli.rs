@@ -198,12 +198,8 @@ impl MountArgs {
 
     fn into_config(self) -> Result<MountConfig, String> {
         let text = read_private_file(&self.credentials, "credentials")?;
-        let credentials = Credentials::parse(&text).ok_or_else(|| {
-            format!(
-                "the credentials file {} must hold one line `user:password`",
-                self.credentials.display()
-            )
-        })?;
+        let credentials = Credentials::from_text(&text)
+            .map_err(|e| format!("the credentials file {}: {e}", self.credentials.display()))?;
         let keys = match &self.keys {
             Some(path) => {
                 let text = read_private_file(path, "key")?;

@@ -81,8 +81,8 @@ async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError
     let credentials_path = library.join("credentials");
     let text = std::fs::read_to_string(&credentials_path)
         .map_err(|e| prepare_error(&credentials_path, e))?;
-    let credentials = Credentials::parse(&text)
-        .ok_or_else(|| prepare_error(&credentials_path, "no user:password line"))?;
+    let credentials =
+        Credentials::from_text(&text).map_err(|e| prepare_error(&credentials_path, e))?;
     let origin = origin::start(ServeConfig::new(library))
         .await
         .map_err(|e| prepare_error(work, e))?;

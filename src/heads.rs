@@ -76,7 +76,7 @@ mod tests {
         ])
         .await;
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
-        let credentials = Credentials::parse("user:secret").unwrap();
+        let credentials = Credentials::from_text("user:secret").unwrap();
         let api = Api::new(http, &base, credentials, Arc::default());
         let heads = HeadStore::new(Some(Arc::new(api)), 1 << 20);
         let (a, b) = (FileId([1; 20]), FileId([2; 20]));
@@ -102,7 +102,7 @@ mod tests {
         ])
         .await;
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
-        let credentials = Credentials::parse("user:secret").unwrap();
+        let credentials = Credentials::from_text("user:secret").unwrap();
         let api = Api::new(http, &base, credentials, Arc::default());
         let heads = HeadStore::new(Some(Arc::new(api)), 250);
         for n in 1..=3 {

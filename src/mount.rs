@@ -266,12 +266,16 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let stats = Arc::new(Stats::default());
     let http = client::http_client(config.ca_cert.as_deref(), CONNECT_TIMEOUT)
         .map_err(MountError::Setup)?;
-    let api = Arc::new(Api::new(
-        http.clone(),
-        &config.origin,
-        config.credentials.clone(),
-        stats.clone(),
-    ));
+    // The control plane gets the same retry bound as the CDN.
+    let api = Arc::new(
+        Api::new(
+            http.clone(),
+            &config.origin,
+            config.credentials.clone(),
+            stats.clone(),
+        )
+        .with_attempts(config.cdn.attempts),
+    );
     // A token first: bad credentials or a dead origin fail here, once, with a clear message.
     api.token()
         .await

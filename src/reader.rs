@@ -316,17 +316,20 @@ impl Reader {
             self.keys.get(file.id),
             head
         );
-        let (fetched, key) = (fetched?, key?);
+        // A failed CDN fetch was counted as an error by `Cdn::fetch`; the rest are counted here.
+        let fetched = fetched?;
+        let key = key.inspect_err(|_| self.stats.errors.incr())?;
         let mut data: BytesMut = fetched.data;
         if known_key.is_none() {
             crypto::apply_keystream(&key, start, &mut data);
         }
         if first == 0 {
             // The head is the exact answer; without one, the container's opening bytes.
-            match head.as_deref() {
-                Some(head) => check_head(file, &data, head)?,
-                None => check_magic(file, &data)?,
-            }
+            let checked = match head.as_deref() {
+                Some(head) => check_head(file, &data, head),
+                None => check_magic(file, &data),
+            };
+            checked.inspect_err(|_| self.stats.errors.incr())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
         let run = crate::buffers::share(data);

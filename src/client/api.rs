@@ -1,64 +1,49 @@
 //! The control plane of DESIGN.md §1: token, library, metadata, storage-resolve, keys, heads.
 //!
 //! One `Api` per mount. The access token is renewed before `expiresIn` runs out and once more
-//! on a `401`; transient failures (connect errors, 5xx) are retried a few times with backoff.
+//! on a `401`. Failures are retried by `retry`'s policy, the one the CDN uses; an attempt is
+//! the whole request, its token included. Storage-resolve alone makes a single attempt: it runs
+//! inside a CDN fetch, whose attempts retry it. Every answer is read up to a size that fits its
+//! kind, so a broken or hostile origin cannot fill memory with one.
 
 use super::error::FetchError;
+use super::retry::{Retry, DEFAULT_ATTEMPTS};
 use super::stats::Stats;
+use super::transport::{describe, parse_retry_after, transport_error};
 use crate::crypto::AudioKey;
 use crate::model::{Album, AlbumId, FileId, Track, TrackId};
 use crate::proto;
 use crate::redact;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// `user:password`, split at the first `:` (passwords may contain `:`). Debug is redacted.
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}:<redacted>)", self.user)
-    }
-}
-
-impl Credentials {
-    pub fn parse(text: &str) -> Option<Credentials> {
-        let line = text
-            .lines()
-            .find(|l| !l.trim().is_empty())?
-            .trim_end_matches('\r');
-        let (user, password) = line.split_once(':')?;
-        if user.is_empty() {
-            return None;
-        }
-        Some(Credentials {
-            user: user.to_string(),
-            password: password.to_string(),
-        })
-    }
-}
+pub use crate::credentials::Credentials;
 
 struct Token {
     value: String,
     renew_at: Instant,
 }
 
+#[derive(Default)]
+struct TokenSlot {
+    token: Option<Token>,
+    /// The last fetch's failure, and when it ended.
+    failed: Option<(Instant, FetchError)>,
+}
+
 pub struct Api {
     http: reqwest::Client,
     base: String,
     credentials: Credentials,
-    token: Mutex<Option<Token>>,
+    token: Mutex<TokenSlot>,
     stats: Arc<Stats>,
     /// Bounds each control-plane request, body included: an origin that accepts a
     /// connection and never answers must fail a read, not hang it.
     request_timeout: Duration,
+    attempts: u32,
 }
 
 #[derive(serde::Deserialize)]
@@ -69,12 +54,19 @@ struct TokenAnswer {
     expires_in: Option<f64>,
 }
 
-const ATTEMPTS: u32 = 4;
 /// Longest token lifetime believed (a year), so renewal times stay within the clock's range.
 const MAX_TOKEN_LIFETIME_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Control-plane answers are small protobufs; a healthy origin sends them in well under this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest answers read. A token (JSON) or a key (16 bytes) is tiny.
+const MAX_SMALL_ANSWER: usize = 64 << 10;
+/// Metadata and storage-resolve answers are a few KiB; a large library's list a few MiB.
+const MAX_METADATA_ANSWER: usize = 16 << 20;
+/// A head is 64–128 KiB (DESIGN.md asks for at least 64 KiB): 1 MiB leaves room for any
+/// sensible origin, and sixteen such heads still fit the head store's 16 MiB budget.
+const MAX_HEAD_ANSWER: usize = 1 << 20;
 
 impl Api {
     pub fn new(
@@ -87,9 +79,10 @@ impl Api {
             http,
             base: base.trim_end_matches('/').to_string(),
             credentials,
-            token: Mutex::new(None),
+            token: Mutex::default(),
             stats,
             request_timeout: REQUEST_TIMEOUT,
+            attempts: DEFAULT_ATTEMPTS,
         }
     }
 
@@ -99,54 +92,75 @@ impl Api {
         self
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The same with another number of attempts per request (`--retries`, as for the CDN).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    fn retry(&self, what: &str) -> Retry<'_> {
+        Retry::new(what, self.attempts, &self.stats).loud()
     }
 
     /// A valid bearer token, fetching a new one when absent or due for renewal.
     pub async fn token(&self) -> Result<String, FetchError> {
-        self.token_other_than(None).await
+        let mut retry = self.retry("a token");
+        loop {
+            match self.token_other_than(None).await {
+                Ok(token) => return Ok(token),
+                Err(e) => retry.after(e).await?,
+            }
+        }
     }
 
-    /// Like `token`, and also renews when the current token is `rejected` (the origin said
-    /// 401 to it). Requests that were all rejected at once renew it once: the first renews,
-    /// the others find a token other than theirs and use it.
+    /// A token in one attempt, renewed also when the current one is `rejected` (the origin
+    /// said 401 to it). Requests that were all rejected at once renew it once: the first
+    /// renews, the others find a token other than theirs and use it. Likewise a fetch that
+    /// failed while a request waited for it is that request's failure too: readers of a
+    /// silent origin must not each wait for their own timeout, one after another.
     async fn token_other_than(&self, rejected: Option<&str>) -> Result<String, FetchError> {
+        let asked = Instant::now();
         let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
+        if let Some(t) = slot.token.as_ref() {
             if Some(t.value.as_str()) != rejected && Instant::now() < t.renew_at {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *slot = Some(fresh);
-        Ok(value)
+        if let Some((ended, error)) = &slot.failed {
+            if *ended >= asked {
+                return Err(error.clone());
+            }
+        }
+        match self.fetch_token().await {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *slot = TokenSlot {
+                    token: Some(fresh),
+                    failed: None,
+                };
+                Ok(value)
+            }
+            Err(error) => {
+                slot.failed = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
     }
 
     async fn fetch_token(&self) -> Result<Token, FetchError> {
         let url = format!("{}/keymaster/token", self.base);
         let started = Instant::now();
-        let response = self
-            .send_with_retries("a token", &url, || {
-                self.http
-                    .post(&url)
-                    // An empty POST says so: some front ends answer 411 without a length.
-                    .header(reqwest::header::CONTENT_LENGTH, "0")
-                    .basic_auth(&self.credentials.user, Some(&self.credentials.password))
-            })
-            .await?;
+        let request = self
+            .http
+            .post(&url)
+            // An empty POST says so: some front ends answer 411 without a length.
+            .header(reqwest::header::CONTENT_LENGTH, "0")
+            .basic_auth(&self.credentials.user, Some(&self.credentials.password));
+        let what = "the token answer";
+        let body = self.send(request, &url, what, MAX_SMALL_ANSWER).await?;
         self.stats.token_renewals.incr();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.body_error(&url, e))?;
         let answer: TokenAnswer =
-            serde_json::from_slice(&body).map_err(|e| FetchError::Malformed {
-                what: "the token answer",
-                url: redact::url(&url),
-                reason: e.to_string(),
-            })?;
+            serde_json::from_slice(&body).map_err(|e| malformed(what, &url, e))?;
         // Renew at 80% of the lifetime, so a long read never meets an expired token. A
         // lifetime past a year is taken as a year: the clock cannot hold every number.
         let lifetime = answer
@@ -160,89 +174,70 @@ impl Api {
         })
     }
 
-    fn body_error(&self, url: &str, e: reqwest::Error) -> FetchError {
-        FetchError::Body {
-            url: redact::url(url),
-            got: 0,
-            expected: 0,
-            reason: super::transport::describe(&e),
-        }
-    }
-
-    /// Sends a request built by `build`, retrying transient failures; maps 401 and 404.
-    async fn send_with_retries(
+    /// One request and its whole answer (at most `cap` bytes, else `Malformed`, naming
+    /// `what`); 401 and 404 become errors of their own.
+    async fn send(
         &self,
-        what: &str,
+        request: reqwest::RequestBuilder,
         url: &str,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, FetchError> {
-        let shown = redact::url(url);
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                self.stats.retries.incr();
-                tokio::time::sleep(super::backoff(attempt)).await;
-            }
-            let url = shown.clone();
-            tracing::debug!(%url, attempt, "origin request");
-            let error = match build().timeout(self.request_timeout).send().await {
-                Err(e) => FetchError::Connect {
-                    url,
-                    reason: super::transport::describe(&e),
-                },
-                Ok(r) if r.status().is_success() => return Ok(r),
-                Ok(r) => match r.status().as_u16() {
-                    401 => return Err(FetchError::BadCredentials { url }),
-                    404 => return Err(FetchError::NotFound { url }),
-                    status => FetchError::Status {
-                        url,
-                        status,
-                        retry_after: None,
-                    },
-                },
-            };
-            let transient = matches!(&error, FetchError::Connect { .. })
-                || matches!(&error, FetchError::Status { status, .. } if *status >= 500 || *status == 429);
-            if !transient {
-                return Err(error);
-            }
-            // Said at once, so a user waiting on a silent origin knows what is going on.
-            if attempt + 1 < ATTEMPTS {
-                tracing::warn!(
-                    "{what}: {error}; trying again ({} of {ATTEMPTS})",
-                    attempt + 2
-                );
-            }
-            last = Some(error);
+        what: &'static str,
+        cap: usize,
+    ) -> Result<Bytes, FetchError> {
+        let url = redact::url(url);
+        tracing::debug!(%url, "origin request");
+        let response = match request.timeout(self.request_timeout).send().await {
+            Ok(response) => response,
+            Err(e) => return Err(FetchError::from_transport(url, transport_error(&e))),
+        };
+        match response.status().as_u16() {
+            200..=299 => read_capped(response, url, what, cap).await,
+            401 => Err(FetchError::BadCredentials { url }),
+            404 => Err(FetchError::NotFound { url }),
+            status => Err(FetchError::Status {
+                url,
+                status,
+                retry_after: response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after),
+            }),
         }
-        Err(FetchError::GaveUp {
-            what: what.to_string(),
-            attempts: ATTEMPTS,
-            last: Box::new(last.unwrap_or(FetchError::Shutdown)),
-        })
     }
 
-    /// GET with the bearer token; on 401 a fresh token once, then the request again.
-    async fn get_authed(&self, path: &str, what: &str) -> Result<Bytes, FetchError> {
+    /// One attempt at a GET with the bearer token: on a 401, a fresh token and the GET again.
+    async fn get_authed_once(
+        &self,
+        url: &str,
+        what: &'static str,
+        cap: usize,
+    ) -> Result<Bytes, FetchError> {
+        let token = self.token_other_than(None).await?;
+        let get = |token: &str| self.send(self.http.get(url).bearer_auth(token), url, what, cap);
+        match get(&token).await {
+            Err(FetchError::BadCredentials { .. }) => {
+                let token = self.token_other_than(Some(&token)).await?;
+                get(&token).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// `get_authed_once`, retried.
+    async fn get_authed(
+        &self,
+        path: &str,
+        what: &'static str,
+        cap: usize,
+    ) -> Result<Bytes, FetchError> {
         let url = format!("{}{}", self.base, path);
-        let mut token = self.token().await?;
-        for renewed in [false, true] {
-            let result = self
-                .send_with_retries(what, &url, || self.http.get(&url).bearer_auth(&token))
-                .await;
-            match result {
-                Ok(response) => {
-                    return response.bytes().await.map_err(|e| self.body_error(&url, e));
-                }
-                Err(FetchError::BadCredentials { .. }) if !renewed => {
-                    token = self.token_other_than(Some(&token)).await?;
-                }
-                Err(e) => return Err(e),
+        let mut retry = self.retry(what);
+        loop {
+            match self.get_authed_once(&url, what, cap).await {
+                Ok(body) => return Ok(body),
+                Err(e) => retry.after(e).await?,
             }
         }
-        Err(FetchError::BadCredentials {
-            url: redact::url(&url),
-        })
     }
 
     async fn get_proto<M: Message + Default>(
@@ -250,20 +245,21 @@ impl Api {
         path: &str,
         what: &'static str,
     ) -> Result<M, FetchError> {
-        let body = self.get_authed(path, what).await?;
-        M::decode(body).map_err(|e| FetchError::Malformed {
-            what,
-            url: redact::url(&format!("{}{}", self.base, path)),
-            reason: e.to_string(),
-        })
+        let body = self.get_authed(path, what, MAX_METADATA_ANSWER).await?;
+        self.decode(body, path, what)
+    }
+
+    fn decode<M: Message + Default>(
+        &self,
+        body: Bytes,
+        path: &str,
+        what: &'static str,
+    ) -> Result<M, FetchError> {
+        M::decode(body).map_err(|e| self.malformed(what, path, e))
     }
 
     fn malformed(&self, what: &'static str, path: &str, reason: impl ToString) -> FetchError {
-        FetchError::Malformed {
-            what,
-            url: redact::url(&format!("{}{}", self.base, path)),
-            reason: reason.to_string(),
-        }
+        malformed(what, &format!("{}{}", self.base, path), reason)
     }
 
     /// The library's album ids. An entry that is not a valid id is an error of its own, so
@@ -294,11 +290,15 @@ impl Api {
         Track::try_from(pb).map_err(|e| self.malformed("track metadata", &path, e))
     }
 
-    /// The file's CDN URLs, in the origin's order of preference.
+    /// The file's CDN URLs, in the origin's order of preference. One attempt: the CDN fetch
+    /// that asks retries it within its own attempts, so the retry bound stays one bound.
     pub async fn resolve(&self, file: FileId) -> Result<Vec<String>, FetchError> {
         let path = format!("/storage-resolve/files/audio/interactive/{file}");
-        let pb: proto::storage::StorageResolveResponse =
-            self.get_proto(&path, "storage-resolve").await?;
+        let (url, what) = (format!("{}{path}", self.base), "storage-resolve");
+        let body = self
+            .get_authed_once(&url, what, MAX_METADATA_ANSWER)
+            .await?;
+        let pb: proto::storage::StorageResolveResponse = self.decode(body, &path, what)?;
         self.stats.resolves.incr();
         let urls: Vec<String> = pb
             .cdnurl
@@ -319,8 +319,9 @@ impl Api {
     }
 
     pub async fn audio_key(&self, file: FileId) -> Result<AudioKey, FetchError> {
+        let path = format!("/audiokey/{file}");
         let body = self
-            .get_authed(&format!("/audiokey/{file}"), "an audio key")
+            .get_authed(&path, "an audio key", MAX_SMALL_ANSWER)
             .await?;
         AudioKey::from_slice(&body).map_err(|e| FetchError::BadKey {
             file,
@@ -329,143 +330,71 @@ impl Api {
         })
     }
 
-    /// The plaintext head file: `Ok(None)` when the origin has none (a 4xx, normally 404),
-    /// `Err(())` when asking failed (connection, timeout, 5xx, cut body) and may work later.
+    /// The plaintext head file, in one attempt: `Ok(None)` when the origin has none (a 4xx,
+    /// normally 404) or one too large to be a head, `Err(())` when asking failed (connection,
+    /// timeout, 5xx, cut body) and may work later.
     pub async fn head(&self, file: FileId) -> Result<Option<Bytes>, ()> {
         let url = format!("{}/head/{file}", self.base);
-        let request = self.http.get(&url).timeout(self.request_timeout);
-        let response = request.send().await.map_err(drop)?;
-        let status = response.status();
-        if status.is_client_error() {
-            return Ok(None);
+        let request = self.http.get(&url);
+        match self
+            .send(request, &url, "a head file", MAX_HEAD_ANSWER)
+            .await
+        {
+            Ok(body) => Ok(Some(body).filter(|b| !b.is_empty())),
+            Err(FetchError::BadCredentials { .. } | FetchError::NotFound { .. }) => Ok(None),
+            Err(FetchError::Status { status, .. }) if (400..500).contains(&status) => Ok(None),
+            // File ids are immutable, so it will not get better: the file is read without one.
+            Err(e @ FetchError::Malformed { .. }) => {
+                tracing::warn!("{e}; reading the file without a head");
+                Ok(None)
+            }
+            Err(_) => Err(()),
         }
-        if !status.is_success() {
-            return Err(());
+    }
+}
+
+fn malformed(what: &'static str, url: &str, reason: impl ToString) -> FetchError {
+    FetchError::Malformed {
+        what,
+        url: redact::url(url),
+        reason: reason.to_string(),
+    }
+}
+
+/// The whole answer, or `Malformed` as soon as it proves longer than `cap` (by its
+/// `Content-Length` or by what arrived), so that no more than `cap` bytes are ever held.
+async fn read_capped(
+    mut response: reqwest::Response,
+    url: String,
+    what: &'static str,
+    cap: usize,
+) -> Result<Bytes, FetchError> {
+    let too_large = |url: String| FetchError::Malformed {
+        what,
+        url,
+        reason: format!("the answer is larger than the {cap} bytes allowed"),
+    };
+    let expected = response.content_length();
+    if expected.is_some_and(|length| length > cap as u64) {
+        return Err(too_large(url));
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(None) => return Ok(body.freeze()),
+            Ok(Some(chunk)) if body.len() + chunk.len() > cap => return Err(too_large(url)),
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Err(e) => {
+                return Err(FetchError::Body {
+                    url,
+                    got: body.len() as u64,
+                    expected: expected.unwrap_or(0),
+                    reason: describe(&e),
+                })
+            }
         }
-        let body = response.bytes().await.map_err(drop)?;
-        Ok(Some(body).filter(|b| !b.is_empty()))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::testing::{response, routed_origin, scripted_origin, silent_origin};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn api(base: &str) -> Api {
-        let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
-        let credentials = Credentials::parse("user:secret").unwrap();
-        Api::new(http, base, credentials, Arc::default())
-            .with_request_timeout(Duration::from_millis(200))
-    }
-
-    #[tokio::test]
-    async fn a_silent_origin_fails_requests_instead_of_hanging() {
-        let api = api(&silent_origin().await);
-        let limit = Duration::from_secs(10);
-        let head = tokio::time::timeout(limit, api.head(FileId([7; 20]))).await;
-        assert_eq!(head.expect("head hung"), Err(()));
-        let token = tokio::time::timeout(limit, api.token()).await;
-        match token.expect("token hung") {
-            Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, ATTEMPTS),
-            other => panic!("expected GaveUp, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_token_claiming_to_last_forever_is_used() {
-        let token = br#"{"accessToken":"t","expiresIn":18446744073709551615}"#;
-        let base = scripted_origin(vec![response("200 OK", token)]).await;
-        assert_eq!(api(&base).token().await.unwrap(), "t");
-    }
-
-    #[tokio::test]
-    async fn a_file_not_on_a_cdn_fails_at_once() {
-        let token = br#"{"accessToken":"t","expiresIn":3600}"#;
-        let answer = proto::storage::StorageResolveResponse {
-            result: proto::storage::storage_resolve_response::Result::Restricted as i32,
-            cdnurl: vec!["http://cdn.example/a".into()],
-            fileid: vec![],
-        };
-        let base = scripted_origin(vec![
-            response("200 OK", token),
-            response("200 OK", &answer.encode_to_vec()),
-        ])
-        .await;
-        let file = FileId([9; 20]);
-        match api(&base).resolve(file).await {
-            Err(e @ FetchError::NotOnCdn { .. }) => assert!(!e.is_transient()),
-            other => panic!("expected NotOnCdn, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_token_post_says_its_body_is_empty_and_any_json_number_is_a_lifetime() {
-        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = heads.clone();
-        let base = routed_origin(move |head| {
-            seen.lock().unwrap().push(head.to_ascii_lowercase());
-            response("200 OK", br#"{"accessToken":"t","expiresIn":3600.0}"#)
-        })
-        .await;
-        assert_eq!(api(&base).token().await.unwrap(), "t");
-        let head = heads.lock().unwrap()[0].clone();
-        assert_eq!(head.matches("content-length: 0\r\n").count(), 1, "{head}");
-    }
-
-    #[tokio::test]
-    async fn metadata_without_its_optional_gid_is_of_the_id_asked_for() {
-        let album = proto::metadata::Album {
-            name: Some("A".into()),
-            ..Default::default()
-        };
-        let track = proto::metadata::Track {
-            name: Some("T".into()),
-            ..Default::default()
-        };
-        let (album, track) = (album.encode_to_vec(), track.encode_to_vec());
-        let base = routed_origin(move |head| {
-            let body = match head {
-                h if h.starts_with("POST /keymaster/token") => {
-                    br#"{"accessToken":"t","expiresIn":3600}"#.to_vec()
-                }
-                h if h.starts_with("GET /metadata/4/album/") => album.clone(),
-                _ => track.clone(),
-            };
-            response("200 OK", &body)
-        })
-        .await;
-        let api = api(&base);
-        let id = AlbumId([3; 16]);
-        assert_eq!(api.album(id).await.unwrap().id, id);
-        let id = TrackId([4; 16]);
-        assert_eq!(api.track(id).await.unwrap().id, id);
-    }
-
-    #[tokio::test]
-    async fn requests_rejected_together_renew_the_token_once() {
-        let tokens = Arc::new(AtomicUsize::new(0));
-        let issued = tokens.clone();
-        let base = routed_origin(move |head| {
-            if head.starts_with("POST /keymaster/token") {
-                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                let body = format!(r#"{{"accessToken":"t{n}","expiresIn":3600}}"#);
-                return response("200 OK", body.as_bytes());
-            }
-            // The first token is refused everywhere, as after an origin restart.
-            if head.contains("Bearer t1\r\n") {
-                return response("401 Unauthorized", b"");
-            }
-            response("200 OK", &[5; 16])
-        })
-        .await;
-        let api = api(&base);
-        assert_eq!(api.token().await.unwrap(), "t1");
-        let keys = (1..=8u8).map(|i| api.audio_key(FileId([i; 20])));
-        for key in futures::future::join_all(keys).await {
-            assert_eq!(key.unwrap().0, [5; 16]);
-        }
-        assert_eq!(tokens.load(Ordering::SeqCst), 2, "one token, one renewal");
-    }
-}
+mod tests;

@@ -1,13 +1,16 @@
 //! Ranged GETs of ciphertext from the CDN, made trustworthy: every answer is checked against
 //! the request (`Content-Range`, length, the file's known total), transient failures are retried
-//! with backoff, a failing URL gives way to the next `cdnurl`, and URLs are re-resolved before
-//! they expire and after a `403`/`404`/`410`. It returns ciphertext; decryption is elsewhere.
+//! by `retry`'s policy, a failing URL gives way to the next `cdnurl`, and URLs are re-resolved
+//! before they expire and after a `403`/`404`/`410`. Resolving runs inside a fetch's attempts,
+//! so a read has one retry bound whichever part of the origin fails. It returns ciphertext;
+//! decryption is elsewhere.
 
 pub use super::content_range::{parse_content_range, ContentRange};
 use super::error::FetchError;
 use super::expiry::url_expiry;
+use super::retry::{Retry, DEFAULT_ATTEMPTS};
 use super::stats::Stats;
-use super::transport::{BoxFuture, HttpResponse, Transport};
+use super::transport::{BoxFuture, HttpResponse, Transport, TransportError};
 use crate::model::FileId;
 use crate::redact;
 use bytes::BytesMut;
@@ -31,7 +34,7 @@ pub struct CdnConfig {
     pub stall_timeout: Duration,
     /// Longest wait for response headers.
     pub header_timeout: Duration,
-    /// How long a host that refused connections is set aside.
+    /// How long a host that could not be connected to is set aside.
     pub host_penalty: Duration,
     /// Slowest average body rate, bytes per second, before a response is abandoned and
     /// retried: a server that trickles a byte now and then never trips `stall_timeout`.
@@ -41,7 +44,7 @@ pub struct CdnConfig {
 impl Default for CdnConfig {
     fn default() -> Self {
         CdnConfig {
-            attempts: 6,
+            attempts: DEFAULT_ATTEMPTS,
             stall_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             host_penalty: Duration::from_secs(60),
@@ -64,7 +67,8 @@ pub struct Fetched {
 /// the bytes are still in the CPU's cache, instead of in a second pass over the whole range.
 pub type Transform<'a> = &'a (dyn Fn(u64, &mut [u8]) + Send + Sync);
 
-/// Where CDN URLs come from: storage-resolve on the origin, or a test double.
+/// Where CDN URLs come from: storage-resolve on the origin, or a test double. One attempt per
+/// call: the fetch asking retries it.
 pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>>;
 }
@@ -109,7 +113,29 @@ impl Cdn {
 
     /// Fetches ciphertext bytes `first..=last` (clipped at the end of the file). `known_total`
     /// is the size learned earlier; a different one means the file changed and fails the read.
+    /// Every failed fetch counts once in `errors`, whatever step failed.
     pub async fn fetch(
+        &self,
+        file: FileId,
+        first: u64,
+        last: u64,
+        known_total: Option<u64>,
+        transform: Option<Transform<'_>>,
+    ) -> Result<Fetched, FetchError> {
+        let fetched = self
+            .fetch_pieces(file, first, last, known_total, transform)
+            .await;
+        if let Err(error) = &fetched {
+            self.stats.errors.incr();
+            // Said here too: a read-ahead's failure has no reader to report it.
+            if matches!(error, FetchError::GaveUp { .. }) {
+                tracing::warn!("{error}");
+            }
+        }
+        fetched
+    }
+
+    async fn fetch_pieces(
         &self,
         file: FileId,
         first: u64,
@@ -136,11 +162,11 @@ impl Cdn {
             }
             fetched.data.extend_from_slice(&more.data);
         }
-        Err(FetchError::BadRange {
-            url: format!("file {file}"),
-            reason: format!(
-                "the CDN answered bytes {first}-{last} in more than {MAX_SHORT_ANSWERS} short pieces"
-            ),
+        Err(FetchError::TooManyShortAnswers {
+            file,
+            first,
+            last,
+            answers: MAX_SHORT_ANSWERS,
         })
     }
 
@@ -154,57 +180,37 @@ impl Cdn {
         known_total: Option<u64>,
         transform: Option<Transform<'_>>,
     ) -> Result<Fetched, FetchError> {
-        let mut last_error = None;
+        let what = format!("bytes {first}-{last} of file {file}");
+        let mut retry = Retry::new(what, self.config.attempts, &self.stats);
         let mut rotation = 0usize;
         let mut force_resolve = false;
-        for attempt in 0..self.config.attempts {
-            if let Some(error) = &last_error {
-                self.stats.retries.incr();
-                tokio::time::sleep(retry_delay(error, attempt)).await;
-            }
+        loop {
             let urls = match self.urls(file, force_resolve).await {
                 Ok(urls) => urls,
-                Err(e) if e.is_transient() => {
-                    last_error = Some(e);
+                Err(e) => {
+                    retry.after(e).await?;
                     continue;
                 }
-                Err(e) => return Err(e),
             };
-            force_resolve = false;
             let url = self.pick(&urls, rotation);
-            match self
+            let e = match self
                 .try_once(file, &url, (first, last), known_total, transform)
                 .await
             {
                 Ok(fetched) => return Ok(fetched),
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => {
-                    tracing::debug!(%file, attempt, error = %e, "CDN request failed; retrying");
-                    if e.wants_new_url() {
-                        force_resolve = true;
-                    }
-                    if urls.len() > 1 {
-                        self.stats.failovers.incr();
-                    }
-                    // A refused connection sets the host aside, which already moves it to the
-                    // back of the order; any other failure moves on to the next URL.
-                    if matches!(e, FetchError::Connect { .. }) {
-                        self.set_host_aside(&url);
-                    } else {
-                        rotation += 1;
-                    }
-                    last_error = Some(e);
-                }
+                Err(e) => e,
+            };
+            force_resolve = e.wants_new_url();
+            if urls.len() > 1 && e.is_transient() {
+                self.stats.failovers.incr();
             }
+            // A host that could not be connected to is set aside, which already moves it to
+            // the back of the order; any other failure moves on to the next URL.
+            if !matches!(e, FetchError::Connect { .. }) {
+                rotation += 1;
+            }
+            retry.after(e).await?;
         }
-        self.stats.errors.incr();
-        let error = FetchError::GaveUp {
-            what: format!("bytes {first}-{last} of file {file}"),
-            attempts: self.config.attempts,
-            last: Box::new(last_error.unwrap_or(FetchError::NoCdnUrl { file })),
-        };
-        tracing::warn!("{error}");
-        Err(error)
     }
 
     /// The file's CDN URLs, resolving when there are none, they are about to expire, or forced.
@@ -264,9 +270,11 @@ impl Cdn {
             url: shown.clone(),
             stalled_for: self.config.header_timeout,
         })?
-        .map_err(|reason| FetchError::Connect {
-            url: shown.clone(),
-            reason,
+        .map_err(|error| {
+            if matches!(error, TransportError::Connect(_)) {
+                self.set_host_aside(url);
+            }
+            FetchError::from_transport(shown.clone(), error)
         })?;
         let reading = RangeRead {
             file,
@@ -528,7 +536,7 @@ impl RangeRead<'_> {
                 url: self.url.clone(),
                 stalled_for: self.stall_timeout,
             }),
-            Ok(Err(reason)) => Err(self.body_error(got as u64, len, reason)),
+            Ok(Err(error)) => Err(self.body_error(got as u64, len, error.to_string())),
             Ok(Ok(n)) => Ok(n),
         }
     }
@@ -540,20 +548,6 @@ impl RangeRead<'_> {
             expected,
             reason,
         }
-    }
-}
-
-/// Backoff, or the server's `Retry-After` when it gave one (bounded, so a read cannot hang).
-fn retry_delay(error: &FetchError, attempt: u32) -> Duration {
-    match error {
-        FetchError::Status {
-            retry_after: Some(wait),
-            ..
-        } => (*wait).min(Duration::from_secs(5)),
-        FetchError::Status { status: 403, .. } | FetchError::NotFound { .. } if attempt <= 1 => {
-            Duration::ZERO
-        }
-        _ => super::backoff(attempt),
     }
 }
 

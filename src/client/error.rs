@@ -1,5 +1,6 @@
 //! Errors of the network side of the client. `fs::FsError` maps them to an errno, in one place.
 
+use super::transport::TransportError;
 use crate::model::FileId;
 use std::time::Duration;
 
@@ -7,8 +8,12 @@ use std::time::Duration;
 /// `Clone` because one failed fetch is reported to every reader waiting on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
+    /// No connection could be made: the one failure that sets a CDN host aside.
     #[error("no answer from {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// Connected, but the exchange broke before an answer or the answer was unreadable.
+    #[error("{url}: {error}")]
+    Transport { url: String, error: TransportError },
     #[error("{url} answered HTTP {status}")]
     Status {
         url: String,
@@ -32,6 +37,15 @@ pub enum FetchError {
     },
     #[error("{url}: {reason}")]
     BadRange { url: String, reason: String },
+    #[error(
+        "file {file}: the CDN answered bytes {first}-{last} in more than {answers} short pieces"
+    )]
+    TooManyShortAnswers {
+        file: FileId,
+        first: u64,
+        last: u64,
+        answers: usize,
+    },
     #[error(
         "file {file} changed on the CDN (size was {old}, now {new}); refusing to mix versions"
     )]
@@ -78,15 +92,26 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Worth another attempt (possibly on another URL)? Integrity failures are not.
+    /// A transport's failure to get an answer from `url` (already redacted).
+    pub fn from_transport(url: String, error: TransportError) -> FetchError {
+        match error {
+            TransportError::Connect(reason) => FetchError::Connect { url, reason },
+            error => FetchError::Transport { url, error },
+        }
+    }
+
+    /// Worth another attempt (possibly on another URL), on the control plane as on the CDN?
+    /// Integrity failures are not; nor is the origin's own `404` (`NotFound`: an unknown id,
+    /// where a CDN's 404 is a `Status` and means a stale URL); nor `GaveUp`, whose attempts are
+    /// spent: another round of them would multiply the retry bound.
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Connect { .. }
+            | FetchError::Transport { .. }
             | FetchError::Body { .. }
             | FetchError::Stalled { .. }
             | FetchError::TooSlow { .. }
             | FetchError::BadRange { .. }
-            | FetchError::NotFound { .. }
             | FetchError::NoCdnUrl { .. } => true,
             FetchError::Status { status, .. } => {
                 *status >= 500 || matches!(status, 403 | 404 | 408 | 410 | 429)
@@ -97,10 +122,12 @@ impl FetchError {
 
     /// The CDN says this URL is no longer good: re-resolve before trying again.
     pub fn wants_new_url(&self) -> bool {
-        match self {
-            FetchError::Status { status, .. } => matches!(status, 403 | 404 | 410),
-            FetchError::NotFound { .. } => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            FetchError::Status {
+                status: 403 | 404 | 410,
+                ..
+            }
+        )
     }
 }

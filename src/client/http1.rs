@@ -8,7 +8,10 @@
 //! URL when a proxy is configured in the environment (reqwest honours `http_proxy` and
 //! `no_proxy`), and (asked again there) redirects and bodies without a length.
 
-use super::transport::{move_front, Body, BoxFuture, HttpResponse, ReqwestTransport, Transport};
+use super::transport::{
+    move_front, parse_retry_after, Body, BoxFuture, HttpResponse, ReqwestTransport, Transport,
+    TransportError,
+};
 use bytes::{Buf, BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,9 @@ const MAX_IDLE_PER_HOST: usize = 64;
 /// after a while (nginx: 75 s, trackfs serve: 60 s), and reusing one just as the server
 /// closes it costs a failed request; so well before that.
 pub const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
+/// How often idle connections are checked without waiting for traffic: one the server closed
+/// would otherwise sit in CLOSE-WAIT, holding a descriptor, until the next request.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Idle keep-alive connections by `host:port`, most recently used last.
 #[derive(Default)]
@@ -32,16 +38,21 @@ struct Pool {
 }
 
 impl Pool {
-    /// The most recently used idle connection that is still quiet: one the server closed, or
-    /// that holds bytes nobody asked for (a body longer than announced), is dropped.
+    /// Whether an idle connection can carry another request: not too old, and quiet. One the
+    /// server closed, or that holds bytes nobody asked for (a body longer than announced), is
+    /// not.
+    fn usable(stream: &TcpStream, since: Instant) -> bool {
+        let mut probe = [0u8; 1];
+        since.elapsed() < MAX_IDLE_TIME
+            && matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// The most recently used usable connection; unusable ones met on the way are closed.
     fn take(&self, key: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let streams = idle.get_mut(key)?;
-        streams.retain(|(_, since)| since.elapsed() < MAX_IDLE_TIME);
-        while let Some((stream, _)) = streams.pop() {
-            let mut probe = [0u8; 1];
-            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
+        while let Some((stream, since)) = streams.pop() {
+            if Pool::usable(&stream, since) {
                 return Some(stream);
             }
         }
@@ -50,15 +61,39 @@ impl Pool {
 
     fn give_back(&self, key: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Expired connections of every host go now, not when their host is next used.
-        idle.retain(|_, streams| {
-            streams.retain(|(_, since)| since.elapsed() < MAX_IDLE_TIME);
-            !streams.is_empty()
-        });
         let streams = idle.entry(key.to_string()).or_default();
         if streams.len() < MAX_IDLE_PER_HOST {
             streams.push((stream, Instant::now()));
         }
+    }
+
+    /// Closes every idle connection, of every host, that is no longer usable.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, streams| {
+            streams.retain(|(stream, since)| Pool::usable(stream, *since));
+            !streams.is_empty()
+        });
+    }
+
+    /// Sweeps the pool every `every` for as long as it lives: the task holds it weakly, so
+    /// dropping the transport (and the bodies it lent out) ends the task at its next tick.
+    fn sweep_every(self: &Arc<Self>, every: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match pool.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 }
 
@@ -79,32 +114,44 @@ fn proxy_configured() -> bool {
 
 impl Http1Transport {
     /// `fallback` answers what this client does not speak (TLS, redirects, unframed bodies).
+    /// Called within a tokio runtime, it also starts sweeping the idle pool.
     pub fn new(fallback: ReqwestTransport, connect_timeout: Duration) -> Self {
+        Http1Transport::sweeping_every(fallback, connect_timeout, SWEEP_EVERY)
+    }
+
+    fn sweeping_every(
+        fallback: ReqwestTransport,
+        connect_timeout: Duration,
+        every: Duration,
+    ) -> Self {
+        let pool = Arc::new(Pool::default());
+        pool.sweep_every(every);
         Http1Transport {
             fallback,
-            pool: Arc::default(),
+            pool,
             connect_timeout,
             direct: !proxy_configured(),
         }
     }
 
-    async fn connect(&self, target: &Target) -> Result<TcpStream, String> {
+    async fn connect(&self, target: &Target) -> Result<TcpStream, TransportError> {
         let connecting = TcpStream::connect((target.host.as_str(), target.port));
         let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_| "connection failed: timed out".to_string())?
-            .map_err(|e| format!("connection failed: {e}"))?;
+            .map_err(|_| TransportError::Connect("timed out".into()))?
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 
     /// Sends the request and reads the response head, on a pooled connection when there is
-    /// one. A pooled connection the server has closed in the meantime fails before any answer
+    /// one. A pooled connection the server has closed in the meantime breaks before any answer
     /// arrives; then the request goes once more on a new connection.
-    async fn exchange(&self, target: &Target, request: &[u8]) -> Result<Exchange, String> {
+    async fn exchange(&self, target: &Target, request: &[u8]) -> Result<Exchange, TransportError> {
         if let Some(stream) = self.pool.take(&target.key) {
-            if let Ok(exchange) = send(stream, request).await {
-                return Ok(exchange);
+            match send(stream, request).await {
+                Err(TransportError::Io(_)) => {}
+                answered => return answered,
             }
         }
         let stream = self.connect(target).await?;
@@ -116,7 +163,7 @@ impl Http1Transport {
         url: &str,
         target: Target,
         range: Option<(u64, u64)>,
-    ) -> Result<HttpResponse, String> {
+    ) -> Result<HttpResponse, TransportError> {
         let request = target.request(range);
         let exchange = self.exchange(&target, request.as_bytes()).await?;
         let head = &exchange.head;
@@ -149,7 +196,7 @@ impl Transport for Http1Transport {
         &self,
         url: &str,
         range: Option<(u64, u64)>,
-    ) -> BoxFuture<'_, Result<HttpResponse, String>> {
+    ) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
         let url = url.to_string();
         Box::pin(async move {
             match Target::parse(&url).filter(|_| self.direct) {
@@ -235,15 +282,17 @@ struct Head {
     keep_alive: bool,
 }
 
-async fn send(mut stream: TcpStream, request: &[u8]) -> Result<Exchange, String> {
-    let io = |e: std::io::Error| format!("request failed: {e}");
+async fn send(mut stream: TcpStream, request: &[u8]) -> Result<Exchange, TransportError> {
+    let io = |e: std::io::Error| TransportError::Io(format!("request failed: {e}"));
     stream.write_all(request).await.map_err(io)?;
     let mut buffer = BytesMut::with_capacity(16 << 10);
     loop {
         if stream.read_buf(&mut buffer).await.map_err(io)? == 0 {
-            return Err("connection closed before the response".into());
+            return Err(TransportError::Io(
+                "connection closed before the response".into(),
+            ));
         }
-        while let Some((head, length)) = parse_head(&buffer)? {
+        while let Some((head, length)) = parse_head(&buffer).map_err(TransportError::Protocol)? {
             buffer.advance(length);
             // Interim answers (100 Continue, 103 Early Hints) precede the real one.
             if (100..200).contains(&head.status) && head.status != 101 {
@@ -256,7 +305,7 @@ async fn send(mut stream: TcpStream, request: &[u8]) -> Result<Exchange, String>
             });
         }
         if buffer.len() >= MAX_HEAD {
-            return Err("response head too large".into());
+            return Err(TransportError::Protocol("response head too large".into()));
         }
         buffer.reserve(16 << 10);
     }
@@ -301,7 +350,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, String> {
         } else if name.eq_ignore_ascii_case("content-range") {
             head.content_range = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("retry-after") {
-            head.retry_after = value.parse().ok().map(Duration::from_secs);
+            head.retry_after = parse_retry_after(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -341,7 +390,7 @@ impl Body for FramedBody {
         &'a mut self,
         buf: &'a mut BytesMut,
         max: usize,
-    ) -> BoxFuture<'a, Result<usize, String>> {
+    ) -> BoxFuture<'a, Result<usize, TransportError>> {
         Box::pin(async move {
             if self.remaining == 0 {
                 self.finished();
@@ -354,14 +403,15 @@ impl Body for FramedBody {
             let n = if !self.early.is_empty() {
                 move_front(&mut self.early, buf, max)
             } else {
-                let stream = self.stream.as_mut().ok_or("connection already closed")?;
+                let closed = || TransportError::Io("connection already closed".into());
+                let stream = self.stream.as_mut().ok_or_else(closed)?;
                 let n = stream
                     .read_buf(&mut BufMut::limit(&mut *buf, max))
                     .await
-                    .map_err(|e| format!("body error: {e}"))?;
+                    .map_err(|e| TransportError::Io(format!("body error: {e}")))?;
                 if n == 0 {
                     self.stream = None;
-                    return Err("connection closed mid-body".into());
+                    return Err(TransportError::Io("connection closed mid-body".into()));
                 }
                 n
             };

@@ -1,5 +1,6 @@
-//! The network side of the client: control plane (`api`), ranged CDN fetches with retries,
-//! expiry and failover (`cdn`), behind a small `transport` trait that tests can fake.
+//! The network side of the client: control plane (`api`), ranged CDN fetches with expiry and
+//! failover (`cdn`), one retry policy for both (`retry`), behind a small `transport` trait
+//! that tests can fake.
 
 pub mod api;
 pub mod cdn;
@@ -7,19 +8,13 @@ pub mod content_range;
 pub mod error;
 pub mod expiry;
 pub mod http1;
+pub mod retry;
 pub mod stats;
 #[cfg(test)]
 pub mod testing;
 pub mod transport;
 
 use std::time::Duration;
-
-/// Exponential backoff with jitter: ~50 ms, 100 ms, 200 ms … capped at 2 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 50u64.saturating_mul(1 << attempt.min(6)).min(2000);
-    let jitter = rand::random::<u64>() % (base / 2 + 1);
-    Duration::from_millis(base / 2 + jitter)
-}
 
 /// Builds the shared HTTP client: keep-alive pool, rustls, an optional private CA.
 pub fn http_client(

@@ -17,6 +17,7 @@
 //! Every write goes through a temporary file and a rename, so a reader (a running `serve`,
 //! nginx) never sees half a file, and files whose bytes would not change are left untouched.
 
+use crate::credentials::Credentials;
 use crate::crypto::AudioKey;
 use crate::keyfile;
 use crate::model::{AlbumId, FileId, TrackId};
@@ -55,10 +56,10 @@ impl LibraryError {
     }
 }
 
-/// The paths of one library folder.
 /// Taken by `publish` while it writes (see `lock_for_writing`).
 const LOCK_NAME: &str = ".publish.lock";
 
+/// The paths of one library folder.
 #[derive(Debug, Clone)]
 pub struct Library {
     root: PathBuf,
@@ -67,10 +68,6 @@ pub struct Library {
 impl Library {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Library { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Every name a library folder holds.
@@ -159,20 +156,13 @@ impl Library {
         create_private_if_absent(&self.secret(), || format!("{}\n", random_text(48)))
     }
 
-    /// `(user, password)` from `credentials`.
+    /// `(user, password)` from `credentials`, read by the same rules as `mount` reads it.
     pub fn read_credentials(&self) -> Result<(String, String), LibraryError> {
         let path = self.credentials();
         let text = fs::read_to_string(&path).map_err(LibraryError::io(&path))?;
-        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-        match line.split_once(':') {
-            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
-                Ok((user.to_string(), password.to_string()))
-            }
-            _ => Err(LibraryError::invalid(
-                &path,
-                "expected one line user:password",
-            )),
-        }
+        let credentials = Credentials::from_text(&text)
+            .map_err(|e| LibraryError::invalid(&path, e.to_string()))?;
+        Ok((credentials.user, credentials.password))
     }
 
     /// The HMAC secret (the file's trimmed text, as bytes).
@@ -288,4 +278,26 @@ pub fn write_atomic(
         return Err(LibraryError::io(path)(e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_read_by_the_rules_a_mount_reads_them_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = Library::new(dir.path());
+        // A file a mount accepts: blank lines first, CRLF, spaces, a `:` in the password.
+        let text = "\n  trackfs:pa:ss \r\n\n";
+        fs::write(lib.credentials(), text).unwrap();
+        let mounted = Credentials::from_text(text).unwrap();
+        assert_eq!(
+            lib.read_credentials().unwrap(),
+            (mounted.user, mounted.password)
+        );
+        fs::write(lib.credentials(), "trackfs:\n").unwrap();
+        let error = lib.read_credentials().unwrap_err().to_string();
+        assert!(error.contains("password after the `:` is empty"), "{error}");
+    }
 }

@@ -25,6 +25,8 @@ enum Behaviour {
     /// One byte every 50 ms: never quiet for the stall timeout, far below the minimum rate.
     Trickle,
     Refuse,
+    /// An answer that is not HTTP (garbled head, conflicting lengths).
+    Garbled,
     TotalIs(u64),
     TooManyRequests(u64),
     /// The range widened to whole chunks of this size, as some caching CDNs answer.
@@ -47,7 +49,7 @@ impl ScriptedCdn {
     }
 }
 
-fn body_of(chunks: Vec<Result<Bytes, String>>) -> Box<dyn Body> {
+fn body_of(chunks: Vec<Result<Bytes, TransportError>>) -> Box<dyn Body> {
     StreamBody::boxed(stream::iter(chunks).boxed())
 }
 
@@ -56,7 +58,7 @@ impl Transport for ScriptedCdn {
         &self,
         url: &str,
         range: Option<(u64, u64)>,
-    ) -> BoxFuture<'_, Result<HttpResponse, String>> {
+    ) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
         self.requests.lock().unwrap().push(url.to_string());
         let behaviour = self
             .script
@@ -137,7 +139,10 @@ impl Transport for ScriptedCdn {
                 Ok(partial(body_of(vec![Ok(slice)]), shifted))
             }
             Behaviour::ResetMidBody => Ok(partial(
-                body_of(vec![Ok(slice.slice(..1)), Err("connection reset".into())]),
+                body_of(vec![
+                    Ok(slice.slice(..1)),
+                    Err(TransportError::Io("connection reset".into())),
+                ]),
                 honest_range,
             )),
             Behaviour::Stall => Ok(partial(
@@ -152,7 +157,8 @@ impl Transport for ScriptedCdn {
                 });
                 Ok(partial(StreamBody::boxed(trickle.boxed()), honest_range))
             }
-            Behaviour::Refuse => Err("connection refused".into()),
+            Behaviour::Refuse => Err(TransportError::Connect("refused".into())),
+            Behaviour::Garbled => Err(TransportError::Protocol("malformed response".into())),
             Behaviour::TooManyRequests(secs) => Ok(HttpResponse {
                 status: 429,
                 content_range: None,
@@ -188,20 +194,28 @@ fn content() -> Vec<u8> {
     (0..10_000u32).map(|i| (i % 253) as u8).collect()
 }
 
+fn config() -> CdnConfig {
+    CdnConfig {
+        attempts: 4,
+        stall_timeout: Duration::from_millis(100),
+        header_timeout: Duration::from_millis(500),
+        host_penalty: Duration::from_secs(60),
+        min_rate: 20_000,
+    }
+}
+
 fn cdn_with(script: Vec<Behaviour>, urls: &[&str]) -> (Cdn, Arc<ScriptedCdn>, Arc<FixedUrls>) {
     let transport = ScriptedCdn::new(content(), script);
     let resolver = Arc::new(FixedUrls {
         urls: urls.iter().map(|u| u.to_string()).collect(),
         calls: AtomicUsize::new(0),
     });
-    let config = CdnConfig {
-        attempts: 4,
-        stall_timeout: Duration::from_millis(100),
-        header_timeout: Duration::from_millis(500),
-        host_penalty: Duration::from_secs(60),
-        min_rate: 20_000,
-    };
-    let cdn = Cdn::new(transport.clone(), resolver.clone(), config, Arc::default());
+    let cdn = Cdn::new(
+        transport.clone(),
+        resolver.clone(),
+        config(),
+        Arc::default(),
+    );
     (cdn, transport, resolver)
 }
 
@@ -223,6 +237,7 @@ async fn every_transient_fault_is_retried_into_the_right_bytes() {
         Behaviour::Stall,
         Behaviour::Trickle,
         Behaviour::Refuse,
+        Behaviour::Garbled,
         Behaviour::WrongRange,
         Behaviour::Status(403),
     ] {
@@ -255,6 +270,18 @@ async fn a_server_that_sends_less_than_asked_is_asked_for_the_rest() {
     // Dribbling is not followed forever.
     let (cdn, _, _) = cdn_with(vec![Behaviour::Capped(10); 100], &["http://cdn/a"]);
     let error = cdn.fetch(FILE, 0, 5000, None, None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FetchError::TooManyShortAnswers {
+                file: FILE,
+                first: 0,
+                last: 5000,
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.to_string().contains("short pieces"), "{error}");
 }
 
@@ -328,6 +355,45 @@ async fn a_dead_first_url_fails_over_and_is_set_aside() {
         requests,
         ["http://dead:1/a", "http://live/a", "http://live/a"]
     );
+}
+
+#[tokio::test]
+async fn a_garbled_answer_moves_on_without_setting_the_host_aside() {
+    let (cdn, transport, _) = cdn_with(vec![Behaviour::Garbled], &["http://a/x", "http://b/x"]);
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    cdn.fetch(FILE, 100, 199, None, None).await.unwrap();
+    let requests = transport.requests.lock().unwrap().clone();
+    assert_eq!(requests, ["http://a/x", "http://b/x", "http://a/x"]);
+}
+
+#[tokio::test]
+async fn every_failed_fetch_counts_once_as_an_error() {
+    struct Failing(FetchError);
+    impl Resolve for Failing {
+        fn resolve(&self, _file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
+            let error = self.0.clone();
+            Box::pin(async move { Err(error) })
+        }
+    }
+    // A resolve that fails for good, or transiently every time.
+    for error in [
+        FetchError::NotOnCdn {
+            file: FILE,
+            result: 3,
+        },
+        FetchError::NoCdnUrl { file: FILE },
+    ] {
+        let stats = Arc::new(Stats::default());
+        let transport = ScriptedCdn::new(content(), vec![]);
+        let cdn = Cdn::new(transport, Arc::new(Failing(error)), config(), stats.clone());
+        cdn.fetch(FILE, 0, 99, None, None).await.unwrap_err();
+        assert_eq!(stats.errors.get(), 1);
+    }
+    // Answers that each succeed but never add up to the range; then a fetch that recovers.
+    let (cdn, _, _) = cdn_with(vec![Behaviour::Capped(10); 40], &["http://cdn/a"]);
+    cdn.fetch(FILE, 0, 5000, None, None).await.unwrap_err();
+    cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
+    assert_eq!(cdn.stats.errors.get(), 1);
 }
 
 #[tokio::test]
@@ -461,3 +527,5 @@ async fn a_429_waits_for_retry_after_within_the_bound() {
     cdn.fetch(FILE, 0, 99, None, None).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+mod with_the_control_plane;

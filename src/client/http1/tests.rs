@@ -74,7 +74,7 @@ fn transport() -> Http1Transport {
     Http1Transport::new(ReqwestTransport::new(client), Duration::from_secs(5))
 }
 
-async fn body_of(response: &mut HttpResponse) -> Result<Vec<u8>, String> {
+async fn body_of(response: &mut HttpResponse) -> Result<Vec<u8>, TransportError> {
     let mut buf = BytesMut::with_capacity(1 << 16);
     while response.body.read_into(&mut buf, 7).await? > 0 {}
     Ok(buf.to_vec())
@@ -98,21 +98,36 @@ async fn ranged_gets_share_one_kept_alive_connection() {
 }
 
 #[tokio::test]
-async fn a_connection_the_server_closed_is_replaced_without_an_error() {
-    let server = scripted(|head| ranged(head, ""), true).await;
+async fn a_connection_the_server_closes_as_it_is_reused_is_replaced_without_an_error() {
+    // Each connection answers one request, then reads the next and closes without an answer:
+    // the pooled connection looks alive when taken, and fails only once the request is out.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    let _ = stream.write_all(&ranged("Range: bytes=1-4", "")).await;
+                    let _ = stream.read(&mut buf).await;
+                }
+            });
+        }
+    });
     let http = transport();
     for _ in 0..3 {
-        let mut response = http.get(&server.url, Some((1, 4))).await.unwrap();
+        let mut response = http.get(&url, Some((1, 4))).await.unwrap();
         assert_eq!(body_of(&mut response).await.unwrap(), b"1234");
-        // Let the server's close arrive before the next request takes the pooled connection.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
 async fn a_connection_with_bytes_after_its_body_is_not_reused() {
-    // The server sends its answer, then (later) bytes beyond the announced length.
+    // The server sends bytes beyond the announced length, in the same write as its answer.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests_per_connection = Arc::new(Mutex::new(Vec::new()));
@@ -129,10 +144,9 @@ async fn a_connection_with_bytes_after_its_body_is_not_reused() {
                 let mut buf = [0u8; 4096];
                 while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
                     counts.lock().unwrap()[index] += 1;
-                    let answer = ranged("Range: bytes=0-3", "");
+                    let mut answer = ranged("Range: bytes=0-3", "");
+                    answer.extend_from_slice(b"junk");
                     let _ = stream.write_all(&answer).await;
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    let _ = stream.write_all(b"junk").await;
                 }
             });
         }
@@ -141,7 +155,6 @@ async fn a_connection_with_bytes_after_its_body_is_not_reused() {
     for _ in 0..2 {
         let mut response = http.get(&url, Some((0, 3))).await.unwrap();
         assert_eq!(body_of(&mut response).await.unwrap(), b"0123");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(*requests_per_connection.lock().unwrap(), [1, 1]);
 }
@@ -190,7 +203,10 @@ async fn a_body_cut_short_is_an_error() {
     .await;
     let mut response = transport().get(&server.url, Some((0, 9))).await.unwrap();
     let error = body_of(&mut response).await.unwrap_err();
-    assert!(error.contains("closed mid-body"), "{error}");
+    assert_eq!(
+        error,
+        TransportError::Io("connection closed mid-body".into())
+    );
 }
 
 #[tokio::test]
@@ -234,8 +250,24 @@ async fn a_refused_connection_is_described_without_the_url() {
     );
     drop(listener);
     let error = transport().get(&url, None).await.err().unwrap();
-    assert!(error.starts_with("connection failed"), "{error}");
-    assert!(!error.contains("secret"), "{error}");
+    assert!(matches!(error, TransportError::Connect(_)), "{error:?}");
+    let shown = error.to_string();
+    assert!(shown.starts_with("connection failed"), "{shown}");
+    assert!(!shown.contains("secret"), "{shown}");
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_is_a_protocol_error() {
+    let server = scripted(
+        |_| b"HTTP/1.1 206 X\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd".to_vec(),
+        false,
+    )
+    .await;
+    let error = transport().get(&server.url, Some((0, 3))).await.err();
+    assert!(
+        matches!(&error, Some(TransportError::Protocol(reason)) if reason.contains("conflicting")),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -285,4 +317,73 @@ fn only_plain_http_urls_are_taken() {
     );
     assert!(Target::parse("https://cdn.example/a").is_none());
     assert!(Target::parse("not a url").is_none());
+}
+
+fn idle_connections(http: &Http1Transport) -> usize {
+    http.pool.idle.lock().unwrap().values().map(Vec::len).sum()
+}
+
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(2), "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_swept_without_waiting_for_traffic() {
+    // The first connection is closed by the server while idle; the second grows too old, and
+    // the server reports when the client closes it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hang_up = Arc::new(tokio::sync::Notify::new());
+    let told = hang_up.clone();
+    let (closed, mut client_closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        let (mut first, _) = listener.accept().await.unwrap();
+        let _ = first.read(&mut buf).await;
+        first
+            .write_all(&ranged("Range: bytes=0-3", ""))
+            .await
+            .unwrap();
+        told.notified().await;
+        drop(first);
+        let (mut second, _) = listener.accept().await.unwrap();
+        let _ = second.read(&mut buf).await;
+        second
+            .write_all(&ranged("Range: bytes=0-3", ""))
+            .await
+            .unwrap();
+        let _ = closed.send(second.read(&mut buf).await.ok());
+    });
+    let client = reqwest::Client::builder().build().unwrap();
+    let every = Duration::from_millis(20);
+    let http = Http1Transport::sweeping_every(
+        ReqwestTransport::new(client),
+        Duration::from_secs(5),
+        every,
+    );
+    let mut response = http.get(&url, Some((0, 3))).await.unwrap();
+    assert_eq!(body_of(&mut response).await.unwrap(), b"0123");
+    assert_eq!(idle_connections(&http), 1, "kept for reuse");
+    hang_up.notify_one();
+    wait_for("a connection the server closed stays open", || {
+        idle_connections(&http) == 0
+    })
+    .await;
+    let mut response = http.get(&url, Some((0, 3))).await.unwrap();
+    assert_eq!(body_of(&mut response).await.unwrap(), b"0123");
+    for streams in http.pool.idle.lock().unwrap().values_mut() {
+        for (_, since) in streams.iter_mut() {
+            *since -= MAX_IDLE_TIME;
+        }
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(2), &mut client_closed).await;
+    assert_eq!(
+        seen.ok(),
+        Some(Ok(Some(0))),
+        "an expired connection stays open"
+    );
 }
