@@ -394,49 +394,5 @@ fn print_stats(mountpoint: &std::path::Path) -> Result<(), String> {
             path.display()
         )
     })?;
-    let value = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let (hits, misses) = (value("cache_hits"), value("cache_misses"));
-    let hit_rate = if hits + misses == 0 {
-        0.0
-    } else {
-        100.0 * hits as f64 / (hits + misses) as f64
-    };
-    let size = trackfs::units::format_size;
-    let mut rows = vec![
-        ("cache hit rate".to_string(), format!("{hit_rate:.1} %")),
-        (
-            "cache used".to_string(),
-            format!(
-                "{} of {}",
-                size(value("cache_bytes")),
-                size(value("cache_budget_bytes"))
-            ),
-        ),
-        ("fetched from CDN".to_string(), size(value("bytes_fetched"))),
-        (
-            "served to programs".to_string(),
-            size(value("bytes_served")),
-        ),
-    ];
-    for name in [
-        "cdn_requests",
-        "in_flight_requests",
-        "resolves",
-        "token_renewals",
-        "retries",
-        "failovers",
-        "errors",
-        "cache_evictions",
-    ] {
-        rows.push((name.replace('_', " "), value(name).to_string()));
-    }
-    let table: String = rows
-        .iter()
-        .map(|(name, value)| format!("{name:<22} {value:>14}\n"))
-        .collect();
-    trackfs::stdout::print(&table)
+    trackfs::stdout::print(&trackfs::client::stats::table(&text))
 }

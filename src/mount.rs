@@ -70,7 +70,7 @@ pub enum MountError {
     )]
     NotEmpty(String),
     #[error("cannot use the origin: {0}")]
-    Origin(String),
+    Origin(#[from] crate::client::error::FetchError),
     #[error("cannot mount at {path}: {reason}")]
     Mount { path: String, reason: String },
     #[error("{0}")]
@@ -277,12 +277,8 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         .with_attempts(config.cdn.attempts),
     );
     // A token first: bad credentials or a dead origin fail here, once, with a clear message.
-    api.token()
-        .await
-        .map_err(|e| MountError::Origin(e.to_string()))?;
-    let albums = catalogue::load(&api)
-        .await
-        .map_err(|e| MountError::Origin(e.to_string()))?;
+    api.token().await?;
+    let albums = catalogue::load(&api).await?;
     let tree = Tree::build(&albums, &config.formats);
     let tracks = tree.track_count();
     check_formats(&albums, &config.formats, tracks)?;

@@ -112,7 +112,9 @@ impl Reader {
             return Ok(total);
         }
         self.blocks(file, 0, 1, None).await?;
-        self.known_size(file.id).ok_or(FetchError::Shutdown)
+        // Fetching block 0 records the size; only a bug could leave it unknown.
+        let unknown = FetchError::SizeUnknown { file: file.id };
+        self.known_size(file.id).ok_or(unknown)
     }
 
     /// Reads stored bytes `offset..offset+len`, short only at the end of the file.

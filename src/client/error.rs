@@ -87,6 +87,8 @@ pub enum FetchError {
     },
     #[error("the mount is shutting down")]
     Shutdown,
+    #[error("file {file}: its first block arrived without its size")]
+    SizeUnknown { file: FileId },
     #[error("the fetch of this block ended without an answer (its task failed)")]
     Abandoned,
 }

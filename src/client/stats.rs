@@ -44,7 +44,6 @@ pub struct Stats {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_evictions: Counter,
-    pub cache_bytes: Counter,
     pub bytes_fetched: Counter,
     pub bytes_served: Counter,
     pub reads: Counter,
@@ -81,5 +80,93 @@ impl Stats {
             ("version", 1),
         ];
         rows.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    }
+}
+
+/// What `trackfs stats` prints: the lines of [`Stats::render`] as a table people can read.
+/// It lives next to `render` so the two cannot disagree on a counter's name.
+pub fn table(rendered: &str) -> String {
+    let value = |name: &str| -> u64 {
+        rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (hits, misses) = (value("cache_hits"), value("cache_misses"));
+    let hit_rate = match hits + misses {
+        0 => 0.0,
+        all => 100.0 * hits as f64 / all as f64,
+    };
+    let size = crate::units::format_size;
+    let used = format!(
+        "{} of {}",
+        size(value("cache_bytes")),
+        size(value("cache_budget_bytes"))
+    );
+    let mut rows = vec![
+        ("cache hit rate".to_string(), format!("{hit_rate:.1} %")),
+        ("cache used".to_string(), used),
+        ("fetched from CDN".to_string(), size(value("bytes_fetched"))),
+        (
+            "served to programs".to_string(),
+            size(value("bytes_served")),
+        ),
+    ];
+    for name in [
+        "cdn_requests",
+        "in_flight_requests",
+        "resolves",
+        "token_renewals",
+        "retries",
+        "failovers",
+        "errors",
+        "cache_evictions",
+    ] {
+        rows.push((name.replace('_', " "), value(name).to_string()));
+    }
+    rows.iter()
+        .map(|(name, value)| format!("{name:<22} {value:>14}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_reads_every_counter_it_shows_from_render() {
+        let stats = Stats::default();
+        stats.cache_hits.add(3);
+        stats.cache_misses.incr();
+        stats.bytes_fetched.add(3 << 20);
+        for (i, counter) in [
+            &stats.cdn_requests,
+            &stats.resolves,
+            &stats.token_renewals,
+            &stats.retries,
+            &stats.failovers,
+            &stats.errors,
+            &stats.cache_evictions,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counter.add(101 + i as u64);
+        }
+        let _busy = stats.in_flight.enter();
+        let table = table(&stats.render(1 << 20, 4 << 20));
+        assert!(table.contains("75.0 %"), "{table}");
+        assert!(table.contains("1.0 MiB of 4.0 MiB"), "{table}");
+        assert!(table.contains("3.0 MiB"), "{table}");
+        for (row, value) in [
+            ("cdn requests", 101),
+            ("errors", 106),
+            ("cache evictions", 107),
+        ] {
+            let line = table.lines().find(|l| l.starts_with(row)).expect(row);
+            assert!(line.ends_with(&format!(" {value}")), "{line}");
+        }
+        let line = table.lines().find(|l| l.starts_with("in flight")).unwrap();
+        assert!(line.ends_with(" 1"), "{line}");
     }
 }
