@@ -96,7 +96,7 @@ struct MountArgs {
     /// Seconds a CDN body may stay silent before the request is retried.
     #[arg(long, default_value_t = CdnConfig::default().stall_timeout.as_secs_f64())]
     stall_timeout: f64,
-    /// Retries of a failed CDN request before the read fails with EIO.
+    /// Retries of a failed request (CDN or origin) before the read fails with EIO.
     #[arg(long, default_value_t = CdnConfig::default().attempts.saturating_sub(1))]
     retries: u32,
     /// Kernel read-ahead for the mount (set when running as root; 0 keeps the kernel's).

@@ -5,6 +5,10 @@
 //! sequential reader has passed are therefore released from the block cache, and only those:
 //! "near a sequential stream" is not enough, because random reads land near streams all the
 //! time, and dropping blocks they have not read yet means fetching them twice.
+//!
+//! The kernel asks again only for bytes it no longer has (memory pressure, `fadvise`), so a
+//! read overlapping a served range makes that range stale, and it is forgotten: otherwise
+//! random reads after an eviction would each release blocks around them all over again.
 
 use std::ops::Range;
 
@@ -20,8 +24,10 @@ pub struct Served {
 
 impl Served {
     /// Records that `range` was handed to the kernel and returns the whole served range that
-    /// now contains it (every byte of which has been handed over).
+    /// now contains it (every byte of which the kernel still has, as far as we know).
     pub fn add(&mut self, range: Range<u64>) -> Range<u64> {
+        self.ranges
+            .retain(|r| !(r.start < range.end && range.start < r.end));
         let mut merged = range;
         // Ranges are disjoint and do not touch, so the ones touching `range` merge in one pass.
         self.ranges.retain(|r| {
@@ -74,14 +80,16 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_and_nested_reads_merge() {
+    fn a_read_of_bytes_already_served_forgets_their_range() {
         let mut s = Served::default();
         s.add(10..20);
         s.add(30..40);
-        assert_eq!(s.add(15..35), 10..40);
-        assert_eq!(s.add(12..14), 10..40);
+        // The kernel asks again: it let those bytes go, and maybe more of the ranges.
+        assert_eq!(s.add(15..35), 15..35);
+        assert_eq!(s.ranges, vec![15..35]);
+        assert_eq!(s.add(35..50), 15..50, "touching still joins");
         assert_eq!(s.add(0..5), 0..5);
-        assert_eq!(s.ranges, vec![0..5, 10..40]);
+        assert_eq!(s.ranges, vec![0..5, 15..50]);
     }
 
     #[test]
@@ -92,7 +100,9 @@ mod tests {
             let got = s.add(offset..offset + 4096);
             assert_eq!(got, offset..offset + 4096, "read at {offset}");
         }
-        assert_eq!(s.add(MIB..MIB + 4096), 0..8 * MIB);
+        // A read inside the run: the kernel let some of it go, so none of it counts now.
+        assert_eq!(s.add(MIB..MIB + 4096), MIB..MIB + 4096);
+        assert_eq!(s.add(4 * MIB..4 * MIB + 4096), 4 * MIB..4 * MIB + 4096);
     }
 
     #[test]

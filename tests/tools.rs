@@ -323,6 +323,23 @@ fn a_jump_to_the_tail_of_a_long_track_and_back_does_not_restart_the_read_ahead()
     assert_fetched_once(size, fetched, requests);
 }
 
+/// `count` reads of 64 KiB at offsets that are the same every run (xorshift64), each checked
+/// against the source.
+fn random_reads(file: &std::fs::File, source: &[u8], count: usize) {
+    let size = source.len() as u64;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut buf = vec![0u8; (64 * KIB) as usize];
+    for _ in 0..count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let offset = state % size;
+        let n = file.read_at(&mut buf, offset).unwrap();
+        let at = offset as usize;
+        assert!(buf[..n] == source[at..at + n], "bytes at {offset}");
+    }
+}
+
 /// Random reads all over a track land near the read-ahead streams again and again; none of
 /// that may make trackfs drop blocks it will be asked for again (before, random 64 KiB reads
 /// of a 14 MB track fetched it 4.5 times over while the cache was nearly empty).
@@ -338,20 +355,38 @@ fn random_reads_fetch_no_block_twice() {
     let size = source.len() as u64;
     let bytes_before = mount.stat("bytes_fetched");
     let file = std::fs::File::open(mount.path().join(&relative)).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut buf = vec![0u8; (64 * KIB) as usize];
-    for _ in 0..256 {
-        // xorshift64: the same "random" offsets every run.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let offset = state % size;
-        let n = file.read_at(&mut buf, offset).unwrap();
-        let at = offset as usize;
-        assert!(buf[..n] == source[at..at + n], "bytes at {offset}");
-    }
+    random_reads(&file, &source, 256);
     let fetched = mount.stat("bytes_fetched") - bytes_before;
     eprintln!("random reads: {size} bytes, {fetched} fetched");
+    assert!(
+        fetched <= size,
+        "random reads of {size} bytes fetched {fetched} bytes: blocks were fetched twice"
+    );
+}
+
+/// The same after the kernel let go of a file it had read whole: what trackfs knew it had
+/// handed over is stale, and must not make it drop blocks around each random read.
+#[test]
+fn random_reads_after_the_kernel_let_a_file_go_fetch_no_block_twice() {
+    if !support::require_tool("ffmpeg") || !support::fuse_usable() {
+        return;
+    }
+    let origin = PythonOrigin::start(long_music(), &["--seed", "17"]);
+    let mount = Mount::start(&origin.url, &origin.credentials_file, &[]);
+    let (relative, source) = largest(&origin);
+    let source = std::fs::read(source).unwrap();
+    let size = source.len() as u64;
+    let file = std::fs::File::open(mount.path().join(&relative)).unwrap();
+    read_sequentially(&file, &source, 0..size, MIB);
+    let dropped = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+    };
+    assert_eq!(dropped, 0);
+    let bytes_before = mount.stat("bytes_fetched");
+    random_reads(&file, &source, 256);
+    let fetched = mount.stat("bytes_fetched") - bytes_before;
+    eprintln!("random reads after eviction: {size} bytes, {fetched} fetched");
     assert!(
         fetched <= size,
         "random reads of {size} bytes fetched {fetched} bytes: blocks were fetched twice"

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 const NAME_MAX: usize = 255;
 
 /// Replaces `/`, NUL and other control characters with `_` (a tab or line break in a tag
-/// with a space: names with them break `find | while read`, playlists and terminals), turns
-/// `.`/`..`/empty into something visible, trims to 255 bytes at a character boundary (keeping
-/// `suffix`, e.g. the extension, intact).
+/// with a space: names with them break `find | while read`, playlists and terminals), drops
+/// whitespace at either end (invisible in `ls`, so `Artist` and `Artist\n` would look the
+/// same), turns `.`/`..`/empty into something visible, trims to 255 bytes at a character
+/// boundary (keeping `suffix`, e.g. the extension, intact).
 pub fn safe_name(raw: &str, suffix: &str) -> String {
-    let mut name: String = raw
+    let mapped: String = raw
         .chars()
         .map(|c| match c {
             '\t' | '\n' | '\r' | '\u{b}' | '\u{c}' => ' ',
@@ -20,9 +21,9 @@ pub fn safe_name(raw: &str, suffix: &str) -> String {
             c => c,
         })
         .collect();
-    let name_trimmed = name.trim();
-    if name_trimmed.is_empty() || name_trimmed == "." || name_trimmed == ".." {
-        name = format!("_{name_trimmed}");
+    let mut name = mapped.trim().to_string();
+    if name.is_empty() || name == "." || name == ".." {
+        name = format!("_{name}");
     }
     let room = NAME_MAX.saturating_sub(suffix.len());
     if name.len() > room {
@@ -66,6 +67,11 @@ mod tests {
         assert_eq!(
             safe_name("line1\nline2\ttab", ".ogg"),
             "line1 line2 tab.ogg"
+        );
+        assert_eq!(
+            safe_name(" Artist\n", ""),
+            "Artist",
+            "the same name as `Artist`"
         );
         assert_eq!(safe_name("bell\u{7}del\u{7f}c1\u{85}", ""), "bell_del_c1_");
         let long = "é".repeat(200);

@@ -71,6 +71,8 @@ async fn an_origin_that_stays_down_fails_a_read_within_one_retry_bound() {
         asked, 6,
         "one token request per attempt, no retries within retries"
     );
-    assert!(started.elapsed() <= Duration::from_millis(5500));
+    // One bound (2.5–5 s of backoff), with room for a loaded machine; nested retries would
+    // take six times as long.
+    assert!(started.elapsed() <= Duration::from_secs(10));
     assert_eq!(cdn.stats.errors.get(), 1);
 }
