@@ -13,7 +13,8 @@
 #
 # Rows (DESIGN.md §4 and issue 5):
 #   1. cold sequential read of the 256 MiB track, 1 MiB reads: trackfs, rclone-crypt, curl;
-#      median of 5 cold runs each (3 with --quick)
+#      median of 5 cold runs each (3 with --quick); also the machine's busy CPU-seconds per
+#      read, and the same read from a FUSE file that does no work (examples/fuse_ceiling.rs)
 #   2. warm re-read (same mount, nothing dropped) vs the plaintext from local page cache;
 #      median of 3 re-reads each
 #   3. fio randread 4 KiB psync, 10 s, cold: IOPS trackfs vs rclone
@@ -87,26 +88,9 @@ mkdir -p "$W/logs" "$W/mnt"
 : >"$W/results" # "key value" per line
 NGINX_PID=""
 
-# Mounted, even if its process is gone ("Transport endpoint is not connected", where
-# `mountpoint -q` says no): /proc/mounts escapes spaces as \040.
-is_mounted() { M=${1// /\\040} awk '$2 == ENVIRON["M"] { f = 1 } END { exit !f }' /proc/mounts; }
-unmount() { # MOUNTPOINT: politely, then lazily
-  is_mounted "$1" || return 0
-  fusermount3 -u "$1" 2>/dev/null || umount "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null ||
-    umount -l "$1" 2>/dev/null || true
-}
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-kill_tree() { # PID: a row's subshell and everything under it (readers, fio, timeout)
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
-  kill -TERM "$1" 2>/dev/null || true
-}
+# shellcheck source=scripts/bench_lib.sh
+source "$scripts/bench_lib.sh"
+
 ROW_PID=""
 cleanup() {
   local m pid
@@ -121,101 +105,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted: cleaning up" >&2; exit 130' INT TERM
 
-record() { echo "$1 $2" >>"$W/results"; note "$1 = $2"; }
-# measure KEY COMMAND...: run it (a failure fails the row under set -e), record its output.
-measure() {
-  local v
-  v=$("${@:2}")
-  [[ -n $v ]] || die "no figure for $1"
-  record "$1" "$v"
-}
-free_port() { python3 "$helper" free-port; }
-wait_port() { # PORT PID LOG: until something listens, or the process died
-  for _ in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "process $2 exited (log: $3)"; }
-    sleep 0.05
-  done
-  die "nothing listening on port $1 after 15 s (log: $3)"
-}
-
-drop_caches() {
-  if ((IS_ROOT)); then
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-  fi
-}
-
-# Mounts run in the foreground of a background job; wait until the kernel shows the mount.
-# Sets MOUNT_PID. Used by row subshells, which are cleaned up by umount_all after each row.
-wait_mounted() { # MOUNTPOINT PID LOG
-  for _ in $(seq 1200); do
-    mountpoint -q "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "mount process exited (log: $3)"; }
-    sleep 0.05
-  done
-  die "$1 not mounted after 60 s (log: $3)"
-}
-mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from LIBRARY)
-  local port=$1 name=$2 lib=$3
-  shift 3
-  local mnt=$W/mnt/$name lg
-  lg=$W/logs/mount-$name-$(date +%s%N).log
-  mkdir -p "$mnt"
-  echo "$mnt" >>"$W/mounts"
-  "$TRACKFS" mount "http://127.0.0.1:$port" "$mnt" --credentials "$lib/credentials" "$@" \
-    >"$lg" 2>&1 &
-  MOUNT_PID=$!
-  echo "$MOUNT_PID" >>"$W/pids"
-  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
-  MNT=$mnt
-}
-mount_rclone() { # NAME
-  local mnt=$W/mnt/$1 lg
-  lg=$W/logs/rclone-$1-$(date +%s%N).log
-  mkdir -p "$mnt"
-  echo "$mnt" >>"$W/mounts"
-  # Defaults on purpose (vfs-cache-mode off, 16 MiB buffer): what a user gets out of the box.
-  rclone --config "$W/rclone.conf" mount wcrypt: "$mnt" >"$lg" 2>&1 &
-  MOUNT_PID=$!
-  echo "$MOUNT_PID" >>"$W/pids"
-  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
-  MNT=$mnt
-}
-umount_wait() { # MOUNTPOINT PID: unmount and let the mount process exit
-  unmount "$1"
-  for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.05; done
-  stop_pid "$2"
-}
-umount_all() { # after a row: whatever a (failed) row left mounted
-  local m
-  while read -r m; do [[ -n $m ]] && unmount "$m"; done <"$W/mounts"
-}
-
-# Run one row in a subshell so `set -e` works inside it and a failing row (a trackfs bug,
-# a timeout) is reported and the next row still runs. The subshell runs in the background
-# and we `wait` for it: bash runs an INT/TERM trap during `wait` at once, whereas for a
-# foreground child that catches Ctrl-C itself (fio, rclone) it would never run it.
-run_row() { # NAME FUNCTION
-  local rc=0
-  log "$1"
-  (
-    set -e
-    "$2"
-  ) &
-  ROW_PID=$!
-  wait "$ROW_PID" || rc=$?
-  ROW_PID=""
-  umount_all
-  ((rc == 0)) || {
-    note "row failed (exit $rc); logs in $W/logs"
-    echo "failed_$2 1" >>"$W/results"
-  }
-}
-
 # A read must not hang the whole benchmark (a FUSE read that never returns).
 T() { timeout -k 10 "$@"; }
 seq_read() { T 600 python3 "$helper" seq "$1" | awk '{ printf "%.1f", $1 / $2 / 1e6 }'; }
+# The same, printing "MB/s CPU-s": the whole machine's busy CPU-seconds during the read.
+seq_read_cpu() { T 600 python3 "$helper" seq "$1" | awk '{ printf "%.1f %s", $1 / $2 / 1e6, $3 }'; }
 
 # --- the machine -----------------------------------------------------------------------
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -237,6 +131,13 @@ if [[ -z $TRACKFS ]]; then
   target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   TRACKFS=${target:-$repo/target}/release/trackfs
+fi
+if row_on 1; then
+  log "building the FUSE ceiling (examples/fuse_ceiling.rs)"
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --example fuse_ceiling
+  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  CEILING=${target:-$repo/target}/release/examples/fuse_ceiling
 fi
 [[ -x $TRACKFS ]] || die "no trackfs binary at $TRACKFS"
 TFS=1
@@ -341,40 +242,70 @@ row1_trackfs() {
     mount_trackfs "$PORT_FAST" "seq$i" "$W/lib"
     f=$(tfs_path "$MNT" "$BIG_BYTES")
     [[ -n $f ]] || die "the big track is not in the mount"
-    runs+=("$(seq_read "$f")")
+    runs+=("$(seq_read_cpu "$f")")
     # The warm re-read: the last mount, nothing dropped, a new open().
     if ((i == REPEAT_ROW1)) && row_on 2; then warm_reads tfs_warm_seq "$f"; fi
     "$TRACKFS" stats "$MNT" >"$W/logs/stats-row1.txt" 2>&1 || true
     umount_wait "$MNT" "$MOUNT_PID"
   done
-  note "trackfs cold runs, MB/s: ${runs[*]}"
-  measure tfs_cold_seq python3 "$helper" median "${runs[@]}"
+  record_cold trackfs tfs "${runs[@]}"
 }
 row1_rclone() {
   local runs=()
   for i in $(seq "$REPEAT_ROW1"); do
     drop_caches
     mount_rclone "seq$i"
-    runs+=("$(seq_read "$MNT/$BIG_REL")")
+    runs+=("$(seq_read_cpu "$MNT/$BIG_REL")")
     umount_wait "$MNT" "$MOUNT_PID"
   done
-  note "rclone cold runs, MB/s: ${runs[*]}"
-  measure rclone_cold_seq python3 "$helper" median "${runs[@]}"
+  record_cold rclone rclone "${runs[@]}"
 }
 curl_read() { # prints MB/s of one download of the big ciphertext
   T 600 curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' "$CDN/audio/$BIG_ID" |
     awk '{ printf "%.1f", $1 / $2 / 1e6 }'
 }
+curl_read_cpu() { # prints "MB/s CPU-s", as seq_read_cpu does (awk, not Python: no start-up cost)
+  local b0 mbs
+  b0=$(busy_jiffies)
+  mbs=$(curl_read)
+  echo "$mbs $(awk -v a="$b0" -v b="$(busy_jiffies)" 'BEGIN { printf "%.2f", (b - a) / 100 }')"
+}
+busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 row1_curl() {
   local runs=()
   for i in $(seq "$REPEAT_ROW1"); do
     drop_caches
-    runs+=("$(curl_read)")
+    runs+=("$(curl_read_cpu)")
   done
-  note "curl cold runs, MB/s: ${runs[*]}"
-  measure curl_cold_seq python3 "$helper" median "${runs[@]}"
+  record_cold curl curl "${runs[@]}"
   # Again, now that nginx has the file in page cache: shows whether the disk was the limit.
   measure curl_warm_seq curl_read
+}
+# The same cold read of a FUSE file that does no work: what FUSE itself costs here, a floor
+# under trackfs's CPU time and a ceiling over its speed.
+row1_ceiling() {
+  local runs=() mnt=$W/mnt/ceiling lg=$W/logs/ceiling.log
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$W/mounts"
+  for i in $(seq "$REPEAT_ROW1"); do
+    drop_caches
+    "$CEILING" "$mnt" "$BIG_BYTES" >>"$lg" 2>&1 &
+    MOUNT_PID=$!
+    echo "$MOUNT_PID" >>"$W/pids"
+    wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+    runs+=("$(seq_read_cpu "$mnt/file")")
+    umount_wait "$mnt" "$MOUNT_PID"
+  done
+  record_cold "FUSE ceiling" ceiling "${runs[@]}"
+}
+# record_cold NAME KEY RUN...: each RUN is "MB/s CPU-s"; records the medians of both.
+record_cold() {
+  local name=$1 key=$2 r mbs=() cpus=()
+  shift 2
+  for r in "$@"; do mbs+=("${r% *}") cpus+=("${r#* }"); done
+  note "$name cold runs, MB/s: ${mbs[*]}; busy CPU-seconds: ${cpus[*]}"
+  measure "${key}_cold_seq" python3 "$helper" median "${mbs[@]}"
+  measure "${key}_cold_cpu" python3 "$helper" median "${cpus[@]}"
 }
 # Row 2 for either side: REPEAT_ROW2 re-reads of a file already in page cache, the median
 # recorded and every run listed. The first re-read is the slowest on both sides (the kernel
@@ -480,6 +411,7 @@ fi
 if row_on 1; then
   run_row "1. rclone-crypt: cold sequential read" row1_rclone
   run_row "1. curl of the ciphertext from nginx: cold" row1_curl
+  run_row "1. a FUSE file that does no work: cold" row1_ceiling
 fi
 if row_on 2; then run_row "2. plaintext from the local page cache" row2_local; fi
 if row_on 3; then
@@ -563,6 +495,9 @@ line() {
     line "1. cold sequential read, MB/s" MB/s "$(get tfs_cold_seq)" "$(get rclone_cold_seq)" "rclone-crypt" ratio_ge 3
     line "1. cold sequential read, MB/s" MB/s "$(get tfs_cold_seq)" "$(get curl_cold_seq)" "curl (ciphertext)" ratio_ge 0.8
     line "1. (curl again, server page cache warm)" MB/s "" "$(get curl_warm_seq)" "curl (ciphertext)" info ""
+    line "1. (a FUSE file that does no work)" MB/s "$(get tfs_cold_seq)" "$(get ceiling_cold_seq)" "FUSE ceiling" info ""
+    line "1. busy CPU-seconds per cold read" s "$(get tfs_cold_cpu)" "$(get curl_cold_cpu)" "curl (ciphertext)" info ""
+    line "1. (the same, FUSE ceiling)" s "" "$(get ceiling_cold_cpu)" "FUSE ceiling" info ""
   fi
   row_on 2 && line "2. warm re-read, MB/s" MB/s "$(get tfs_warm_seq)" "$(get local_warm_seq)" "local page cache" ratio_ge 0.5
   row_on 3 && line "3. random 4 KiB reads (fio, cold), IOPS" IOPS "$(get tfs_rand_iops)" "$(get rclone_rand_iops)" "rclone-crypt" ratio_ge 5

@@ -9,7 +9,9 @@ Usage: bench_helper.py COMMAND ARGS...
   mklib DIR N BYTES          N such tracks as DIR/Artist NN/Album NN/NN Track NNNN.mp3
                              (10 tracks an album, 10 albums an artist)
   seq PATH [BS]              read PATH start to end in BS-byte reads (default 1 MiB);
-                             prints "bytes seconds" (open() included in the time)
+                             prints "bytes seconds cpu_seconds" (open() included in the
+                             time; cpu_seconds is the whole machine's busy CPU time meanwhile)
+  busy                       print the whole machine's busy CPU-seconds since boot
   par PATH...                read all PATHs at once (one thread each, 1 MiB reads);
                              prints "total_bytes seconds"
   firstbyte PATH             open + read 1 byte; prints "open_ms first_byte_ms" where the
@@ -92,10 +94,24 @@ def read_all(path, bs, out=None):
     return total
 
 
+def busy_seconds():
+    # /proc/stat "cpu" line: user nice system idle iowait irq softirq steal ..., in USER_HZ
+    # (100 a second). Busy is everything but idle, iowait and steal: the reader, the FUSE
+    # daemon, nginx and the kernel's copies on their behalf all count.
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / 100
+
+
+def busy():
+    print(f"{busy_seconds():.2f}")
+
+
 def seq(path, bs=MIB):
-    t0 = time.perf_counter()
+    c0, t0 = busy_seconds(), time.perf_counter()
     total = read_all(path, int(bs))
-    print(total, f"{time.perf_counter() - t0:.6f}")
+    t = time.perf_counter() - t0
+    print(total, f"{t:.6f}", f"{busy_seconds() - c0:.2f}")
 
 
 def par(*paths):
@@ -155,6 +171,7 @@ COMMANDS = {
     "mkmp3": mkmp3,
     "mklib": mklib,
     "seq": seq,
+    "busy": busy,
     "par": par,
     "firstbyte": firstbyte,
     "seekbyte": seekbyte,

@@ -1,0 +1,118 @@
+# Helpers for scripts/bench.sh, sourced by it: processes, mounts, figures and rows.
+# They use bench.sh's globals ($W, $helper, $TRACKFS, log/note/die) and start nothing on
+# their own; everything they start is written to $W/pids or $W/mounts for its cleanup.
+# shellcheck shell=bash
+# shellcheck disable=SC2016,SC2034,SC2154
+
+# Mounted, even if its process is gone ("Transport endpoint is not connected", where
+# `mountpoint -q` says no): /proc/mounts escapes spaces as \040.
+is_mounted() { M=${1// /\\040} awk '$2 == ENVIRON["M"] { f = 1 } END { exit !f }' /proc/mounts; }
+unmount() { # MOUNTPOINT: politely, then lazily
+  is_mounted "$1" || return 0
+  fusermount3 -u "$1" 2>/dev/null || umount "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null ||
+    umount -l "$1" 2>/dev/null || true
+}
+stop_pid() { # PID: TERM, wait up to 5 s, then KILL
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+kill_tree() { # PID: a row's subshell and everything under it (readers, fio, timeout)
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+
+record() { echo "$1 $2" >>"$W/results"; note "$1 = $2"; }
+# measure KEY COMMAND...: run it (a failure fails the row under set -e), record its output.
+measure() {
+  local v
+  v=$("${@:2}")
+  [[ -n $v ]] || die "no figure for $1"
+  record "$1" "$v"
+}
+free_port() { python3 "$helper" free-port; }
+wait_port() { # PORT PID LOG: until something listens, or the process died
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "process $2 exited (log: $3)"; }
+    sleep 0.05
+  done
+  die "nothing listening on port $1 after 15 s (log: $3)"
+}
+
+drop_caches() {
+  if ((IS_ROOT)); then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  fi
+}
+
+# Mounts run in the foreground of a background job; wait until the kernel shows the mount.
+# Sets MOUNT_PID. Used by row subshells, which are cleaned up by umount_all after each row.
+wait_mounted() { # MOUNTPOINT PID LOG
+  for _ in $(seq 1200); do
+    mountpoint -q "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { tail -20 "$3" >&2; die "mount process exited (log: $3)"; }
+    sleep 0.05
+  done
+  die "$1 not mounted after 60 s (log: $3)"
+}
+mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from LIBRARY)
+  local port=$1 name=$2 lib=$3
+  shift 3
+  local mnt=$W/mnt/$name lg
+  lg=$W/logs/mount-$name-$(date +%s%N).log
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$W/mounts"
+  "$TRACKFS" mount "http://127.0.0.1:$port" "$mnt" --credentials "$lib/credentials" "$@" \
+    >"$lg" 2>&1 &
+  MOUNT_PID=$!
+  echo "$MOUNT_PID" >>"$W/pids"
+  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+  MNT=$mnt
+}
+mount_rclone() { # NAME
+  local mnt=$W/mnt/$1 lg
+  lg=$W/logs/rclone-$1-$(date +%s%N).log
+  mkdir -p "$mnt"
+  echo "$mnt" >>"$W/mounts"
+  # Defaults on purpose (vfs-cache-mode off, 16 MiB buffer): what a user gets out of the box.
+  rclone --config "$W/rclone.conf" mount wcrypt: "$mnt" >"$lg" 2>&1 &
+  MOUNT_PID=$!
+  echo "$MOUNT_PID" >>"$W/pids"
+  wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+  MNT=$mnt
+}
+umount_wait() { # MOUNTPOINT PID: unmount and let the mount process exit
+  unmount "$1"
+  for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.05; done
+  stop_pid "$2"
+}
+umount_all() { # after a row: whatever a (failed) row left mounted
+  local m
+  while read -r m; do [[ -n $m ]] && unmount "$m"; done <"$W/mounts"
+}
+
+# Run one row in a subshell so `set -e` works inside it and a failing row (a trackfs bug,
+# a timeout) is reported and the next row still runs. The subshell runs in the background
+# and we `wait` for it: bash runs an INT/TERM trap during `wait` at once, whereas for a
+# foreground child that catches Ctrl-C itself (fio, rclone) it would never run it.
+run_row() { # NAME FUNCTION
+  local rc=0
+  log "$1"
+  (
+    set -e
+    "$2"
+  ) &
+  ROW_PID=$!
+  wait "$ROW_PID" || rc=$?
+  ROW_PID=""
+  umount_all
+  ((rc == 0)) || {
+    note "row failed (exit $rc); logs in $W/logs"
+    echo "failed_$2 1" >>"$W/results"
+  }
+}
