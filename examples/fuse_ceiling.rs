@@ -7,8 +7,9 @@
 //! of a cold read is FUSE's own cost (copying each byte into the kernel's page cache, 4 KiB at
 //! a time) and how much is trackfs's. It is a measuring stick, not part of trackfs.
 //!
-//! Usage: `fuse_ceiling MOUNTPOINT SIZE_BYTES`; the file is `MOUNTPOINT/file`. It serves
-//! until unmounted (`umount MOUNTPOINT`), then exits.
+//! Usage: `fuse_ceiling MOUNTPOINT SIZE_BYTES [direct]`; the file is `MOUNTPOINT/file`. It
+//! serves until unmounted (`umount MOUNTPOINT`), then exits. With `direct`, the file is
+//! opened with `FOPEN_DIRECT_IO` (no page cache): what trackfs would get without it.
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -26,6 +27,7 @@ const PERIOD: usize = 1 << 20;
 
 struct Ceiling {
     size: u64,
+    direct: bool,
     /// Two periods of a byte pattern, starting on a page boundary at `start` (the kernel's
     /// copies are several times slower when source and destination are aligned differently).
     pattern: Vec<u8>,
@@ -33,7 +35,7 @@ struct Ceiling {
 }
 
 impl Ceiling {
-    fn new(size: u64) -> Self {
+    fn new(size: u64, direct: bool) -> Self {
         let mut pattern = vec![0u8; 2 * PERIOD + 4096];
         let start = pattern.as_ptr().align_offset(4096);
         for (i, byte) in pattern[start..].iter_mut().enumerate() {
@@ -41,6 +43,7 @@ impl Ceiling {
         }
         Ceiling {
             size,
+            direct,
             pattern,
             start,
         }
@@ -91,7 +94,12 @@ impl Filesystem for Ceiling {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        let flags = if self.direct {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        reply.opened(FileHandle(0), flags);
     }
 
     fn read(
@@ -116,9 +124,13 @@ impl Filesystem for Ceiling {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let direct = match args.get(3).map(String::as_str) {
+        None => false,
+        Some("direct") => true,
+        Some(_) => usage(),
+    };
     let (Some(mountpoint), Some(Ok(size))) = (args.get(1), args.get(2).map(|s| s.parse())) else {
-        eprintln!("usage: fuse_ceiling MOUNTPOINT SIZE_BYTES");
-        std::process::exit(2);
+        usage();
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -127,7 +139,7 @@ fn main() {
     ];
     config.n_threads = Some(8);
     let session = match fuser::Session::new(
-        Ceiling::new(size),
+        Ceiling::new(size, direct),
         std::path::Path::new(mountpoint),
         &config,
     )
@@ -144,6 +156,11 @@ fn main() {
     while !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: fuse_ceiling MOUNTPOINT SIZE_BYTES [direct]");
+    std::process::exit(2);
 }
 
 /// The same 1 MiB mount read-ahead trackfs sets (needs root; otherwise the default stays).
