@@ -124,20 +124,22 @@ note "$VERSIONS"
 ((IS_ROOT)) || note "not root: page cache cannot be dropped, so 'cold' figures are only fresh-mount figures"
 
 # --- trackfs binary ----------------------------------------------------------------------
+target_dir() {
+  local dir
+  dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  echo "${dir:-$repo/target}"
+}
 # Publishing needs it even with --skip-trackfs (which only skips trackfs's own rows).
 if [[ -z $TRACKFS ]]; then
   log "building trackfs (release)"
   cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin trackfs
-  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-  TRACKFS=${target:-$repo/target}/release/trackfs
+  TRACKFS=$(target_dir)/release/trackfs
 fi
 if row_on 1; then
   log "building the FUSE ceiling (examples/fuse_ceiling.rs)"
   cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --example fuse_ceiling
-  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-  CEILING=${target:-$repo/target}/release/examples/fuse_ceiling
+  CEILING=$(target_dir)/release/examples/fuse_ceiling
 fi
 [[ -x $TRACKFS ]] || die "no trackfs binary at $TRACKFS"
 TFS=1

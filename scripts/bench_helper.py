@@ -11,7 +11,6 @@ Usage: bench_helper.py COMMAND ARGS...
   seq PATH [BS]              read PATH start to end in BS-byte reads (default 1 MiB);
                              prints "bytes seconds cpu_seconds" (open() included in the
                              time; cpu_seconds is the whole machine's busy CPU time meanwhile)
-  busy                       print the whole machine's busy CPU-seconds since boot
   par PATH...                read all PATHs at once (one thread each, 1 MiB reads);
                              prints "total_bytes seconds"
   firstbyte PATH             open + read 1 byte; prints "open_ms first_byte_ms" where the
@@ -97,14 +96,11 @@ def read_all(path, bs, out=None):
 def busy_seconds():
     # /proc/stat "cpu" line: user nice system idle iowait irq softirq steal ..., in USER_HZ
     # (100 a second). Busy is everything but idle, iowait and steal: the reader, the FUSE
-    # daemon, nginx and the kernel's copies on their behalf all count.
+    # daemon, nginx and the kernel's copies on their behalf all count. (bench.sh's
+    # busy_jiffies sums the same fields for curl, without a Python start-up in the window.)
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:8]]
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / 100
-
-
-def busy():
-    print(f"{busy_seconds():.2f}")
 
 
 def seq(path, bs=MIB):
@@ -171,7 +167,6 @@ COMMANDS = {
     "mkmp3": mkmp3,
     "mklib": mklib,
     "seq": seq,
-    "busy": busy,
     "par": par,
     "firstbyte": firstbyte,
     "seekbyte": seekbyte,
