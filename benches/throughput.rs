@@ -6,9 +6,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
-use trackfs::cache::{Block, BlockCache, Lookup};
-use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::model::FileId;
+use trackfs::protocol::crypto::{apply_keystream, AudioKey};
+use trackfs::protocol::model::FileId;
+use trackfs::readpath::block_cache::{Block, BlockCache, Lookup};
 
 fn decrypt(c: &mut Criterion) {
     let key = AudioKey([0x42; 16]);

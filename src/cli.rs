@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use trackfs::client::api::Credentials;
 use trackfs::client::cdn::CdnConfig;
-use trackfs::model::AudioFormat;
 use trackfs::mount::{self, MountConfig};
 use trackfs::origin::{self, FaultConfig, FaultKind, PublishOptions, ServeConfig};
-use trackfs::reader::ReaderConfig;
+use trackfs::protocol::model::AudioFormat;
+use trackfs::readpath::reader::ReaderConfig;
 use trackfs::units::Size;
 
 #[derive(Parser, Debug)]
@@ -203,7 +203,7 @@ impl MountArgs {
         let keys = match &self.keys {
             Some(path) => {
                 let text = read_private_file(path, "key")?;
-                trackfs::keyfile::parse(&text)
+                trackfs::protocol::keyfile::parse(&text)
                     .map_err(|e| format!("key file {}, {e}", path.display()))?
             }
             None => Default::default(),

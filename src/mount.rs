@@ -1,20 +1,21 @@
 //! `trackfs mount`: check the mountpoint and the origin, load the catalogue, mount, and serve
 //! until unmounted or told to stop (SIGINT/SIGTERM unmount cleanly and exit 0).
 
-use crate::cache::BlockCache;
 use crate::client::api::{Api, Credentials};
 use crate::client::cdn::{Cdn, CdnConfig};
 use crate::client::http1::Http1Transport;
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
+use crate::fs::fuse;
 use crate::fs::tree::{pick_file, AlbumEntry, Tree};
 use crate::fs::FsCore;
-use crate::heads::HeadStore;
-use crate::keyfile::Keys;
-use crate::keys::KeyStore;
-use crate::model::{AudioFormat, Track};
-use crate::reader::{Reader, ReaderConfig};
-use crate::{catalogue, client, fuse};
+use crate::protocol::keyfile::Keys;
+use crate::protocol::model::{AudioFormat, Track};
+use crate::readpath::block_cache::BlockCache;
+use crate::readpath::heads::HeadStore;
+use crate::readpath::keys::KeyStore;
+use crate::readpath::reader::{Reader, ReaderConfig};
+use crate::{catalogue, client};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,7 +325,7 @@ fn build_core(
     ));
     let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
     let spare = spare_memory(config.cache_size);
-    crate::buffers::limit_idle_bytes(spare);
+    crate::readpath::buffers::limit_idle_bytes(spare);
     let heads = HeadStore::new(Some(api), spare);
     let reader = Arc::new(Reader::new(
         cache.clone(),
@@ -458,15 +459,15 @@ mod tests {
 
     #[test]
     fn without_format_flags_no_track_counts_as_hidden() {
-        let album = crate::model::Album {
-            id: crate::model::AlbumId([1; 16]),
+        let album = crate::protocol::model::Album {
+            id: crate::protocol::model::AlbumId([1; 16]),
             name: "A".into(),
             artists: vec![],
             date: None,
             discs: vec![],
         };
         let track = Track {
-            id: crate::model::TrackId([2; 16]),
+            id: crate::protocol::model::TrackId([2; 16]),
             name: "T".into(),
             artists: vec![],
             number: 1,

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use support::liar::{Answer, Liar, Request};
 use support::Mount;
-use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::proto::{library, metadata};
+use trackfs::protocol::crypto::{apply_keystream, AudioKey};
+use trackfs::protocol::proto::{library, metadata};
 
 const PASSWORD: &str = "se:cret";
 

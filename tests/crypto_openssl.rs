@@ -1,4 +1,4 @@
-//! `trackfs::crypto::apply_keystream` against an implementation we did not write:
+//! `trackfs::protocol::crypto::apply_keystream` against an implementation we did not write:
 //! `openssl enc -aes-128-ctr`, at random keys, offsets and lengths (unaligned ones included).
 //!
 //! For a byte offset `o`, openssl starts at the counter block `IV + o/16` (128-bit big-endian
@@ -10,7 +10,7 @@ mod fixture;
 use rand::{Rng, RngCore, SeedableRng};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use trackfs::crypto::{apply_keystream, AudioKey, AUDIO_IV};
+use trackfs::protocol::crypto::{apply_keystream, AudioKey, AUDIO_IV};
 
 /// The counter block for byte offset `offset`.
 fn counter_block(offset: u64) -> [u8; 16] {

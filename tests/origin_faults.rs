@@ -7,8 +7,8 @@ mod fixture;
 
 use fixture::*;
 use std::time::{Duration, Instant};
-use trackfs::crypto::apply_keystream;
 use trackfs::origin::{FaultConfig, FaultKind, ServeConfig};
+use trackfs::protocol::crypto::apply_keystream;
 
 const STALL: Duration = Duration::from_millis(300);
 const FIRST: u64 = 1000;

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
-use trackfs::crypto::AudioKey;
-use trackfs::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
 use trackfs::origin::publish::PublishError;
 use trackfs::origin::{self, PublishOptions};
-use trackfs::proto::library::Library;
-use trackfs::proto::metadata as pb;
+use trackfs::protocol::crypto::AudioKey;
+use trackfs::protocol::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
+use trackfs::protocol::proto::library::Library;
+use trackfs::protocol::proto::metadata as pb;
 
 fn read_pb<M: Message + Default>(path: &Path) -> M {
     M::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
@@ -53,7 +53,7 @@ fn track_named<'a>(
 }
 
 fn keys(lib: &Path) -> BTreeMap<FileId, AudioKey> {
-    trackfs::keyfile::parse(&std::fs::read_to_string(lib.join("keys")).unwrap()).unwrap()
+    trackfs::protocol::keyfile::parse(&std::fs::read_to_string(lib.join("keys")).unwrap()).unwrap()
 }
 
 fn mode(path: &Path) -> u32 {

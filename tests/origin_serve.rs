@@ -10,10 +10,10 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use trackfs::crypto::apply_keystream;
-use trackfs::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
-use trackfs::proto::library::Library;
-use trackfs::proto::metadata as pb;
+use trackfs::protocol::crypto::apply_keystream;
+use trackfs::protocol::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
+use trackfs::protocol::proto::library::Library;
+use trackfs::protocol::proto::metadata as pb;
 
 /// One published track: its metadata, source file and stored plaintext (checked against the
 /// source: for Ogg, a 167-byte header then the source bytes).
@@ -265,7 +265,7 @@ async fn check_range(
     f: &Fixture,
     url: &str,
     p: &Published,
-    key: &trackfs::crypto::AudioKey,
+    key: &trackfs::protocol::crypto::AudioKey,
     range: &str,
 ) {
     let total = p.plain.len() as u64;

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::liar::{Answer, Liar, Request};
-use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::proto::{library, metadata};
+use trackfs::protocol::crypto::{apply_keystream, AudioKey};
+use trackfs::protocol::proto::{library, metadata};
 
 const TOKEN: &str = "TOKENd3adb33f5ecret";
 const SIGNATURE: &str = "SIGNATUREc0ffee99";

@@ -10,9 +10,9 @@ use super::error::FetchError;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
 use super::stats::Stats;
 use super::transport::{describe, parse_retry_after, transport_error};
-use crate::crypto::AudioKey;
-use crate::model::{Album, AlbumId, FileId, Track, TrackId};
-use crate::proto;
+use crate::protocol::crypto::AudioKey;
+use crate::protocol::model::{Album, AlbumId, FileId, Track, TrackId};
+use crate::protocol::proto;
 use crate::redact;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub use crate::credentials::Credentials;
+pub use crate::protocol::credentials::Credentials;
 
 struct Token {
     value: String,

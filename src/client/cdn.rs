@@ -11,7 +11,7 @@ use super::expiry::url_expiry;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
 use super::stats::Stats;
 use super::transport::{BoxFuture, HttpResponse, Transport, TransportError};
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use crate::redact;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -393,7 +393,7 @@ impl RangeRead<'_> {
     /// size. Bounded like `collect`: stalls, the minimum average rate, a plausible size.
     async fn whole_to_the_end(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
         let wanted = self.first..self.last.saturating_add(1);
-        let mut kept = crate::buffers::aligned((wanted.end - wanted.start) as usize);
+        let mut kept = crate::readpath::buffers::aligned((wanted.end - wanted.start) as usize);
         let mut piece = BytesMut::with_capacity(PIECE);
         let (started, mut position) = (Instant::now(), 0u64);
         loop {
@@ -486,7 +486,7 @@ impl RangeRead<'_> {
         len: u64,
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
-        let mut out = crate::buffers::aligned(len as usize);
+        let mut out = crate::readpath::buffers::aligned(len as usize);
         // Only a server that ignored `Range` needs room for skipped bytes.
         let mut scratch = BytesMut::new();
         let mut skipped = 0u64;

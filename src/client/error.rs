@@ -1,7 +1,7 @@
 //! Errors of the network side of the client. `fs::FsError` maps them to an errno, in one place.
 
 use super::transport::TransportError;
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use std::time::Duration;
 
 /// What went wrong talking to the origin or the CDN. URLs inside are already redacted.

@@ -1,16 +1,17 @@
 //! The filesystem core: inodes, attributes, directory listings and reads, in domain terms.
 //!
-//! It never sees a fuser type (the adapter in `crate::fuse` does the translation), so it can be
+//! It never sees a fuser type (the adapter in `crate::fs::fuse` does the translation), so it can be
 //! driven directly by tests without a mount. Reads are async; the adapter runs them on tokio so
 //! the kernel's request loop never waits on the network.
 
+pub mod fuse;
 pub mod names;
 pub mod tree;
 
-use crate::cache::BlockCache;
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
-use crate::reader::{FileRef, Reader};
+use crate::readpath::block_cache::BlockCache;
+use crate::readpath::reader::{FileRef, Reader};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::SystemTime;

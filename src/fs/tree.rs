@@ -7,8 +7,8 @@
 //! the whole library through the CDN again after a remount.
 
 use super::names::unique_name;
-use crate::model::{Album, AudioFile, AudioFormat, Date, Track};
-use crate::reader::FileRef;
+use crate::protocol::model::{Album, AudioFile, AudioFormat, Date, Track};
+use crate::readpath::reader::FileRef;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -262,7 +262,7 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AlbumId, AudioFile, Disc, FileId, TrackId};
+    use crate::protocol::model::{AlbumId, AudioFile, Disc, FileId, TrackId};
 
     fn track(n: u8, name: &str, formats: &[AudioFormat]) -> Track {
         Track {

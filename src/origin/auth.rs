@@ -5,7 +5,7 @@
 //! restart of the origin; CDN URLs carry `?<expiry>_<sig>` as DESIGN.md §1 says, with `sig` the
 //! first 16 bytes (hex) of HMAC-SHA256 over the file id and the expiry.
 
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

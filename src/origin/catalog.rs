@@ -6,9 +6,9 @@
 
 use super::library::{write_if_changed, Library, LibraryError};
 use super::scan::SourceInfo;
-use crate::model::{AlbumId, FileId, TrackId};
-use crate::proto::library::Library as LibraryPb;
-use crate::proto::metadata as pb;
+use crate::protocol::model::{AlbumId, FileId, TrackId};
+use crate::protocol::proto::library::Library as LibraryPb;
+use crate::protocol::proto::metadata as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

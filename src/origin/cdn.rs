@@ -7,7 +7,7 @@
 
 use super::faults::{Fault, FaultKind};
 use super::serve::{parse_id, ApiError, Origin};
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

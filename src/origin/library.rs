@@ -17,10 +17,10 @@
 //! Every write goes through a temporary file and a rename, so a reader (a running `serve`,
 //! nginx) never sees half a file, and files whose bytes would not change are left untouched.
 
-use crate::credentials::Credentials;
-use crate::crypto::AudioKey;
-use crate::keyfile;
-use crate::model::{AlbumId, FileId, TrackId};
+use crate::protocol::credentials::Credentials;
+use crate::protocol::crypto::AudioKey;
+use crate::protocol::keyfile;
+use crate::protocol::model::{AlbumId, FileId, TrackId};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::collections::BTreeMap;

@@ -8,8 +8,8 @@
 use super::catalog::{self, CatalogChanges, StoredTrack};
 use super::library::{write_atomic, write_if_changed, Library, LibraryError};
 use super::scan::{self, ScanError};
-use crate::crypto::{apply_keystream, AudioKey};
-use crate::model::{Container, FileId, TrackId, OGG_HEADER_LEN};
+use crate::protocol::crypto::{apply_keystream, AudioKey};
+use crate::protocol::model::{Container, FileId, TrackId, OGG_HEADER_LEN};
 use crate::units::format_size;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;

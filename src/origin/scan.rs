@@ -4,7 +4,7 @@
 //! folder layout `Artist/Album/NN Title.ext` (with an optional `CD1`/`Disc 2` level), so a
 //! plain folder of rips still publishes with sensible names.
 
-use crate::model::AudioFormat;
+use crate::protocol::model::AudioFormat;
 use lofty::file::{AudioFile, TaggedFileExt};
 use lofty::probe::Probe;
 use lofty::tag::{Accessor, ItemKey, Tag};

@@ -10,8 +10,8 @@ use super::cdn;
 use super::faults::FaultPlan;
 use super::library::{Library, LibraryError};
 use super::ServeConfig;
-use crate::model::{AlbumId, FileId, TrackId};
-use crate::proto::storage::{
+use crate::protocol::model::{AlbumId, FileId, TrackId};
+use crate::protocol::proto::storage::{
     storage_resolve_response::Result as ResultCode, StorageResolveResponse,
 };
 use axum::extract::rejection::PathRejection;
@@ -97,7 +97,7 @@ pub struct Origin {
     keys: std::sync::Mutex<Option<(std::time::SystemTime, Arc<KeyMap>)>>,
 }
 
-type KeyMap = std::collections::BTreeMap<FileId, crate::crypto::AudioKey>;
+type KeyMap = std::collections::BTreeMap<FileId, crate::protocol::crypto::AudioKey>;
 
 impl Origin {
     /// The library's keys, re-read only when the file's modification time changed.
@@ -367,7 +367,7 @@ fn octets(bytes: Vec<u8>) -> Response {
 /// An id from the path, or `404` for anything that is not lowercase hex of the right length.
 pub(super) fn parse_id<T>(
     raw: Result<Path<String>, PathRejection>,
-    parse: impl FnOnce(&str) -> Result<T, crate::model::ModelError>,
+    parse: impl FnOnce(&str) -> Result<T, crate::protocol::model::ModelError>,
 ) -> Result<T, ApiError> {
     let Path(raw) = raw.map_err(|_| ApiError::NotFound)?;
     parse(&raw).map_err(|_| ApiError::NotFound)

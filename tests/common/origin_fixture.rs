@@ -7,10 +7,10 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
-use trackfs::crypto::{apply_keystream, AudioKey};
-use trackfs::model::{FileId, OGG_HEADER_LEN};
 use trackfs::origin::{self, PublishOptions, RunningOrigin, ServeConfig};
-use trackfs::proto::storage::StorageResolveResponse;
+use trackfs::protocol::crypto::{apply_keystream, AudioKey};
+use trackfs::protocol::model::{FileId, OGG_HEADER_LEN};
+use trackfs::protocol::proto::storage::StorageResolveResponse;
 
 /// Whether `tool` runs. Missing: a clear failure when `CI` is set, else a loud skip.
 pub fn have_tool(tool: &str, version_arg: &str) -> bool {

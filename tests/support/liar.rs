@@ -38,7 +38,7 @@ impl Answer {
     /// A storage-resolve answer handing out the one CDN `url`.
     pub fn resolved(url: String) -> Answer {
         use prost::Message;
-        let response = trackfs::proto::storage::StorageResolveResponse {
+        let response = trackfs::protocol::proto::storage::StorageResolveResponse {
             result: 0,
             cdnurl: vec![url],
             fileid: vec![],

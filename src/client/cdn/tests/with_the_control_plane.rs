@@ -4,7 +4,7 @@
 use super::*;
 use crate::client::api::{Api, Credentials};
 use crate::client::testing::{response, routed_origin, serve_routed};
-use crate::proto::storage::{storage_resolve_response, StorageResolveResponse};
+use crate::protocol::proto::storage::{storage_resolve_response, StorageResolveResponse};
 use prost::Message;
 
 fn origin_answer(head: &str) -> Vec<u8> {

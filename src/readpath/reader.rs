@@ -5,23 +5,21 @@
 //! kernel interrupted it) does not cancel a fetch others wait for. Read-ahead adds the blocks
 //! `readahead` asks for to the same runs, so sequential readers find them already there.
 
-use crate::cache::{Block, BlockCache, Claim, Lookup, Pending};
+use super::opening::{check_head, check_magic, head_offset};
 use crate::client::cdn::{Cdn, Transform};
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
-use crate::crypto;
-use crate::heads::HeadStore;
-use crate::keys::KeyStore;
-use crate::model::{Container, FileId};
-use crate::readahead::{ReadAheadConfig, Streams};
-use crate::served::Served;
+use crate::protocol::crypto;
+use crate::protocol::model::{Container, FileId};
+use crate::readpath::block_cache::{Block, BlockCache, Claim, Lookup, Pending};
+use crate::readpath::heads::HeadStore;
+use crate::readpath::keys::KeyStore;
+use crate::readpath::range_set::RangeSet;
+use crate::readpath::readahead::{ReadAheadConfig, Streams};
 use bytes::{Bytes, BytesMut};
-use opening::{check_head, check_magic, head_offset};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
-
-mod opening;
 
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
@@ -60,7 +58,7 @@ pub struct FileRef {
 struct FileState {
     total: Option<u64>,
     streams: Streams,
-    served: Served,
+    served: RangeSet,
 }
 
 pub struct Reader {
@@ -337,7 +335,7 @@ impl Reader {
             checked.inspect_err(|_| self.stats.errors.incr())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
-        let run = crate::buffers::share(data);
+        let run = crate::readpath::buffers::share(data);
         Ok((0..count)
             .map(|i| {
                 let from = ((i * bs) as usize).min(run.len());

@@ -3,7 +3,7 @@
 //! Everything that comes off the wire passes through `TryFrom` here, so the rest of the crate
 //! never touches generated protobuf types and a malformed message becomes one clear error.
 
-use crate::proto::metadata as pb;
+use crate::protocol::proto::metadata as pb;
 use std::fmt;
 
 /// Bytes of the Ogg Vorbis formats' stored header that the mount hides (DESIGN.md §1).

@@ -2,9 +2,9 @@
 //! audio into noise, which a player would play. So the first block must equal the head file
 //! where the origin has one, or else open the way its container can.
 
-use super::FileRef;
+use super::reader::FileRef;
 use crate::client::error::FetchError;
-use crate::model::Container;
+use crate::protocol::model::Container;
 
 /// Where a head file's bytes sit in the stored plaintext. DESIGN.md says "the first bytes of
 /// the file in plaintext": ours (and, we expect, most origins') start at stored byte 0, with an
@@ -90,7 +90,7 @@ pub(super) fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FileId;
+    use crate::protocol::model::FileId;
 
     fn file(container: Container) -> FileRef {
         FileRef {

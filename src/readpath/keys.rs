@@ -3,9 +3,9 @@
 
 use crate::client::api::Api;
 use crate::client::error::FetchError;
-use crate::crypto::AudioKey;
-use crate::keyfile::Keys;
-use crate::model::FileId;
+use crate::protocol::crypto::AudioKey;
+use crate::protocol::keyfile::Keys;
+use crate::protocol::model::FileId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;

@@ -17,12 +17,12 @@ use std::ops::Range;
 const MAX_RANGES: usize = 8;
 
 #[derive(Debug, Default, Clone)]
-pub struct Served {
+pub struct RangeSet {
     /// Sorted, disjoint and not touching.
     ranges: Vec<Range<u64>>,
 }
 
-impl Served {
+impl RangeSet {
     /// Records that `range` was handed to the kernel and returns the whole served range that
     /// now contains it (every byte of which the kernel still has, as far as we know).
     pub fn add(&mut self, range: Range<u64>) -> Range<u64> {
@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn sequential_reads_make_one_range() {
-        let mut s = Served::default();
+        let mut s = RangeSet::default();
         for i in 0..10 {
             assert_eq!(s.add(i * MIB..(i + 1) * MIB), 0..(i + 1) * MIB);
         }
@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_late_read_joins_the_ranges_around_it() {
-        let mut s = Served::default();
+        let mut s = RangeSet::default();
         s.add(0..MIB);
         assert_eq!(s.add(2 * MIB..3 * MIB), 2 * MIB..3 * MIB);
         assert_eq!(s.add(MIB..2 * MIB), 0..3 * MIB);
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn a_read_of_bytes_already_served_forgets_their_range() {
-        let mut s = Served::default();
+        let mut s = RangeSet::default();
         s.add(10..20);
         s.add(30..40);
         // The kernel asks again: it let those bytes go, and maybe more of the ranges.
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn random_reads_near_a_sequential_run_do_not_extend_it() {
-        let mut s = Served::default();
+        let mut s = RangeSet::default();
         s.add(0..8 * MIB);
         for offset in [9 * MIB, 8 * MIB + 4096, 12 * MIB, 8 * MIB + 65536] {
             let got = s.add(offset..offset + 4096);
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn the_shortest_ranges_go_first_and_the_long_run_stays() {
-        let mut s = Served::default();
+        let mut s = RangeSet::default();
         s.add(0..64 * MIB);
         for i in 0..100 {
             let offset = 100 * MIB + i * MIB;

@@ -1,5 +1,5 @@
 //! Generated protobuf types, kept in this one module. The rest of the crate works with the
-//! domain types of [`crate::model`], converted with `TryFrom`, so a schema detail never leaks.
+//! domain types of [`crate::protocol::model`], converted with `TryFrom`, so a schema detail never leaks.
 #![allow(clippy::all, missing_docs)]
 
 pub mod metadata {

@@ -1,8 +1,8 @@
 //! The key file format, `<file id hex> <key hex>` per line: `publish` writes it (LIBRARY/keys),
 //! `serve` reads it, and so does `mount --keys`. One parser, so the two sides cannot disagree.
 
-use crate::crypto::AudioKey;
-use crate::model::FileId;
+use crate::protocol::crypto::AudioKey;
+use crate::protocol::model::FileId;
 use std::collections::BTreeMap;
 
 pub type Keys = BTreeMap<FileId, AudioKey>;

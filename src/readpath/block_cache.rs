@@ -10,7 +10,7 @@
 
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use bytes::Bytes;
 use lru::LruCache;
 use std::collections::HashMap;

@@ -7,7 +7,7 @@
 //! failure to ask (timeout, 5xx) is not, so a later read asks again.
 
 use crate::client::api::Api;
-use crate::model::FileId;
+use crate::protocol::model::FileId;
 use bytes::Bytes;
 use lru::LruCache;
 use std::sync::{Arc, Mutex};

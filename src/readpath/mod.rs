@@ -1,0 +1,19 @@
+//! The read path: "plaintext bytes of this stored file, at this offset" answered from cached,
+//! decrypted blocks, fetching what is missing through the network seams.
+//!
+//! - `reader`: block assembly, single-flight fetch runs, decrypt once, first-block checks
+//!   (`opening`).
+//! - `block_cache`: the memory LRU of decrypted blocks, with claims for single flight.
+//! - `readahead`: per-file sequential streams and how far ahead they fetch.
+//! - `range_set`: the byte ranges already handed to the kernel (so passed blocks can go).
+//! - `keys`, `heads`: audio keys and plaintext head files, cached.
+//! - `buffers`: reuse of large response buffers.
+
+pub mod block_cache;
+pub mod buffers;
+pub mod heads;
+pub mod keys;
+pub(crate) mod opening;
+pub mod range_set;
+pub mod readahead;
+pub mod reader;
