@@ -1,6 +1,11 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["metadata.proto", "storage_resolve.proto", "library.proto"];
+    let files = [
+        "metadata.proto",
+        "storage_resolve.proto",
+        "library.proto",
+        "playlist4.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

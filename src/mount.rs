@@ -464,6 +464,7 @@ mod tests {
             name: "A".into(),
             artists: vec![],
             date: None,
+            covers: vec![],
             discs: vec![],
         };
         let track = Track {

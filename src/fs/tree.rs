@@ -318,6 +318,7 @@ mod tests {
                 month: 3,
                 day: 4,
             }),
+            covers: vec![],
             discs: vec![
                 Disc {
                     number: 1,
@@ -368,6 +369,7 @@ mod tests {
             name: "stats".into(),
             artists: vec![".trackfs".into()],
             date: None,
+            covers: vec![],
             discs: vec![Disc {
                 number: 1,
                 tracks: vec![t.id],
@@ -399,6 +401,7 @@ mod tests {
                 name: name.into(),
                 artists: vec![artist.into()],
                 date: None,
+                covers: vec![],
                 discs: vec![Disc {
                     number: 1,
                     tracks: tracks.iter().map(|t| t.id).collect(),

@@ -1,7 +1,16 @@
-//! Domain types shared by the origin and the client: ids, formats, tracks and albums.
+//! Domain types shared by the origin and the client: ids, formats, tracks and albums, and
+//! (protocol v1.1) cover images and playlists in the submodules.
 //!
 //! Everything that comes off the wire passes through `TryFrom` here, so the rest of the crate
 //! never touches generated protobuf types and a malformed message becomes one clear error.
+
+mod base62;
+mod image;
+mod playlist;
+
+pub use base62::{base62_to_gid, gid_to_base62, SpotifyUri, BASE62_LEN};
+pub use image::{Image, ImageSize};
+pub use playlist::{rootlist_from_wire, rootlist_to_wire, Playlist};
 
 use crate::protocol::proto::metadata as pb;
 use std::fmt;
@@ -23,6 +32,8 @@ pub enum ModelError {
         expected: usize,
         text: String,
     },
+    #[error("not a 22-character base62 id: {text:?}")]
+    BadBase62 { text: String },
     #[error("{message} has no {field}")]
     MissingField {
         message: &'static str,
@@ -89,6 +100,7 @@ macro_rules! hex_id {
 hex_id!(TrackId, 16, "a track gid");
 hex_id!(AlbumId, 16, "an album gid");
 hex_id!(FileId, 20, "a file id");
+hex_id!(PlaylistId, 16, "a playlist gid");
 
 /// What a player needs to know about a stored format's container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,6 +288,8 @@ pub struct Album {
     pub artists: Vec<String>,
     pub date: Option<Date>,
     pub discs: Vec<Disc>,
+    /// Cover images (v1.1), from `cover_group` then `cover`; [`Image::largest`] picks one.
+    pub covers: Vec<Image>,
 }
 
 fn clamp_u32(v: Option<i32>) -> u32 {
@@ -331,11 +345,12 @@ impl TryFrom<pb::Album> for Album {
     /// Requires a gid; a track entry without a valid gid is an error (the album is unusable
     /// as published), a missing name falls back to the gid.
     fn try_from(a: pb::Album) -> Result<Self, ModelError> {
-        let gid = a.gid.ok_or(ModelError::MissingField {
+        let gid = a.gid.as_deref().ok_or(ModelError::MissingField {
             message: "Album",
             field: "gid",
         })?;
-        let id = AlbumId::from_bytes(&gid)?;
+        let id = AlbumId::from_bytes(gid)?;
+        let covers = image::album_images(&a);
         let discs = a
             .disc
             .iter()
@@ -368,6 +383,7 @@ impl TryFrom<pb::Album> for Album {
                 day: d.day.unwrap_or(0),
             }),
             discs,
+            covers,
             id,
         })
     }
@@ -427,5 +443,28 @@ mod tests {
         );
         assert_eq!(track.name, "01".repeat(16));
         assert!(Track::try_from(pb::Track::default()).is_err());
+    }
+
+    #[test]
+    fn album_conversion_carries_its_covers() {
+        let a = pb::Album {
+            gid: Some(vec![1; 16]),
+            cover_group: Some(pb::ImageGroup {
+                image: vec![pb::Image {
+                    file_id: Some(vec![2; 20]),
+                    size: Some(3),
+                    width: Some(640),
+                    height: Some(480),
+                }],
+            }),
+            ..Default::default()
+        };
+        let album = Album::try_from(a).unwrap();
+        let cover = Image::largest(&album.covers).unwrap();
+        assert_eq!(cover.file_id, FileId([2; 20]));
+        assert_eq!(
+            (cover.size, cover.pixels()),
+            (ImageSize::XLarge, Some(640 * 480))
+        );
     }
 }

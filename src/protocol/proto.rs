@@ -13,3 +13,7 @@ pub mod storage {
 pub mod library {
     include!(concat!(env!("OUT_DIR"), "/trackfs.rs"));
 }
+
+pub mod playlist4 {
+    include!(concat!(env!("OUT_DIR"), "/spotify.playlist4.proto.rs"));
+}
