@@ -11,7 +11,7 @@
 #   --keep           keep the work folder (libraries, logs, nginx access log) afterwards
 #   Exit status: 0 every target met, 3 some target missed, 1 a row could not run.
 #
-# Rows (DESIGN.md §4 and issue 5):
+# Rows (the targets of issues 5 and 18):
 #   1. cold sequential read of the 256 MiB track, 1 MiB reads: trackfs, rclone-crypt, curl;
 #      median of 5 cold runs each (3 with --quick); also the machine's busy CPU-seconds per
 #      read, and the same read from a FUSE file that does no work (examples/fuse_ceiling.rs)

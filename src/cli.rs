@@ -51,7 +51,7 @@ enum Command {
     /// Print a mount's live counters as a table.
     #[command(after_help = "Example:\n  trackfs stats ~/tracks")]
     Stats(StatsArgs),
-    /// Serve a published library: control plane and CDN, as DESIGN.md §1 describes.
+    /// Serve a published library: control plane and CDN, as docs/protocol.md describes.
     #[command(
         after_help = "Examples:\n  trackfs serve ./library\n  trackfs serve ./library --listen 0.0.0.0:8700 --cdn-base http://cdn.example:8080\n  trackfs serve ./library --latency 20 --fault-rate 0.15 --seed 7   # a hostile CDN for tests"
     )]

@@ -103,7 +103,7 @@ impl Fixture {
         data
     }
 
-    /// Every endpoint, answered as DESIGN.md says.
+    /// Every endpoint, answered as docs/protocol.md says.
     fn honest(&self, base: &str, req: &Request) -> Answer {
         let path = req.path.as_str();
         let tail = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);

@@ -2,7 +2,7 @@
 //! `openssl enc -aes-128-ctr`, at random keys, offsets and lengths (unaligned ones included).
 //!
 //! For a byte offset `o`, openssl starts at the counter block `IV + o/16` (128-bit big-endian
-//! addition) and its output is compared from `o % 16` on, exactly as DESIGN.md §1 defines it.
+//! addition) and its output is compared from `o % 16` on, exactly as docs/protocol.md defines it.
 
 #[path = "common/origin_fixture.rs"]
 mod fixture;

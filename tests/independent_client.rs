@@ -1,4 +1,4 @@
-//! The independent client (`tests/independent/client_check.py`, written from DESIGN.md alone)
+//! The independent client (`tests/independent/client_check.py`, written from docs/protocol.md alone)
 //! walks `trackfs serve` and checks every rule of the wire protocol: tokens, 401s, 404s,
 //! 206/416/403, unaligned ranges decrypting to the sources, head files, expiry.
 

@@ -1,4 +1,4 @@
-//! `trackfs serve` over HTTP, rule by rule (DESIGN.md §1): tokens, 401s, 404s, the catalogue,
+//! `trackfs serve` over HTTP, rule by rule (docs/protocol.md): tokens, 401s, 404s, the catalogue,
 //! storage-resolve, keys, head files, and CDN ranges (206/416/403) decrypting to the source.
 
 #[macro_use]

@@ -1,4 +1,4 @@
-//! The control plane of DESIGN.md §1: token, library, metadata, storage-resolve, keys, heads.
+//! The control plane of docs/protocol.md: token, library, metadata, storage-resolve, keys, heads.
 //!
 //! One `Api` per mount. The access token is renewed before `expiresIn` runs out and once more
 //! on a `401`. Failures are retried by `retry`'s policy, the one the CDN uses; an attempt is
@@ -64,7 +64,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_SMALL_ANSWER: usize = 64 << 10;
 /// Metadata and storage-resolve answers are a few KiB; a large library's list a few MiB.
 const MAX_METADATA_ANSWER: usize = 16 << 20;
-/// A head is 64–128 KiB (DESIGN.md asks for at least 64 KiB): 1 MiB leaves room for any
+/// A head is 64–128 KiB (docs/protocol.md asks for at least 64 KiB): 1 MiB leaves room for any
 /// sensible origin, and sixteen such heads still fit the head store's 16 MiB budget.
 const MAX_HEAD_ANSWER: usize = 1 << 20;
 
@@ -278,7 +278,7 @@ impl Api {
     pub async fn album(&self, id: AlbumId) -> Result<Album, FetchError> {
         let path = format!("/metadata/4/album/{id}");
         let mut pb: proto::metadata::Album = self.get_proto(&path, "album metadata").await?;
-        // `gid` is optional on the wire (DESIGN.md §2); the id asked for is the album's.
+        // `gid` is optional on the wire (docs/protocol.md §9); the id asked for is the album's.
         pb.gid.get_or_insert_with(|| id.0.to_vec());
         Album::try_from(pb).map_err(|e| self.malformed("album metadata", &path, e))
     }

@@ -1,4 +1,4 @@
-//! When does a signed CDN URL expire? Reads the four forms seen in the wild (DESIGN.md §1):
+//! When does a signed CDN URL expire? Reads the four forms seen in the wild (docs/protocol.md):
 //! `?<exp>_<token>`, `verify=<exp>-<sig>`, `__token__=exp=<exp>~hmac=…`, `Expires=<exp>~…`,
 //! all Unix seconds. An unreadable URL is treated as never expiring.
 

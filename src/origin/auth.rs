@@ -2,7 +2,7 @@
 //! for the CDN. All three are checked in constant time against the library's secret files.
 //!
 //! Tokens are stateless (`<expiry ms>.<nonce>.<hmac>`), so they need no table and survive a
-//! restart of the origin; CDN URLs carry `?<expiry>_<sig>` as DESIGN.md §1 says, with `sig` the
+//! restart of the origin; CDN URLs carry `?<expiry>_<sig>` as docs/protocol.md says, with `sig` the
 //! first 16 bytes (hex) of HMAC-SHA256 over the file id and the expiry.
 
 use crate::protocol::model::FileId;

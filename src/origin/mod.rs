@@ -1,5 +1,5 @@
 //! The origin: `publish` turns a music folder into an encrypted CDN library, `serve` answers the
-//! wire protocol of DESIGN.md §1 over it (control plane + CDN), with fault knobs for tests.
+//! wire protocol of docs/protocol.md over it (control plane + CDN), with fault knobs for tests.
 //!
 //! It shares `proto`, `model`, `crypto` and the key and credentials file parsers with the
 //! client but never the client's fetch code, so a misreading of the protocol cannot hide on

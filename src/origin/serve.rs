@@ -1,4 +1,4 @@
-//! `trackfs serve`: the control plane of DESIGN.md §1 (token, library, metadata,
+//! `trackfs serve`: the control plane of docs/protocol.md (token, library, metadata,
 //! storage-resolve, keys) and, through `cdn`, the CDN, over one published library folder.
 //!
 //! Metadata, keys and files are read from disk per request, so a `publish` into a running

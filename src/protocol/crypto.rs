@@ -7,7 +7,7 @@
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use std::fmt;
 
-/// The initial counter block of every audio file (DESIGN.md §1, "Encryption").
+/// The initial counter block of every audio file (docs/protocol.md §5).
 pub const AUDIO_IV: [u8; 16] = [
     0x72, 0xe0, 0x67, 0xfb, 0xdd, 0xcb, 0xcf, 0x77, 0xeb, 0xe8, 0xbc, 0x64, 0x3f, 0x63, 0x0d, 0x93,
 ];

@@ -15,7 +15,7 @@ pub use playlist::{rootlist_from_wire, rootlist_to_wire, Playlist};
 use crate::protocol::proto::metadata as pb;
 use std::fmt;
 
-/// Bytes of the Ogg Vorbis formats' stored header that the mount hides (DESIGN.md §1).
+/// Bytes of the Ogg Vorbis formats' stored header that the mount hides (docs/protocol.md).
 pub const OGG_HEADER_LEN: u64 = 0xa7;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl Container {
     }
 }
 
-/// The formats of DESIGN.md §2, as the wire numbers them.
+/// The formats of docs/protocol.md §9, as the wire numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioFormat {
     OggVorbis96,

@@ -6,7 +6,7 @@ use super::reader::FileRef;
 use crate::client::error::FetchError;
 use crate::protocol::model::Container;
 
-/// Where a head file's bytes sit in the stored plaintext. DESIGN.md says "the first bytes of
+/// Where a head file's bytes sit in the stored plaintext. docs/protocol.md says "the first bytes of
 /// the file in plaintext": ours (and, we expect, most origins') start at stored byte 0, with an
 /// Ogg file's hidden header. Some origins may hand out the head of the file as mounted, which
 /// starts with the Vorbis identification page; it then sits after the header. The hidden

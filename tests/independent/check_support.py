@@ -1,5 +1,5 @@
 """Building blocks of client_check.py: reporting, HTTP with timeouts, AES-CTR
-through the openssl CLI, URL-expiry parsing, protobuf decoding (DESIGN.md §2)
+through the openssl CLI, URL-expiry parsing, protobuf decoding (docs/protocol.md §9)
 and indexing of the source folder. No knowledge of what "correct" means here;
 the checks themselves are in client_check.py.
 """
@@ -18,7 +18,7 @@ import pb
 
 IV = 0x72E067FBDDCBCF77EBE8BC643F630D93
 AUDIO_EXTS = (".ogg", ".mp3", ".flac", ".m4a")
-# AudioFile.Format (DESIGN.md §2) -> extension. Anything else is unknown and
+# AudioFile.Format (docs/protocol.md §9) -> extension. Anything else is unknown and
 # must be ignored.
 FORMAT_EXT = {0: ".ogg", 1: ".ogg", 2: ".ogg", 3: ".mp3", 4: ".mp3", 5: ".mp3", 6: ".mp3",
               7: ".mp3", 8: ".m4a", 9: ".m4a", 16: ".flac", 18: ".m4a", 19: ".m4a",
@@ -139,7 +139,7 @@ EXPIRY_FORMS = [  # (name, regex over the query); group 1 expiry, group 2 signat
 def parse_expiry(url):
     """-> (form name, expiry, span of the signature, span of the expiry),
     spans being (start, end) in the query; None when no form is readable
-    (DESIGN.md: such a URL is treated as non-expiring)."""
+    (docs/protocol.md: such a URL is treated as non-expiring)."""
     query = urllib.parse.urlsplit(url).query
     for name, rx in EXPIRY_FORMS:
         m = rx.search(query)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Independent trackfs client that checks an origin against DESIGN.md.
+"""Independent trackfs client that checks an origin against docs/protocol.md.
 
-Written from DESIGN.md only (stdlib + the openssl CLI), so that the Rust origin
+Written from docs/protocol.md only (stdlib + the openssl CLI), so that the Rust origin
 is judged by the contract and not by the Rust client it was developed with.
 It walks the whole catalogue (token -> library -> albums -> tracks ->
 storage-resolve -> audiokey -> head -> CDN), decrypts every file with openssl,
@@ -560,7 +560,7 @@ def read_credentials(args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Check a trackfs origin against DESIGN.md, independently.")
+    p = argparse.ArgumentParser(description="Check a trackfs origin against docs/protocol.md, independently.")
     p.add_argument("--origin", required=True, help="origin base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--credentials", help="file with user:password (or origin.py's --manifest JSON); "
                    "default LIBRARY/credentials")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent trackfs origin, written from DESIGN.md only (stdlib + openssl).
+"""Independent trackfs origin, written from docs/protocol.md only (stdlib + openssl).
 
 The Rust test suite runs the trackfs client against this server (and
 client_check.py against the Rust origin) so that client and origin are each
@@ -49,7 +49,7 @@ ID_GID = re.compile(r"[0-9a-f]{32}")
 
 class Signer:
     """Signs CDN URLs with an HMAC over (file id, expiry), in the four expiry
-    forms DESIGN.md lists; verification accepts any of them."""
+    forms docs/protocol.md lists; verification accepts any of them."""
 
     FORMS = ("plain", "verify", "akamai", "expires")
 
@@ -324,7 +324,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not entry or self.origin.args.no_head_files:
             return self.not_found()
         # "stored": the stored plaintext's first bytes (an Ogg file's hidden header first);
-        # "mounted": the file as a player sees it (DESIGN.md does not say which).
+        # "mounted": the file as a player sees it (docs/protocol.md does not say which).
         head = b"" if self.origin.args.head_layout == "mounted" else entry.header[:entry.head_len]
         with open(entry.source, "rb") as f:
             head += f.read(entry.head_len - len(head))
@@ -388,7 +388,7 @@ class Server(http.server.ThreadingHTTPServer):
 # ================================================================ main
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Independent trackfs origin (DESIGN.md §1), stdlib + openssl.")
+    p = argparse.ArgumentParser(description="Independent trackfs origin (docs/protocol.md), stdlib + openssl.")
     p.add_argument("--source", required=True, help="music folder: Artist/Album/NN Title.ext")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0 = any free port)")
     p.add_argument("--port-file", help="write the bound port here once listening")

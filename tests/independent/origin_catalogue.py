@@ -1,5 +1,5 @@
 """Catalogue side of origin.py: scan the source folder, encrypt every file
-with the openssl CLI, and encode the protobufs of DESIGN.md §2 by hand.
+with the openssl CLI, and encode the protobufs of docs/protocol.md §9 by hand.
 
 The encoders are deliberately awkward (unknown fields of every wire type,
 unknown enum values, fields out of order, duplicate formats) because clients
@@ -20,7 +20,7 @@ IV_HEX = "72e067fbddcbcf77ebe8bc643f630d93"
 OGG_HEADER_LEN = 167
 AUDIO_EXTS = (".ogg", ".mp3", ".flac", ".m4a")
 
-# AudioFile.Format values (DESIGN.md §2).
+# AudioFile.Format values (docs/protocol.md §9).
 OGG_VORBIS_160, OGG_VORBIS_320 = 1, 2
 MP3_256, MP3_320 = 3, 4
 AAC_48 = 9
@@ -236,7 +236,7 @@ def enc_track(t):
 def enc_album(album, seed):
     discs = {}
     for t in album["tracks"]:
-        # Disc.track entries carry the gid only (DESIGN.md §2); the client
+        # Disc.track entries carry the gid only (docs/protocol.md §9); the client
         # must fetch each Track for its name and files.
         discs.setdefault(t.disc, []).append(pb.f_bytes(3, pb.f_bytes(1, t.gid)))
     out = [pb.f_bytes(1, album["gid"]), pb.f_bytes(2, album["name"]),

@@ -3,7 +3,7 @@
 Both independent scripts need protobuf, and the point of them is to not share
 code with the Rust implementation, so this is a small, deliberately dumb codec
 working at the wire level: a message is a list of (field number, wire type,
-value) triples. Schema knowledge (field numbers from DESIGN.md §2) lives in the
+value) triples. Schema knowledge (field numbers from docs/protocol.md §9) lives in the
 callers, next to the code that uses it.
 
 Wire types: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32. Groups (3/4)
