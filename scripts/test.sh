@@ -2,8 +2,9 @@
 # Run trackfs's whole test suite, installing the system tools the tests drive when missing.
 #
 # Usage: scripts/test.sh [TEST FILTER...]
-#   With no arguments: doctests, then every unit/integration test (cargo nextest if present,
-#   else cargo test). Arguments are passed to the runner as test-name filters.
+#   First `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings`; then, with no
+#   arguments, doctests and every unit/integration test (cargo nextest if present, else
+#   cargo test). Arguments are passed to the runner as test-name filters.
 #
 # Environment:
 #   CI=true   FUSE tests must run: fail up front if /dev/fuse or fusermount3 is unusable,
@@ -12,6 +13,7 @@
 # Why this shape: CI and developers run the very same command (.ci/run calls it); the tests
 # mount real FUSE filesystems and drive real programs (ffmpeg, mpv, rsync, nginx), which a
 # fresh machine does not have, so we install exactly what is missing and nothing on re-runs.
+# Format and lints go first: they take seconds and are what a reviewer would reject first.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +39,8 @@ declare -A PKG_FOR=(
   [openssl]=openssl
   [curl]=curl
   [python3]=python3
+  [mpd]=mpd
+  [mpc]=mpc
 )
 
 have() {
@@ -59,8 +63,9 @@ if ((${#missing_pkgs[@]})); then
   fi
   command -v apt-get >/dev/null || die "missing ${missing_pkgs[*]} and no apt-get to install them"
   log "installing missing test tools: ${missing_pkgs[*]} (apt-get, once)"
-  # Installing nginx-light would start a system nginx on port 80; the tests start their own
-  # private nginx, so keep package scripts from starting services (the Docker convention).
+  # Installing nginx or mpd would start a system nginx on port 80 or a system mpd on port
+  # 6600; the tests start their own private ones, so keep package scripts from starting
+  # services (the Docker convention: a policy-rc.d that says no).
   policy=/usr/sbin/policy-rc.d
   made_policy=0
   if [[ ! -e $policy ]]; then
@@ -96,7 +101,13 @@ if [[ -n $fuse_problem ]]; then
   log "warning: $fuse_problem; FUSE tests will skip (set CI=true to make this an error)"
 fi
 
-# --- 3. The suite ---------------------------------------------------------------------
+# --- 3. Format and lints: the habits CI holds every change to --------------------------
+log "cargo fmt --check"
+cargo fmt --check || die "formatting differs (run: cargo fmt)"
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings || die "clippy found problems (see above)"
+
+# --- 4. The suite ---------------------------------------------------------------------
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 if cargo nextest --version >/dev/null 2>&1; then
@@ -123,7 +134,9 @@ else
 fi
 
 # A test killed mid-mount can leave a stale FUSE mount behind; name it rather than hide it.
-if stale=$(awk '$3 ~ /trackfs/ {print $2}' /proc/mounts 2>/dev/null) && [[ -n $stale ]]; then
+# Field 1 of /proc/mounts is the filesystem's name (trackfs mounts with fsname `trackfs…`);
+# field 3 is the type (`fuse` or `fuse.trackfs`), which does not say whose it is.
+if stale=$(awk '$1 ~ /trackfs/ {print $2}' /proc/mounts 2>/dev/null) && [[ -n $stale ]]; then
   log "warning: trackfs mounts still present after the tests (fusermount3 -u them):"
   printf '    %s\n' "$stale" >&2
 fi
