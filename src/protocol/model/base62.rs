@@ -1,4 +1,4 @@
-//! Base62 ids and `spotify:` URIs (DESIGN.md §1.2): the playlist endpoints name playlists and
+//! Base62 ids and `spotify:` URIs (docs/protocol.md §7): the playlist endpoints name playlists and
 //! tracks the way Spotify writes ids, not in the hex the rest of the protocol uses.
 //!
 //! A 16-byte gid is read as a big-endian 128-bit number and written with the digits

@@ -1,4 +1,4 @@
-//! Cover art (DESIGN.md §1.1): the images of an album and the rule that picks the one the
+//! Cover art (docs/protocol.md §6): the images of an album and the rule that picks the one the
 //! mount shows as `cover.jpg`/`cover.png`.
 //!
 //! The bytes themselves come unencrypted from `GET /image/<file id>`; here is only what the
@@ -63,7 +63,7 @@ impl Image {
         Some(u64::from(self.width?) * u64::from(self.height?))
     }
 
-    /// The image the mount shows (DESIGN.md §1.1): most pixels when every image gives its
+    /// The image the mount shows (docs/protocol.md §6): most pixels when every image gives its
     /// width and height, else the largest `size` (XLARGE first), pixels breaking ties; the
     /// first of equals wins, so the choice is stable. `None` for no images.
     pub fn largest(images: &[Image]) -> Option<&Image> {

@@ -1,4 +1,4 @@
-//! Playlists (DESIGN.md §1.2): the rootlist of a user and the tracks of one playlist, read
+//! Playlists (docs/protocol.md §7): the rootlist of a user and the tracks of one playlist, read
 //! from and written to the `SelectedListContent` answers of the playlist endpoints.
 //!
 //! The wire names tracks and playlists by `spotify:` URIs with base62 ids; here they are
