@@ -11,6 +11,7 @@
 
 pub mod block_cache;
 pub mod buffers;
+pub mod disk;
 pub mod heads;
 pub mod keys;
 pub(crate) mod opening;

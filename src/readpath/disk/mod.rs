@@ -1,0 +1,10 @@
+//! The disk tier: ciphertext by file id, kept across mounts in the cache directory,
+//! checksummed, bounded, least recently used first, pinned files last (DESIGN.md §5).
+//!
+//! - `dir`: where the cache lives (per origin, 0700) and its one-mount-at-a-time lock.
+//! - `block`: the checked on-disk form of one stored piece.
+//! - `store`: the pieces on disk, their order, the bound, pins.
+
+pub(crate) mod block;
+pub mod dir;
+pub mod store;
