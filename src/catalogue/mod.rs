@@ -6,6 +6,8 @@ use crate::client::error::FetchError;
 use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt};
 
+pub mod snapshot;
+
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
 

@@ -42,6 +42,7 @@ pub struct Tree {
 }
 
 /// An album and its tracks, as fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlbumEntry {
     pub album: Album,
     pub tracks: Vec<Track>,

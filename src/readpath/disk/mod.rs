@@ -4,7 +4,9 @@
 //! - `dir`: where the cache lives (per origin, 0700) and its one-mount-at-a-time lock.
 //! - `block`: the checked on-disk form of one stored piece.
 //! - `store`: the pieces on disk, their order, the bound, pins.
+//! - `keys`: audio keys, stored only wrapped under the credentials.
 
 pub(crate) mod block;
 pub mod dir;
+pub mod keys;
 pub mod store;

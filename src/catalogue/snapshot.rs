@@ -1,0 +1,269 @@
+//! The catalogue saved on disk (docs/protocol.md's state on disk): albums, tracks, covers' ids
+//! and the file sizes learned from the CDN, so a mount can start at once from it when the
+//! origin cannot be reached, and the refresh work can start from it later.
+//!
+//! One file, `catalogue`, in the origin's cache folder: a first line
+//! `trackfs-catalogue <version> <crc32c of the body> <body length>`, then the body as JSON.
+//! It is replaced whole (a temporary renamed into place) and checked whole when read, so a
+//! crash or a flipped byte gives "no snapshot", never a wrong catalogue. A new format gets a
+//! new version number; an unknown version is not read.
+
+use crate::fs::tree::AlbumEntry;
+use crate::protocol::model::{
+    Album, AlbumId, AudioFile, AudioFormat, Date, Disc, FileId, Image, ImageSize, Track, TrackId,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+const MAGIC: &str = "trackfs-catalogue";
+const VERSION: u32 = 1;
+pub const FILE_NAME: &str = "catalogue";
+
+/// What is saved and loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub albums: Vec<AlbumEntry>,
+    /// File sizes learned from `Content-Range`.
+    pub sizes: HashMap<FileId, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot read the catalogue snapshot: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the catalogue snapshot is not one trackfs wrote")]
+    NotASnapshot,
+    #[error("the catalogue snapshot has version {0}; this trackfs reads version {VERSION}")]
+    Version(u32),
+    #[error("the catalogue snapshot is damaged (checksum mismatch)")]
+    Checksum,
+    #[error("the catalogue snapshot is damaged: {0}")]
+    Malformed(String),
+}
+
+impl SnapshotError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            SnapshotError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    albums: Vec<AlbumDto>,
+    /// (file id, size).
+    sizes: Vec<(String, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AlbumDto {
+    id: String,
+    name: String,
+    artists: Vec<String>,
+    date: Option<(i32, i32, i32)>,
+    /// (disc number, track ids).
+    discs: Vec<(u32, Vec<String>)>,
+    covers: Vec<ImageDto>,
+    tracks: Vec<TrackDto>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImageDto {
+    file_id: String,
+    /// `Image.size` as on the wire.
+    size: i32,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrackDto {
+    id: String,
+    name: String,
+    artists: Vec<String>,
+    number: u32,
+    disc_number: u32,
+    duration_ms: u32,
+    /// (file id, format as on the wire).
+    files: Vec<(String, i32)>,
+}
+
+fn to_body(snapshot: &Snapshot) -> Body {
+    let albums = snapshot.albums.iter().map(|entry| {
+        let a = &entry.album;
+        AlbumDto {
+            id: a.id.to_hex(),
+            name: a.name.clone(),
+            artists: a.artists.clone(),
+            date: a.date.map(|d| (d.year, d.month, d.day)),
+            discs: a
+                .discs
+                .iter()
+                .map(|d| (d.number, d.tracks.iter().map(TrackId::to_hex).collect()))
+                .collect(),
+            covers: a
+                .covers
+                .iter()
+                .map(|i| ImageDto {
+                    file_id: i.file_id.to_hex(),
+                    size: i.size.wire(),
+                    width: i.width,
+                    height: i.height,
+                })
+                .collect(),
+            tracks: entry.tracks.iter().map(track_dto).collect(),
+        }
+    });
+    let mut sizes: Vec<_> = snapshot
+        .sizes
+        .iter()
+        .map(|(f, s)| (f.to_hex(), *s))
+        .collect();
+    sizes.sort();
+    Body {
+        albums: albums.collect(),
+        sizes,
+    }
+}
+
+fn track_dto(t: &Track) -> TrackDto {
+    TrackDto {
+        id: t.id.to_hex(),
+        name: t.name.clone(),
+        artists: t.artists.clone(),
+        number: t.number,
+        disc_number: t.disc_number,
+        duration_ms: t.duration_ms,
+        files: t
+            .files
+            .iter()
+            .map(|f| (f.id.to_hex(), f.format.wire()))
+            .collect(),
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Malformed(e.to_string())
+}
+
+fn from_body(body: Body) -> Result<Snapshot, SnapshotError> {
+    let mut albums = Vec::with_capacity(body.albums.len());
+    for a in body.albums {
+        let discs = a
+            .discs
+            .into_iter()
+            .map(|(number, ids)| {
+                let tracks: Result<Vec<_>, _> = ids.iter().map(|t| TrackId::from_hex(t)).collect();
+                tracks.map(|tracks| Disc { number, tracks })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(malformed)?;
+        let covers = a
+            .covers
+            .into_iter()
+            .map(|i| {
+                FileId::from_hex(&i.file_id).map(|file_id| Image {
+                    file_id,
+                    size: ImageSize::from_wire(i.size),
+                    width: i.width,
+                    height: i.height,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(malformed)?;
+        let album = Album {
+            id: AlbumId::from_hex(&a.id).map_err(malformed)?,
+            name: a.name,
+            artists: a.artists,
+            date: a.date.map(|(year, month, day)| Date { year, month, day }),
+            discs,
+            covers,
+        };
+        let tracks = a
+            .tracks
+            .into_iter()
+            .map(from_track_dto)
+            .collect::<Result<_, _>>()?;
+        albums.push(AlbumEntry { album, tracks });
+    }
+    let sizes = body
+        .sizes
+        .into_iter()
+        .map(|(f, s)| FileId::from_hex(&f).map(|f| (f, s)))
+        .collect::<Result<_, _>>()
+        .map_err(malformed)?;
+    Ok(Snapshot { albums, sizes })
+}
+
+fn from_track_dto(t: TrackDto) -> Result<Track, SnapshotError> {
+    let mut files = Vec::with_capacity(t.files.len());
+    for (id, format) in t.files {
+        let format = AudioFormat::from_wire(format)
+            .ok_or_else(|| malformed(format!("unknown format {format}")))?;
+        files.push(AudioFile {
+            id: FileId::from_hex(&id).map_err(malformed)?,
+            format,
+        });
+    }
+    Ok(Track {
+        id: TrackId::from_hex(&t.id).map_err(malformed)?,
+        name: t.name,
+        artists: t.artists,
+        number: t.number,
+        disc_number: t.disc_number,
+        duration_ms: t.duration_ms,
+        files,
+    })
+}
+
+/// Replaces the snapshot in `dir` whole: a crash leaves the old one or the new one.
+pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    let body = serde_json::to_vec(&to_body(snapshot)).map_err(std::io::Error::other)?;
+    let mut file = format!(
+        "{MAGIC} {VERSION} {:08x} {}\n",
+        crc32c::crc32c(&body),
+        body.len()
+    )
+    .into_bytes();
+    file.extend_from_slice(&body);
+    let temp = dir.join(format!(".{FILE_NAME}.tmp{}", std::process::id()));
+    std::fs::write(&temp, &file)
+        .and_then(|()| std::fs::rename(&temp, dir.join(FILE_NAME)))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+}
+
+/// The snapshot in `dir`, checked whole.
+pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
+    let file = std::fs::read(dir.join(FILE_NAME))?;
+    let newline = file
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(SnapshotError::NotASnapshot)?;
+    let (first, body) = (&file[..newline], &file[newline + 1..]);
+    let first = std::str::from_utf8(first).map_err(|_| SnapshotError::NotASnapshot)?;
+    let fields: Vec<&str> = first.split(' ').collect();
+    let [magic, version, crc, len] = fields[..] else {
+        return Err(SnapshotError::NotASnapshot);
+    };
+    if magic != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    let version: u32 = version.parse().map_err(|_| SnapshotError::NotASnapshot)?;
+    if version != VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| SnapshotError::NotASnapshot)?;
+    if len.parse::<usize>().ok() != Some(body.len()) || crc32c::crc32c(body) != crc {
+        return Err(SnapshotError::Checksum);
+    }
+    from_body(serde_json::from_slice(body).map_err(malformed)?)
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -1,0 +1,91 @@
+use super::*;
+
+fn sample() -> Snapshot {
+    let track = Track {
+        id: TrackId([2; 16]),
+        name: "Tëst \"quoted\"".into(),
+        artists: vec!["A".into(), "B".into()],
+        number: 3,
+        disc_number: 1,
+        duration_ms: 123_456,
+        files: vec![
+            AudioFile {
+                id: FileId([5; 20]),
+                format: AudioFormat::ALL[0],
+            },
+            AudioFile {
+                id: FileId([6; 20]),
+                format: AudioFormat::ALL[4],
+            },
+        ],
+    };
+    let album = Album {
+        id: AlbumId([1; 16]),
+        name: "Album".into(),
+        artists: vec!["A".into()],
+        date: Some(Date {
+            year: 1999,
+            month: 12,
+            day: 31,
+        }),
+        discs: vec![Disc {
+            number: 1,
+            tracks: vec![TrackId([2; 16])],
+        }],
+        covers: vec![Image {
+            file_id: FileId([9; 20]),
+            size: ImageSize::XLarge,
+            width: Some(640),
+            height: None,
+        }],
+    };
+    Snapshot {
+        albums: vec![AlbumEntry {
+            album,
+            tracks: vec![track],
+        }],
+        sizes: [(FileId([5; 20]), 4_000_000)].into_iter().collect(),
+    }
+}
+
+#[test]
+fn a_snapshot_reads_back_as_it_was_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Io(_))));
+    save(dir.path(), &sample()).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), sample());
+    let empty = Snapshot::default();
+    save(dir.path(), &empty).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), empty);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "no temporary left behind");
+}
+
+#[test]
+fn a_damaged_snapshot_is_never_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &sample()).unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let good = std::fs::read(&path).unwrap();
+    for at in (0..good.len()).step_by(7) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        // Either refused, or (a flip that only changes the header's spelling of the same
+        // numbers, e.g. hex case) the same snapshot: never a different one.
+        if let Ok(s) = load(dir.path()) {
+            assert_eq!(s, sample(), "byte {at}");
+        }
+    }
+    for cut in [0, 10, good.len() / 2, good.len() - 1] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        assert!(load(dir.path()).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn another_version_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), "trackfs-catalogue 2 0 0\n").unwrap();
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Version(2))));
+}
