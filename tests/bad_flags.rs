@@ -152,3 +152,76 @@ fn bad_mountpoints_and_flags_get_messages_and_nonzero_exits() {
         assert!(code != 0 && err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// Values out of range are refused by the flag parser (exit status 2, clap's message naming
+/// the flag and the range), before the credentials are read or anything is mounted: the
+/// mountpoint and credentials here are fine, only the flag is wrong.
+#[test]
+fn out_of_range_flag_values_are_refused_with_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials(dir.path(), "user:pw\n");
+    let mountpoint = dir.path().join("m");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let (c, m) = (creds.to_str().unwrap(), mountpoint.to_str().unwrap());
+    let mount = |extra: &[&str]| {
+        let mut args = vec!["mount", "http://127.0.0.1:9", m, "--credentials", c];
+        args.extend_from_slice(extra);
+        run_trackfs(&args)
+    };
+    let refused: &[(&[&str], &str)] = &[
+        (&["--kernel-read-ahead", "1TiB"], "between 4KiB and 64MiB"),
+        (&["--kernel-read-ahead", "1k"], "between 4KiB and 64MiB"),
+        (&["--retries", "1000000"], "at most 50"),
+        (&["--retries=-1"], "not a whole number"),
+        (&["--read-ahead", "64KiB"], "below the block size"),
+        (&["--max-request", "128k"], "below the block size"),
+        (
+            &["--block-size", "1MiB", "--max-request", "512k"],
+            "below the block size",
+        ),
+        (&["--block-size", "300k"], "power of two"),
+        (&["--max-request", "1TiB"], "between 4KiB and 64MiB"),
+        (&["--read-ahead", "2TiB"], "between 4KiB and 1GiB"),
+        (&["--stall-timeout", "0"], "more than 0"),
+        (&["--stall-timeout", "NaN"], "more than 0"),
+        (&["--cache-size", "512k"], "at least 1MiB"),
+    ];
+    for (extra, expected) in refused {
+        let (code, err) = mount(extra);
+        assert_eq!(code, 2, "{extra:?} should be refused by the parser: {err}");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert!(
+            !err.contains("mountpoint") && !err.contains("credentials file"),
+            "{extra:?} was refused for another reason: {err}"
+        );
+    }
+    let serve_refused: &[(&[&str], &str)] = &[
+        (&["--fault-rate", "1.5"], "between 0 and 1"),
+        (&["--stall", "40000"], "at most 30000 ms"),
+        (&["--extra-cdn-url", "ftp://x"], "http:// or https://"),
+        (&["--cdn-base", "http://"], "http:// or https://"),
+    ];
+    for (extra, expected) in serve_refused {
+        let mut args = vec!["serve", m];
+        args.extend_from_slice(extra);
+        let (code, err) = run_trackfs(&args);
+        assert_eq!(code, 2, "{extra:?} should be refused by the parser: {err}");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+    // The boundaries themselves are accepted: the mount then fails later, on the origin
+    // (nothing listens on port 9), not on the flag.
+    let (code, err) = mount(&[
+        "--retries",
+        "0",
+        "--kernel-read-ahead",
+        "0",
+        "--block-size",
+        "1MiB",
+        "--max-request",
+        "1MiB",
+        "--read-ahead",
+        "1MiB",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("invalid value"), "{err}");
+}

@@ -1,0 +1,26 @@
+//! `trackfs publish`: encrypt a music folder into a CDN library.
+
+use clap::Args;
+use std::path::PathBuf;
+use trackfs::origin::{self, PublishOptions};
+
+#[derive(Args, Debug)]
+pub(crate) struct PublishArgs {
+    /// Folder of music files (searched recursively).
+    src: PathBuf,
+    /// Library folder to create or update.
+    library: PathBuf,
+    /// Never draw a progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Publishes and prints the summary (to stderr, like the progress bar).
+pub(crate) fn run(args: PublishArgs) -> Result<(), String> {
+    let options = PublishOptions {
+        no_progress: args.no_progress,
+    };
+    let summary = origin::publish(&args.src, &args.library, &options).map_err(|e| e.to_string())?;
+    eprintln!("{summary}");
+    Ok(())
+}
