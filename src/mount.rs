@@ -279,7 +279,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     );
     // A token first: bad credentials or a dead origin fail here, once, with a clear message.
     api.token().await?;
-    let albums = catalogue::load(&api).await?;
+    let albums = catalogue::load(api.as_ref()).await?;
     let tree = Tree::build(&albums, &config.formats);
     let tracks = tree.track_count();
     check_formats(&albums, &config.formats, tracks)?;
@@ -326,7 +326,7 @@ fn build_core(
     let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
     let spare = spare_memory(config.cache_size);
     crate::readpath::buffers::limit_idle_bytes(spare);
-    let heads = HeadStore::new(Some(api), spare);
+    let heads = HeadStore::new(api, spare);
     let reader = Arc::new(Reader::new(
         cache.clone(),
         cdn,

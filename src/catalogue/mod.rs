@@ -1,8 +1,8 @@
 //! Loads the catalogue at mount time: `/library` → albums → tracks, fetched concurrently with
 //! a bound, so a large library mounts in seconds without flooding the origin.
 
-use crate::client::api::Api;
 use crate::client::error::FetchError;
+use crate::client::seams::ControlPlane;
 use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt};
 
@@ -14,7 +14,7 @@ const TRACKS_AT_ONCE: usize = 64;
 /// Broken library entries, albums and tracks are skipped with a warning naming them, so one
 /// bad entry does not hide a whole library; only when every album fails does the mount fail
 /// (with the first error: the origin itself is broken then, or the credentials are).
-pub async fn load(api: &Api) -> Result<Vec<AlbumEntry>, FetchError> {
+pub async fn load(api: &dyn ControlPlane) -> Result<Vec<AlbumEntry>, FetchError> {
     let results: Vec<_> = stream::iter(api.library().await?)
         .map(|entry| async move {
             let id = entry.inspect_err(|e| tracing::warn!("skipping a library entry: {e}"))?;

@@ -8,6 +8,7 @@
 
 use super::error::FetchError;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
+use super::seams::{BoxFuture, ControlPlane};
 use super::stats::Stats;
 use super::transport::{describe, parse_retry_after, transport_error};
 use crate::protocol::crypto::AudioKey;
@@ -331,9 +332,9 @@ impl Api {
     }
 
     /// The plaintext head file, in one attempt: `Ok(None)` when the origin has none (a 4xx,
-    /// normally 404) or one too large to be a head, `Err(())` when asking failed (connection,
+    /// normally 404) or one too large to be a head, `Err` when asking failed (connection,
     /// timeout, 5xx, cut body) and may work later.
-    pub async fn head(&self, file: FileId) -> Result<Option<Bytes>, ()> {
+    pub async fn head(&self, file: FileId) -> Result<Option<Bytes>, FetchError> {
         let url = format!("{}/head/{file}", self.base);
         let request = self.http.get(&url);
         match self
@@ -348,8 +349,29 @@ impl Api {
                 tracing::warn!("{e}; reading the file without a head");
                 Ok(None)
             }
-            Err(_) => Err(()),
+            Err(e) => Err(e),
         }
+    }
+}
+
+impl ControlPlane for Api {
+    fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>> {
+        Box::pin(Api::library(self))
+    }
+    fn album(&self, id: AlbumId) -> BoxFuture<'_, Result<Album, FetchError>> {
+        Box::pin(Api::album(self, id))
+    }
+    fn track(&self, id: TrackId) -> BoxFuture<'_, Result<Track, FetchError>> {
+        Box::pin(Api::track(self, id))
+    }
+    fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
+        Box::pin(Api::resolve(self, file))
+    }
+    fn audio_key(&self, file: FileId) -> BoxFuture<'_, Result<AudioKey, FetchError>> {
+        Box::pin(Api::audio_key(self, file))
+    }
+    fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>> {
+        Box::pin(Api::head(self, file))
     }
 }
 

@@ -9,6 +9,8 @@ pub use super::content_range::{parse_content_range, ContentRange};
 use super::error::FetchError;
 use super::expiry::url_expiry;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
+use super::seams::{ControlPlane, RangeRequest, RangeSource};
+pub use super::seams::{Fetched, Transform};
 use super::stats::Stats;
 use super::transport::{BoxFuture, HttpResponse, Transport, TransportError};
 use crate::protocol::model::FileId;
@@ -54,28 +56,32 @@ impl Default for CdnConfig {
     }
 }
 
-/// Ciphertext of `[first, first + data.len())` and the file's total size (mutable, so it can
-/// be decrypted in place).
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub total: u64,
-    pub data: BytesMut,
-}
-
-/// Applied in place to each piece of a body right after it is copied out of the HTTP buffer,
-/// given the piece's offset in the file: the reader decrypts here when it has the key, while
-/// the bytes are still in the CPU's cache, instead of in a second pass over the whole range.
-pub type Transform<'a> = &'a (dyn Fn(u64, &mut [u8]) + Send + Sync);
-
-/// Where CDN URLs come from: storage-resolve on the origin, or a test double. One attempt per
-/// call: the fetch asking retries it.
+/// Where CDN URLs come from: storage-resolve on any control plane, or a test double. One
+/// attempt per call: the fetch asking retries it.
 pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>>;
 }
 
-impl Resolve for super::api::Api {
+impl<T: ControlPlane> Resolve for T {
     fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
-        Box::pin(super::api::Api::resolve(self, file))
+        ControlPlane::resolve(self, file)
+    }
+}
+
+/// The CDN as the read path's bottom tier: it always answers, or fails; never "not here".
+/// Each piece is transformed (decrypted) right after it is copied out of the HTTP buffer,
+/// while the bytes are still in the CPU's cache, instead of in a second pass over the range.
+impl RangeSource for Cdn {
+    fn fetch<'a>(
+        &'a self,
+        r: RangeRequest,
+        transform: Option<Transform<'a>>,
+    ) -> BoxFuture<'a, Result<Option<Fetched>, FetchError>> {
+        Box::pin(async move {
+            Cdn::fetch(self, r.file, r.first, r.last, r.known_total, transform)
+                .await
+                .map(Some)
+        })
     }
 }
 

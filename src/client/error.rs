@@ -85,6 +85,15 @@ pub enum FetchError {
         attempts: u32,
         last: Box<FetchError>,
     },
+    #[error("file {file}: no tier of the read path holds these bytes")]
+    NotHere { file: FileId },
+    #[error("file {file}: bytes from {first}: {got} bytes came back where {expected} were due")]
+    WrongLength {
+        file: FileId,
+        first: u64,
+        expected: u64,
+        got: u64,
+    },
     #[error("the mount is shutting down")]
     Shutdown,
     #[error("file {file}: its first block arrived without its size")]

@@ -1,14 +1,17 @@
 //! The network side of the client: control plane (`api`), ranged CDN fetches with expiry and
 //! failover (`cdn`), one retry policy for both (`retry`), behind a small `transport` trait
-//! that tests can fake.
+//! that tests can fake. The read path sees the network only through the two traits of
+//! `seams` (`ControlPlane`, `RangeSource`); `doubles` answers them in memory for tests.
 
 pub mod api;
 pub mod cdn;
 pub mod content_range;
+pub mod doubles;
 pub mod error;
 pub mod expiry;
 pub mod http1;
 pub mod retry;
+pub mod seams;
 pub mod stats;
 #[cfg(test)]
 pub mod testing;

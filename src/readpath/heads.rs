@@ -6,24 +6,23 @@
 //! cached, while the CDN fetch runs. A `404` is remembered: the origin has no head for it; a
 //! failure to ask (timeout, 5xx) is not, so a later read asks again.
 
-use crate::client::api::Api;
+use crate::client::seams::ControlPlane;
 use crate::protocol::model::FileId;
 use bytes::Bytes;
 use lru::LruCache;
 use std::sync::{Arc, Mutex};
 
 pub struct HeadStore {
-    api: Option<Arc<Api>>,
+    control: Arc<dyn ControlPlane>,
     known: Mutex<LruCache<FileId, Option<Bytes>>>,
     /// Bytes of heads kept in memory (a head is 64–128 KiB).
     budget: usize,
 }
 
 impl HeadStore {
-    /// `api = None` disables head files (tests of the CDN path alone).
-    pub fn new(api: Option<Arc<Api>>, budget: usize) -> Self {
+    pub fn new(control: Arc<dyn ControlPlane>, budget: usize) -> Self {
         HeadStore {
-            api,
+            control,
             known: Mutex::new(LruCache::unbounded()),
             budget,
         }
@@ -43,7 +42,7 @@ impl HeadStore {
                 return head.clone();
             }
         }
-        let head = self.api.as_ref()?.head(file).await.ok()?;
+        let head = self.control.head(file).await.ok()?;
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         known.put(file, head.clone());
         let mut bytes: usize = known
@@ -63,7 +62,7 @@ impl HeadStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::api::Credentials;
+    use crate::client::api::{Api, Credentials};
     use crate::client::testing::{response, scripted_origin};
     use std::time::Duration;
 
@@ -78,7 +77,7 @@ mod tests {
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
         let credentials = Credentials::from_text("user:secret").unwrap();
         let api = Api::new(http, &base, credentials, Arc::default());
-        let heads = HeadStore::new(Some(Arc::new(api)), 1 << 20);
+        let heads = HeadStore::new(Arc::new(api), 1 << 20);
         let (a, b) = (FileId([1; 20]), FileId([2; 20]));
         assert_eq!(heads.get(a).await, None, "503: no head this time");
         assert_eq!(
@@ -104,7 +103,7 @@ mod tests {
         let http = crate::client::http_client(None, Duration::from_secs(5)).unwrap();
         let credentials = Credentials::from_text("user:secret").unwrap();
         let api = Api::new(http, &base, credentials, Arc::default());
-        let heads = HeadStore::new(Some(Arc::new(api)), 250);
+        let heads = HeadStore::new(Arc::new(api), 250);
         for n in 1..=3 {
             assert!(heads.get(FileId([n; 20])).await.is_some());
         }

@@ -1,8 +1,8 @@
 //! Where a file's AES key comes from: a local key file owned by the user first, then the
 //! origin's `/audiokey`, fetched once per file and kept for the session.
 
-use crate::client::api::Api;
 use crate::client::error::FetchError;
+use crate::client::seams::ControlPlane;
 use crate::protocol::crypto::AudioKey;
 use crate::protocol::keyfile::Keys;
 use crate::protocol::model::FileId;
@@ -13,15 +13,15 @@ use tokio::sync::OnceCell;
 pub struct KeyStore {
     local: Keys,
     fetched: Mutex<HashMap<FileId, Arc<OnceCell<AudioKey>>>>,
-    api: Arc<Api>,
+    control: Arc<dyn ControlPlane>,
 }
 
 impl KeyStore {
-    pub fn new(local: Keys, api: Arc<Api>) -> Self {
+    pub fn new(local: Keys, control: Arc<dyn ControlPlane>) -> Self {
         KeyStore {
             local,
             fetched: Mutex::new(HashMap::new()),
-            api,
+            control,
         }
     }
 
@@ -42,7 +42,7 @@ impl KeyStore {
             let mut map = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(file).or_default().clone()
         };
-        cell.get_or_try_init(|| self.api.audio_key(file))
+        cell.get_or_try_init(|| self.control.audio_key(file))
             .await
             .cloned()
     }

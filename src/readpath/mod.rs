@@ -18,3 +18,5 @@ pub(crate) mod opening;
 pub mod range_set;
 pub mod readahead;
 pub mod reader;
+#[cfg(test)]
+pub(crate) mod test_rig;

@@ -6,8 +6,8 @@
 //! `readahead` asks for to the same runs, so sequential readers find them already there.
 
 use super::opening::{check_head, check_magic, head_offset};
-use crate::client::cdn::{Cdn, Transform};
 use crate::client::error::FetchError;
+use crate::client::seams::{RangeRequest, RangeSource, Transform};
 use crate::client::stats::Stats;
 use crate::protocol::crypto;
 use crate::protocol::model::{Container, FileId};
@@ -63,7 +63,7 @@ struct FileState {
 
 pub struct Reader {
     cache: Arc<BlockCache>,
-    cdn: Arc<Cdn>,
+    source: Arc<dyn RangeSource>,
     keys: Arc<KeyStore>,
     heads: HeadStore,
     stats: Arc<Stats>,
@@ -76,7 +76,7 @@ pub struct Reader {
 impl Reader {
     pub fn new(
         cache: Arc<BlockCache>,
-        cdn: Arc<Cdn>,
+        source: Arc<dyn RangeSource>,
         keys: Arc<KeyStore>,
         heads: HeadStore,
         stats: Arc<Stats>,
@@ -84,7 +84,7 @@ impl Reader {
     ) -> Self {
         Reader {
             cache,
-            cdn,
+            source,
             keys,
             heads,
             stats,
@@ -314,13 +314,30 @@ impl Reader {
         };
         let transform: Option<Transform<'_>> =
             known_key.as_ref().map(|_| &decrypt_piece as Transform<'_>);
+        let request = RangeRequest {
+            file: file.id,
+            first: start,
+            last,
+            known_total: known,
+        };
         let (fetched, key, head) = tokio::join!(
-            self.cdn.fetch(file.id, start, last, known, transform),
+            self.source.fetch(request, transform),
             self.keys.get(file.id),
             head
         );
         // A failed CDN fetch was counted as an error by `Cdn::fetch`; the rest are counted here.
-        let fetched = fetched?;
+        let fetched = fetched?.ok_or(FetchError::NotHere { file: file.id });
+        let fetched = fetched.inspect_err(|_| self.stats.errors.incr())?;
+        let expected = request.expected_len(fetched.total);
+        if fetched.data.len() as u64 != expected {
+            self.stats.errors.incr();
+            return Err(FetchError::WrongLength {
+                file: file.id,
+                first: start,
+                expected,
+                got: fetched.data.len() as u64,
+            });
+        }
         let key = key.inspect_err(|_| self.stats.errors.incr())?;
         let mut data: BytesMut = fetched.data;
         if known_key.is_none() {
@@ -396,36 +413,4 @@ fn assemble(blocks: &[Block], skip: u64, len: u64) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn assemble_spans_blocks_and_slices_single_ones() {
-        let blocks: Vec<Block> = [&b"abcd"[..], b"efgh", b"ij"]
-            .iter()
-            .map(|b| Block::from(Bytes::copy_from_slice(b)))
-            .collect();
-        assert_eq!(assemble(&blocks, 2, 5), Bytes::from_static(b"cdefg"));
-        assert_eq!(assemble(&blocks, 0, 10), Bytes::from_static(b"abcdefghij"));
-        assert_eq!(assemble(&blocks[..1], 1, 2), Bytes::from_static(b"bc"));
-        assert_eq!(assemble(&blocks, 9, 5), Bytes::from_static(b"j"));
-    }
-
-    #[test]
-    fn blocks_of_one_run_are_joined_without_copying() {
-        let run = Bytes::from_static(b"abcdefghij");
-        let block = |at: usize, len: usize| Block {
-            bytes: run.slice(at..at + len),
-            run: run.clone(),
-            at,
-        };
-        let blocks = [block(0, 4), block(4, 4), block(8, 2)];
-        let joined = assemble(&blocks, 2, 7);
-        assert_eq!(joined, Bytes::from_static(b"cdefghi"));
-        assert_eq!(
-            joined.as_ptr(),
-            run[2..].as_ptr(),
-            "a slice of the run, not a copy"
-        );
-    }
-}
+mod tests;

@@ -21,7 +21,7 @@ async fn a_silent_origin_fails_requests_instead_of_hanging() {
     let api = api(&silent_origin().await);
     let limit = Duration::from_secs(10);
     let head = tokio::time::timeout(limit, api.head(FileId([7; 20]))).await;
-    assert_eq!(head.expect("head hung"), Err(()));
+    assert!(head.expect("head hung").is_err());
     let token = tokio::time::timeout(limit, api.token()).await;
     match token.expect("token hung") {
         Err(FetchError::GaveUp { attempts, .. }) => assert_eq!(attempts, 3),
@@ -152,7 +152,7 @@ async fn an_endless_answer_is_cut_off_at_its_kinds_limit() {
         "read until the timeout"
     );
     // A head that long is not a head: the file is read without one.
-    assert_eq!(api.head(FileId([1; 20])).await, Ok(None));
+    assert_eq!(api.head(FileId([1; 20])).await.unwrap(), None);
 }
 
 #[tokio::test]

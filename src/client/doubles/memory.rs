@@ -1,0 +1,275 @@
+//! An in-memory control plane: the catalogue a test builds, answered without a network.
+
+use crate::client::error::FetchError;
+use crate::client::seams::{BoxFuture, ControlPlane};
+use crate::protocol::crypto::{self, AudioKey};
+use crate::protocol::model::{
+    Album, AlbumId, AudioFile, AudioFormat, Disc, FileId, Track, TrackId,
+};
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// One track to add: its tags, format and the plaintext of its one file.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    pub title: String,
+    pub number: u32,
+    pub format: AudioFormat,
+    pub plaintext: Bytes,
+}
+
+impl TrackSpec {
+    pub fn new(number: u32, title: &str, format: AudioFormat, plaintext: impl Into<Bytes>) -> Self {
+        TrackSpec {
+            title: title.to_string(),
+            number,
+            format,
+            plaintext: plaintext.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Catalogue {
+    library: Vec<AlbumId>,
+    albums: HashMap<AlbumId, Album>,
+    tracks: HashMap<TrackId, Track>,
+    /// The keys the files were encrypted with.
+    keys: HashMap<FileId, AudioKey>,
+    /// Keys handed out instead (a wrong key, for tests of the checks).
+    handed_out: HashMap<FileId, AudioKey>,
+    ciphertext: HashMap<FileId, Bytes>,
+    plaintext: HashMap<FileId, Bytes>,
+    heads: HashMap<FileId, Bytes>,
+    /// Ids whose metadata or key requests fail (with a 503-like transient error).
+    failing: HashSet<Vec<u8>>,
+    next_id: u32,
+}
+
+impl Catalogue {
+    fn id_bytes<const N: usize>(&mut self) -> [u8; N] {
+        self.next_id += 1;
+        let mut bytes = [0u8; N];
+        bytes[..4].copy_from_slice(&self.next_id.to_be_bytes());
+        bytes[N - 1] = 0x5a;
+        bytes
+    }
+}
+
+/// Calls answered, by kind.
+#[derive(Default, Debug)]
+pub struct Calls {
+    pub library: AtomicUsize,
+    pub album: AtomicUsize,
+    pub track: AtomicUsize,
+    pub resolve: AtomicUsize,
+    pub audio_key: AtomicUsize,
+    pub head: AtomicUsize,
+}
+
+/// A control plane answering from a catalogue built with [`MemoryControlPlane::add_album`].
+#[derive(Default)]
+pub struct MemoryControlPlane {
+    catalogue: Mutex<Catalogue>,
+    pub calls: Calls,
+}
+
+fn unavailable(what: &str) -> FetchError {
+    FetchError::Status {
+        url: format!("memory://{what}"),
+        status: 503,
+        retry_after: None,
+    }
+}
+
+fn not_found(what: String) -> FetchError {
+    FetchError::NotFound {
+        url: format!("memory://{what}"),
+    }
+}
+
+impl MemoryControlPlane {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn catalogue(&self) -> std::sync::MutexGuard<'_, Catalogue> {
+        self.catalogue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an album by `artist` with `tracks` (one disc), each file encrypted under a key of
+    /// its own. Returns the album's id and the file ids, in the order of `tracks`.
+    pub fn add_album(
+        &self,
+        artist: &str,
+        name: &str,
+        tracks: &[TrackSpec],
+    ) -> (AlbumId, Vec<FileId>) {
+        let mut c = self.catalogue();
+        let album_id = AlbumId(c.id_bytes());
+        let mut track_ids = Vec::new();
+        let mut files = Vec::new();
+        for spec in tracks {
+            let track_id = TrackId(c.id_bytes());
+            let file = FileId(c.id_bytes());
+            let key = AudioKey(c.id_bytes());
+            let mut ciphertext = spec.plaintext.to_vec();
+            crypto::apply_keystream(&key, 0, &mut ciphertext);
+            c.ciphertext.insert(file, ciphertext.into());
+            c.plaintext.insert(file, spec.plaintext.clone());
+            c.keys.insert(file, key);
+            c.tracks.insert(
+                track_id,
+                Track {
+                    id: track_id,
+                    name: spec.title.clone(),
+                    artists: vec![artist.to_string()],
+                    number: spec.number,
+                    disc_number: 1,
+                    duration_ms: 1000,
+                    files: vec![AudioFile {
+                        id: file,
+                        format: spec.format,
+                    }],
+                },
+            );
+            track_ids.push(track_id);
+            files.push(file);
+        }
+        c.albums.insert(
+            album_id,
+            Album {
+                id: album_id,
+                name: name.to_string(),
+                artists: vec![artist.to_string()],
+                date: None,
+                covers: Vec::new(),
+                discs: vec![Disc {
+                    number: 1,
+                    tracks: track_ids,
+                }],
+            },
+        );
+        c.library.push(album_id);
+        (album_id, files)
+    }
+
+    /// Lists an album id the catalogue does not hold (its loading fails with 404).
+    pub fn add_missing_album(&self) -> AlbumId {
+        let mut c = self.catalogue();
+        let id = AlbumId(c.id_bytes());
+        c.library.push(id);
+        id
+    }
+
+    /// The file's stored (encrypted) bytes, for a range source to serve.
+    pub fn ciphertext(&self, file: FileId) -> Option<Bytes> {
+        self.catalogue().ciphertext.get(&file).cloned()
+    }
+
+    /// Every file's stored bytes.
+    pub fn all_ciphertext(&self) -> Vec<(FileId, Bytes)> {
+        let c = self.catalogue();
+        c.ciphertext.iter().map(|(f, b)| (*f, b.clone())).collect()
+    }
+
+    pub fn plaintext(&self, file: FileId) -> Option<Bytes> {
+        self.catalogue().plaintext.get(&file).cloned()
+    }
+
+    /// The key `file` was encrypted with.
+    pub fn key(&self, file: FileId) -> Option<AudioKey> {
+        self.catalogue().keys.get(&file).cloned()
+    }
+
+    /// Serves the first `len` plaintext bytes as `file`'s head file.
+    pub fn add_head(&self, file: FileId, len: usize) {
+        let mut c = self.catalogue();
+        if let Some(plain) = c.plaintext.get(&file).cloned() {
+            c.heads.insert(file, plain.slice(..len.min(plain.len())));
+        }
+    }
+
+    /// Hands out a wrong key for `file` from now on.
+    pub fn hand_out_wrong_key(&self, file: FileId) {
+        let mut c = self.catalogue();
+        c.handed_out.insert(file, AudioKey([0xee; 16]));
+    }
+
+    /// Requests about this id (album, track or file, as raw bytes) fail transiently from now on.
+    pub fn fail(&self, id: &[u8]) {
+        self.catalogue().failing.insert(id.to_vec());
+    }
+
+    fn failing(&self, id: &[u8]) -> bool {
+        self.catalogue().failing.contains(id)
+    }
+}
+
+impl ControlPlane for MemoryControlPlane {
+    fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>> {
+        self.calls.library.fetch_add(1, Ordering::Relaxed);
+        let ids = self.catalogue().library.iter().map(|id| Ok(*id)).collect();
+        Box::pin(async move { Ok(ids) })
+    }
+
+    fn album(&self, id: AlbumId) -> BoxFuture<'_, Result<Album, FetchError>> {
+        self.calls.album.fetch_add(1, Ordering::Relaxed);
+        let answer = match self.failing(&id.0) {
+            true => Err(unavailable("album")),
+            false => self
+                .catalogue()
+                .albums
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("album/{id}"))),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn track(&self, id: TrackId) -> BoxFuture<'_, Result<Track, FetchError>> {
+        self.calls.track.fetch_add(1, Ordering::Relaxed);
+        let answer = match self.failing(&id.0) {
+            true => Err(unavailable("track")),
+            false => self
+                .catalogue()
+                .tracks
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("track/{id}"))),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>> {
+        self.calls.resolve.fetch_add(1, Ordering::Relaxed);
+        let answer = match self.catalogue().ciphertext.contains_key(&file) {
+            true => Ok(vec![format!("http://127.0.0.1:9/cdn/{file}")]),
+            false => Err(not_found(format!("storage-resolve/{file}"))),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn audio_key(&self, file: FileId) -> BoxFuture<'_, Result<AudioKey, FetchError>> {
+        self.calls.audio_key.fetch_add(1, Ordering::Relaxed);
+        let answer = if self.failing(&file.0) {
+            Err(unavailable("audiokey"))
+        } else {
+            let c = self.catalogue();
+            c.handed_out
+                .get(&file)
+                .or_else(|| c.keys.get(&file))
+                .cloned()
+                .ok_or_else(|| not_found(format!("audiokey/{file}")))
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>> {
+        self.calls.head.fetch_add(1, Ordering::Relaxed);
+        let head = self.catalogue().heads.get(&file).cloned();
+        Box::pin(async move { Ok(head) })
+    }
+}

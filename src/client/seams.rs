@@ -1,0 +1,153 @@
+//! The two seams between the read path and the network, so that everything above them (reader,
+//! key and head stores, catalogue loading, the filesystem core) can be built and tested
+//! without an origin, and so that tiers can be stacked below the block cache.
+//!
+//! - [`ControlPlane`]: the origin's small answers (library, metadata, storage-resolve, audio
+//!   keys with a token; head files without). `client::api::Api` speaks it over HTTP;
+//!   `client::doubles::MemoryControlPlane` answers from a catalogue built in a test.
+//! - [`RangeSource`]: "ciphertext bytes `first..=last` of file F, and F's total size".
+//!   `client::cdn::Cdn` answers it from the CDN; a disk tier wraps another source;
+//!   `client::doubles::ScriptedRanges` plays a script of answers and failures.
+//!
+//! Where decryption happens: a fetch takes an optional [`Transform`], applied in place to the
+//! bytes before they are returned (the reader passes AES-CTR decryption when it already has the
+//! key, so the CDN tier decrypts each piece while it is still in the CPU's cache). A tier that
+//! keeps ciphertext (a disk cache) asks the tier below it with no transform, stores what comes
+//! back, then applies the transform it was given itself. A tier that only passes requests on
+//! passes the transform down.
+
+use super::error::FetchError;
+pub use super::transport::BoxFuture;
+use crate::protocol::crypto::AudioKey;
+use crate::protocol::model::{Album, AlbumId, FileId, Track, TrackId};
+use bytes::{Bytes, BytesMut};
+
+/// The origin's control plane (DESIGN.md §1). Each call is one whole answer, retried by the
+/// implementation as its policy says (`Api`: the shared retry bound), except `resolve`, which
+/// makes one attempt: it runs inside a range fetch, whose attempts retry it.
+///
+/// Playlists and images (issue 17) will be added here as methods of their own.
+pub trait ControlPlane: Send + Sync + 'static {
+    /// The library's album ids; an entry that is not a valid id is an error of its own, so
+    /// the caller can skip it like an album that fails to load.
+    fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>>;
+    fn album(&self, id: AlbumId) -> BoxFuture<'_, Result<Album, FetchError>>;
+    fn track(&self, id: TrackId) -> BoxFuture<'_, Result<Track, FetchError>>;
+    /// The file's CDN URLs, in the origin's order of preference (one attempt).
+    fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>>;
+    fn audio_key(&self, file: FileId) -> BoxFuture<'_, Result<AudioKey, FetchError>>;
+    /// The plaintext head file, unauthenticated, in one attempt: `Ok(None)` when the origin has
+    /// none; `Err` when asking failed and may work later.
+    fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>>;
+}
+
+/// Bytes `first..=last` of a stored file, clipped at its end. `known_total` is the size learned
+/// earlier, if any: a source that finds another size must fail with `SizeChanged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeRequest {
+    pub file: FileId,
+    pub first: u64,
+    pub last: u64,
+    pub known_total: Option<u64>,
+}
+
+impl RangeRequest {
+    /// How many bytes a complete answer holds, given the file's total size.
+    pub fn expected_len(&self, total: u64) -> u64 {
+        if self.first >= total {
+            return 0;
+        }
+        self.last.min(total - 1) - self.first + 1
+    }
+}
+
+/// Bytes of `[first, first + data.len())` (ciphertext, or what the transform made of it) and
+/// the file's total size (from `Content-Range`). Mutable, so it can be decrypted in place.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub total: u64,
+    pub data: BytesMut,
+}
+
+/// Applied in place to each piece of an answer before it is returned, given the piece's offset
+/// in the file: the reader decrypts here when it has the key.
+pub type Transform<'a> = &'a (dyn Fn(u64, &mut [u8]) + Send + Sync);
+
+/// A source of stored (encrypted) bytes. An answer holds the whole range asked for, clipped
+/// only at the end of the file; the reader refuses a shorter one.
+pub trait RangeSource: Send + Sync + 'static {
+    /// `Ok(None)` means "not here": this tier does not hold the range and has no tier below it
+    /// to ask (a cache consulted alone, an offline mount). It is not an error of the source.
+    fn fetch<'a>(
+        &'a self,
+        request: RangeRequest,
+        transform: Option<Transform<'a>>,
+    ) -> BoxFuture<'a, Result<Option<Fetched>, FetchError>>;
+}
+
+/// Two tiers where the upper one cannot fill itself: the upper answers what it holds, the
+/// lower the rest (a tier that stores what passes through wraps its lower tier instead).
+pub struct FirstOf {
+    pub upper: std::sync::Arc<dyn RangeSource>,
+    pub lower: std::sync::Arc<dyn RangeSource>,
+}
+
+impl RangeSource for FirstOf {
+    fn fetch<'a>(
+        &'a self,
+        request: RangeRequest,
+        transform: Option<Transform<'a>>,
+    ) -> BoxFuture<'a, Result<Option<Fetched>, FetchError>> {
+        Box::pin(async move {
+            match self.upper.fetch(request, transform).await? {
+                Some(fetched) => Ok(Some(fetched)),
+                None => self.lower.fetch(request, transform).await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::doubles::{ScriptedRanges, Step};
+    use std::sync::Arc;
+
+    #[test]
+    fn expected_len_clips_at_the_end() {
+        let r = RangeRequest {
+            file: FileId([0; 20]),
+            first: 10,
+            last: 19,
+            known_total: None,
+        };
+        assert_eq!(r.expected_len(100), 10);
+        assert_eq!(r.expected_len(15), 5);
+        assert_eq!(r.expected_len(10), 0);
+    }
+
+    #[tokio::test]
+    async fn first_of_asks_the_lower_tier_only_when_the_upper_has_nothing() {
+        let file = FileId([3; 20]);
+        let upper = Arc::new(ScriptedRanges::new());
+        upper.add_file(file, Bytes::from_static(b"upper tier"));
+        upper.push(Step::NotHere);
+        let lower = Arc::new(ScriptedRanges::new());
+        lower.add_file(file, Bytes::from_static(b"lower tier"));
+        let both = FirstOf {
+            upper: upper.clone(),
+            lower: lower.clone(),
+        };
+        let request = RangeRequest {
+            file,
+            first: 0,
+            last: 4,
+            known_total: None,
+        };
+        let got = both.fetch(request, None).await.unwrap().unwrap();
+        assert_eq!(&got.data[..], b"lower");
+        let got = both.fetch(request, None).await.unwrap().unwrap();
+        assert_eq!(&got.data[..], b"upper");
+        assert_eq!((upper.request_count(), lower.request_count()), (2, 1));
+    }
+}
