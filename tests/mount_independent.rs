@@ -277,3 +277,72 @@ fn sigterm_unmounts_cleanly() {
     );
     assert!(!support::is_mounted(&point), "still mounted after SIGTERM");
 }
+
+/// Every track of the manifest has the source's bytes in the mount.
+fn assert_every_track(origin: &PythonOrigin, mount: &Mount) {
+    for (relative, source) in origin.expected_files() {
+        let got = std::fs::read(mount.path().join(&relative))
+            .unwrap_or_else(|e| panic!("{}: {e}", relative.display()));
+        assert!(
+            got == std::fs::read(&source).unwrap(),
+            "bytes of {}",
+            relative.display()
+        );
+    }
+}
+
+#[test]
+fn a_v1_1_origin_with_etags_and_old_style_covers_gives_every_track() {
+    // Covers in Album.cover (9) and cover_group (17) by turns, playlists with episodes and
+    // unknown tracks, ETags: none of it may disturb the tracks.
+    let Some((origin, mount)) = setup(&[
+        "--seed",
+        "9",
+        "--protocol",
+        "v1.1",
+        "--etags",
+        "--cover-field",
+        "alternate",
+    ]) else {
+        return;
+    };
+    assert_eq!(
+        origin.expected_files().len(),
+        sources::TRACKS.len() + 2,
+        "the sample album of v1.1 is there"
+    );
+    assert_every_track(&origin, &mount);
+    assert_eq!(mount.stat("errors"), 0);
+}
+
+#[test]
+fn an_open_track_reads_to_the_end_after_its_album_left_the_origin() {
+    let Some((mut origin, mount)) = setup(&["--seed", "10", "--protocol", "v1.1"]) else {
+        return;
+    };
+    let (relative, source) = origin.expected_files()[2].clone();
+    let album = relative.parent().unwrap().to_path_buf();
+    let file = std::fs::File::open(mount.path().join(&relative)).unwrap();
+    let want = std::fs::read(&source).unwrap();
+    let mut got = vec![0u8; want.len()];
+    let half = want.len() / 2;
+    assert_eq!(file.read_at(&mut got[..half], 0).unwrap(), half);
+    // The album leaves the library (the origin's catalogue says so) while the file is open.
+    let album_key = album.to_str().unwrap().to_string();
+    origin.set_catalogue(&serde_json::json!({ "exclude": [album_key] }));
+    assert!(
+        origin
+            .expected_files()
+            .iter()
+            .all(|(r, _)| !r.starts_with(&album)),
+        "the origin no longer lists {}",
+        album.display()
+    );
+    let mut offset = half;
+    while offset < want.len() {
+        let n = file.read_at(&mut got[offset..], offset as u64).unwrap();
+        assert!(n > 0, "early EOF at {offset}");
+        offset += n;
+    }
+    assert!(got == want, "bytes of {}", relative.display());
+}

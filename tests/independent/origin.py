@@ -30,10 +30,11 @@ import threading
 import time
 import urllib.parse
 
+sys.dont_write_bytecode = True     # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Catalogue, encryption and protobuf encoding live next to this file.
-from origin_catalogue import (  # noqa: E402
-    build_catalogue, enc_album, enc_library, enc_resolve, enc_track, encrypt_all)
+from origin_catalogue import enc_resolve  # noqa: E402
+from origin_library import Library  # noqa: E402
 
 DEFAULT_USER = "trackfs"
 # A colon (Basic auth splits on the first one only), a quote and a '?', all
@@ -43,6 +44,17 @@ DEFAULT_PASSWORD = 'pa:ss"w0rd?'
 
 ID_FID = re.compile(r"[0-9a-f]{40}")
 ID_GID = re.compile(r"[0-9a-f]{32}")
+ID_B62 = re.compile(r"[0-9a-zA-Z]{22}")
+
+
+def etag_matches(header, tag):
+    """If-None-Match (RFC 9110 §13.1.2): '*' or a list of tags, compared weakly."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    strip = lambda t: t.strip()[2:] if t.strip().startswith("W/") else t.strip()
+    return strip(tag) in [strip(t) for t in header.split(",")]
 
 
 # ================================================================ URL signing
@@ -144,12 +156,11 @@ def parse_range(header, total):
 class Origin:
     """Everything the request handler needs, shared by all threads."""
 
-    def __init__(self, args, albums, tracks):
+    def __init__(self, args, library):
         self.args = args
-        self.albums = {a["gid"].hex(): a for a in albums}
-        self.album_order = albums
-        self.tracks = {t.gid.hex(): t for t in tracks}
-        self.files = {t.file.fid.hex(): t.file for t in tracks}
+        self.library = library
+        self.snap = library.load()          # replaced whole on every reload
+        self.files = library.files          # every file id ever served (grows only)
         self.signer = Signer(secrets.token_bytes(32), args.url_ttl)
         self.faults = Faults(args.fault_rate, args.fault_kinds, args.seed)
         self.tokens = {}                    # access token -> expiry (unix s)
@@ -222,6 +233,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             (r"/storage-resolve/files/audio/interactive/([^/]*)", self.get_resolve),
             (r"/audiokey/([^/]*)", self.get_key),
             (r"/head/([^/]*)", self.get_head),
+            (r"/image/([^/]*)", self.get_image),
+            (r"/playlist/v2/user/([^/]*)/rootlist", self.get_rootlist),
+            (r"/playlist/v2/playlist/([^/]*)", self.get_playlist),
             (r"/audio/([^/]*)", self.get_cdn),
             (r"/keymaster/token", lambda query: self.reply(405, b"use POST\n", headers=[("Allow", "POST")])),
         ])
@@ -268,25 +282,52 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def proto(self, body):
         self.reply(200, body, "application/x-protobuf")
 
+    def answer(self, path):
+        """A control-plane answer of the current snapshot, with its ETag and 304 when the
+        client already has it (--etags); 404 when the snapshot has no such path."""
+        snap = self.origin.snap
+        body = snap.bodies.get(path)
+        if body is None:
+            return self.not_found()
+        if not self.origin.args.etags:
+            return self.proto(body)
+        tag = snap.etags[path]
+        if etag_matches(self.headers.get("If-None-Match"), tag):
+            self.send_response(304)
+            self.send_header("ETag", tag)
+            self.end_headers()
+            return None
+        return self.reply(200, body, "application/x-protobuf", headers=[("ETag", tag)])
+
     def get_library(self, query):
         if self.bearer_ok():
-            self.proto(enc_library(self.origin.album_order))
+            self.answer("/library")
 
     def get_album(self, gid, query):
         if self.bearer_ok():
-            album = self.origin.albums.get(gid) if ID_GID.fullmatch(gid) else None
-            if album:
-                self.proto(enc_album(album, len(album["tracks"])))
-            else:
-                self.not_found()
+            self.answer("/metadata/4/album/" + gid) if ID_GID.fullmatch(gid) else self.not_found()
 
     def get_track(self, gid, query):
         if self.bearer_ok():
-            track = self.origin.tracks.get(gid) if ID_GID.fullmatch(gid) else None
-            if track:
-                self.proto(enc_track(track))
-            else:
-                self.not_found()
+            self.answer("/metadata/4/track/" + gid) if ID_GID.fullmatch(gid) else self.not_found()
+
+    def get_rootlist(self, user, query):
+        # Only the credentials' own user has a rootlist; 404 = no playlists (also in v1).
+        if self.bearer_ok():
+            name = urllib.parse.unquote(user)
+            ok = name == self.origin.args.user
+            self.answer("/playlist/v2/user/%s/rootlist" % name) if ok else self.not_found()
+
+    def get_playlist(self, pid, query):
+        if self.bearer_ok():
+            self.answer("/playlist/v2/playlist/" + pid) if ID_B62.fullmatch(pid) else self.not_found()
+
+    def get_image(self, fid, query):
+        # Unauthenticated and unencrypted, like a CDN for pictures (DESIGN.md §1.1).
+        image = self.origin.library.images.get(fid) if ID_FID.fullmatch(fid) else None
+        if not image:
+            return self.not_found()
+        self.reply(200, image[0], image[1])
 
     def lookup_file(self, fid):
         return self.origin.files.get(fid) if ID_FID.fullmatch(fid) else None
@@ -325,9 +366,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.not_found()
         # "stored": the stored plaintext's first bytes (an Ogg file's hidden header first);
         # "mounted": the file as a player sees it (docs/protocol.md does not say which).
-        head = b"" if self.origin.args.head_layout == "mounted" else entry.header[:entry.head_len]
-        with open(entry.source, "rb") as f:
-            head += f.read(entry.head_len - len(head))
+        skip = len(entry.header) if self.origin.args.head_layout == "mounted" else 0
+        head = entry.prefix[skip:skip + entry.head_len]
         self.reply(200, head, "application/octet-stream")
 
     # ---------------------------------------------------------- CDN
@@ -411,6 +451,14 @@ def parse_args(argv):
                    help="the 167 bytes before an Ogg file's audio: random, or an Ogg page")
     p.add_argument("--cdn-dir", help="write ciphertext to DIR/audio/<file id> (kept on exit)")
     p.add_argument("--cdn-base", help="storage-resolve returns <cdn-base>/audio/<file id>?<sig>")
+    p.add_argument("--protocol", choices=["v1", "v1.1"], default="v1",
+                   help="v1.1 adds covers, /image/, playlists and a sample album (DESIGN.md §1.1-1.2)")
+    p.add_argument("--cover-field", choices=["group", "cover", "both", "alternate"], default="group",
+                   help="album images in Album.cover_group (17), Album.cover (9), both, or alternating")
+    p.add_argument("--etags", action="store_true",
+                   help="strong ETags on /library, /metadata/4/..., /playlist/... and 304 on If-None-Match")
+    p.add_argument("--catalogue", help="JSON description (exclude, replace, covers, playlists); "
+                   "re-read with a rescan of --source on SIGHUP or when it changes")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
     if args.seed is None:
@@ -427,24 +475,6 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def manifest(args, port, tracks):
-    return {
-        "origin": "http://127.0.0.1:%d" % port,
-        "credentials": {"user": args.user, "password": args.password},
-        "seed": args.seed,
-        "tracks": [{
-            "artist": t.artist["name"], "album": t.album["name"], "title": t.title,
-            "number": t.number, "disc": t.disc, "ext": t.ext,
-            "source": os.path.abspath(t.file.source), "sha256": t.file.sha256,
-            "file_id": t.file.fid.hex(), "key": t.file.key.hex(),
-            "track_gid": t.gid.hex(), "album_gid": t.album["gid"].hex(),
-            "formats": t.formats, "stored_size": t.file.size, "header_len": len(t.file.header),
-            "head_len": 0 if args.no_head_files else t.file.head_len,
-            "decoy_file_id": t.decoy_fid.hex() if t.decoy_fid else None,
-        } for t in tracks],
-    }
-
-
 def reserve_dead_port():
     """A bound socket that never listens: connecting to it is refused, and
     holding it keeps the port from being reused while we run."""
@@ -453,36 +483,74 @@ def reserve_dead_port():
     return s
 
 
+def control_stamp(path):
+    """What changes when the catalogue description is rewritten (or replaced)."""
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    albums, tracks = build_catalogue(args.source, rng, args.ogg_header)
     work_dir = args.cdn_dir or tempfile.mkdtemp(prefix="trackfs-origin-")
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
+    library = Library(args, work_dir, rng)
     try:
-        encrypt_all(tracks, work_dir, rng)
-        origin = Origin(args, albums, tracks)
+        try:
+            origin = Origin(args, library)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit("origin.py: %s" % e)
         dead = reserve_dead_port() if args.dead_first_cdn else None
         origin.dead_port = dead.getsockname()[1] if dead else None
         Handler.origin = origin
         host, _, port = args.listen.rpartition(":")
         server = Server((host or "127.0.0.1", int(port)), Handler)
         bound = server.server_address[1]
-        if args.manifest:
-            write_atomic(args.manifest, json.dumps(manifest(args, bound, tracks), indent=2, ensure_ascii=False))
+
+        def write_manifest(error=None):
+            if args.manifest:
+                doc = library.manifest(origin.snap, bound)
+                doc["reload_error"] = error
+                write_atomic(args.manifest, json.dumps(doc, indent=2, ensure_ascii=False))
+
+        write_manifest()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         thread.start()
         if args.port_file:                 # last: readers take it as "ready"
             write_atomic(args.port_file, "%d\n" % bound)
-        sys.stderr.write("origin.py: %d tracks in %d albums, listening on %s:%d (seed %d)\n"
-                         % (len(tracks), len(albums), host or "127.0.0.1", bound, args.seed))
-        while not stop.wait(0.5):
-            pass
+        snap = origin.snap
+        sys.stderr.write("origin.py: %d tracks in %d albums, %d playlists, protocol %s, listening on %s:%d (seed %d)\n"
+                         % (len(snap.tracks), len(snap.albums), len(snap.playlists), args.protocol,
+                            host or "127.0.0.1", bound, args.seed))
+        stamp = control_stamp(args.catalogue) if args.catalogue else None
+        while not stop.wait(0.2):
+            if args.catalogue and control_stamp(args.catalogue) != stamp:
+                stamp = control_stamp(args.catalogue)
+                reload.set()
+            if not reload.is_set():
+                continue
+            reload.clear()
+            try:
+                origin.snap = library.load()   # one assignment: clients see all of it or none
+                error = None
+                sys.stderr.write("origin.py: reloaded (generation %d): %d tracks in %d albums, %d playlists\n"
+                                 % (library.generation, len(origin.snap.tracks), len(origin.snap.albums),
+                                    len(origin.snap.playlists)))
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+                library.generation += 1        # so a waiting test sees the failed attempt
+                error = "%s: %s" % (type(e).__name__, e)
+                sys.stderr.write("origin.py: reload failed, still serving the previous library: %s\n" % error)
+            write_manifest(error)
         server.shutdown()
         server.server_close()
     finally:
+        library.cleanup()
         if not args.cdn_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     return 0

@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import subprocess
 import tempfile
 
@@ -19,6 +20,7 @@ import pb
 IV_HEX = "72e067fbddcbcf77ebe8bc643f630d93"
 OGG_HEADER_LEN = 167
 AUDIO_EXTS = (".ogg", ".mp3", ".flac", ".m4a")
+HEAD_MAX = 65536 + 65536   # the longest head file served
 
 # AudioFile.Format values (docs/protocol.md §9).
 OGG_VORBIS_160, OGG_VORBIS_320 = 1, 2
@@ -42,6 +44,8 @@ class FileEntry:
         self.size = None              # stored (= ciphertext) size
         self.sha256 = None            # of the source file
         self.head_len = None
+        self.prefix = None            # stored plaintext, first HEAD_MAX + len(header) bytes
+        self.duration_ms = None       # from ffprobe, when it is installed
 
 
 class Track:
@@ -75,7 +79,7 @@ def scan_sources(source_dir):
             album = parts[-2] if len(parts) >= 2 else "Unknown Album"
             disc, number, title = parse_name(stem)
             found.append(dict(artist=artist, album=album, disc=disc, number=number,
-                              title=title, ext=ext.lower(), path=path))
+                              title=title, ext=ext.lower(), path=path, rel="/".join(parts)))
     return found
 
 
@@ -105,32 +109,6 @@ def make_header(rng, kind="opaque"):
     return bytes(header)
 
 
-def build_catalogue(source_dir, rng, ogg_header="opaque"):
-    """-> (albums, tracks): albums as dicts in library order; random gids."""
-    entries = scan_sources(source_dir)
-    if not entries:
-        raise SystemExit("origin.py: no audio files (%s) under %s" % ("/".join(AUDIO_EXTS), source_dir))
-    artists, albums, tracks = {}, {}, []
-    for i, e in enumerate(entries):
-        artist = artists.setdefault(e["artist"], {"gid": rng.randbytes(16), "name": e["artist"]})
-        album = albums.setdefault((e["artist"], e["album"]), {
-            "gid": rng.randbytes(16), "name": e["album"], "artist": artist, "tracks": []})
-        header = make_header(rng, ogg_header) if e["ext"] == ".ogg" else b""
-        track = Track(gid=rng.randbytes(16), title=e["title"], number=e["number"], disc=e["disc"],
-                      ext=e["ext"], artist=artist, album=album, index=i,
-                      file=FileEntry(e["path"], header, rng.randbytes(16)),
-                      formats=formats_for(e["ext"], i),
-                      # Track 3k+1: an AudioFile of unknown format whose id is
-                      # served nowhere; a client that picks it fails loudly.
-                      decoy_fid=rng.randbytes(20) if i % 3 == 1 else None)
-        album["tracks"].append(track)
-        tracks.append(track)
-    for album in albums.values():
-        number_missing_tracks(album["tracks"])
-        album["tracks"].sort(key=lambda t: (t.disc, t.number, t.title))
-    return list(albums.values()), tracks
-
-
 def number_missing_tracks(album_tracks):
     used = {t.number for t in album_tracks if t.number is not None}
     n = 1
@@ -146,7 +124,9 @@ def number_missing_tracks(album_tracks):
 
 def encrypt_file(entry, out_dir, rng_seed):
     """Encrypt header+source with openssl into out_dir/audio/<file id>.
-    The file id is content-addressed: SHA-1 of the ciphertext."""
+    The file id is content-addressed: SHA-1 of the ciphertext. The stored
+    plaintext's first bytes are kept in memory for /head/, so a source file
+    changed or deleted later cannot change what an old file id answers."""
     audio_dir = os.path.join(out_dir, "audio")
     fd, tmp = tempfile.mkstemp(dir=audio_dir, prefix=".enc-")
     os.close(fd)
@@ -154,11 +134,16 @@ def encrypt_file(entry, out_dir, rng_seed):
            "-nosalt", "-out", tmp]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     sha = hashlib.sha256()
+    prefix = bytearray(entry.header)
+    read = 0
     try:
         proc.stdin.write(entry.header)
         with open(entry.source, "rb") as src:
             while chunk := src.read(1 << 20):
                 sha.update(chunk)
+                read += len(chunk)
+                if len(prefix) < HEAD_MAX + len(entry.header):
+                    prefix += chunk[:HEAD_MAX + len(entry.header) - len(prefix)]
                 proc.stdin.write(chunk)
         proc.stdin.close()
     finally:
@@ -174,17 +159,31 @@ def encrypt_file(entry, out_dir, rng_seed):
     os.chmod(entry.cipher_path, 0o644)   # mkstemp's 0600 would lock out nginx
     entry.size = os.path.getsize(entry.cipher_path)
     entry.sha256 = sha.hexdigest()
-    if entry.size != len(entry.header) + os.path.getsize(entry.source):
+    entry.prefix = bytes(prefix)
+    if entry.size != len(entry.header) + read:
         raise RuntimeError("ciphertext size mismatch for %s" % entry.source)
+    entry.duration_ms = probe_duration_ms(entry.source)
     # Head files are 64 KiB..128 KiB (or the whole file when shorter).
     entry.head_len = min(entry.size, 65536 + random.Random(rng_seed).randrange(65537))
 
 
-def encrypt_all(tracks, out_dir, rng):
+def probe_duration_ms(path):
+    """Track.duration (ms) by ffprobe; None (field not sent) without ffprobe."""
+    if not shutil.which("ffprobe"):
+        return None
+    try:
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                              "-of", "default=nw=1:nk=1", path], capture_output=True, timeout=60)
+        return int(float(out.stdout.decode().strip()) * 1000)
+    except (ValueError, subprocess.SubprocessError):
+        return None
+
+
+def encrypt_all(entries, out_dir, rng):
     os.makedirs(os.path.join(out_dir, "audio"), exist_ok=True)
     workers = max(2, os.cpu_count() or 2)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        jobs = [pool.submit(encrypt_file, t.file, out_dir, rng.random()) for t in tracks]
+        jobs = [pool.submit(encrypt_file, e, out_dir, rng.random()) for e in entries]
         for job in jobs:
             job.result()
 
@@ -226,6 +225,8 @@ def enc_track(t):
     head = pb.f_bytes(1, t.gid) + pb.f_bytes(2, t.title)
     rest = (pb.f_bytes(3, enc_album_stub(t.album)) + pb.f_bytes(4, enc_artist(t.artist))
             + pb.f_sint(5, t.number) + pb.f_sint(6, t.disc))
+    if t.file.duration_ms is not None:
+        rest += pb.f_sint(7, t.file.duration_ms)
     files = enc_track_files(t)
     # Odd tracks put the file list first and unknown fields in between.
     if t.index % 2:
@@ -233,7 +234,26 @@ def enc_track(t):
     return head + rest + files + unknown_fields(t.index)
 
 
-def enc_album(album, seed):
+def enc_image(img):
+    """Image (DESIGN.md §2): file_id 1, size 2 (enum), width 3 / height 4 (sint32, optional)."""
+    out = pb.f_bytes(1, img["fid"]) + pb.f_varint(2, img["size_code"])
+    if img["dims"]:
+        out += pb.f_sint(3, img["width"]) + pb.f_sint(4, img["height"])
+    return out
+
+
+def enc_covers(images, form):
+    """The album's images as Album.cover (9, repeated Image), Album.cover_group
+    (17, ImageGroup { repeated Image image = 1; }) or both."""
+    if not images:
+        return b"", b""
+    cover = b"".join(pb.f_bytes(9, enc_image(i)) for i in images) if form in ("cover", "both") else b""
+    group = pb.f_bytes(17, b"".join(pb.f_bytes(1, enc_image(i)) for i in images)) if form in ("group", "both") else b""
+    return cover, group
+
+
+def enc_album(album, seed, images=(), cover_form="group"):
+    cover, group = enc_covers(list(images), cover_form)
     discs = {}
     for t in album["tracks"]:
         # Disc.track entries carry the gid only (docs/protocol.md §9); the client
@@ -242,9 +262,10 @@ def enc_album(album, seed):
     out = [pb.f_bytes(1, album["gid"]), pb.f_bytes(2, album["name"]),
            pb.f_bytes(3, enc_artist(album["artist"])),
            pb.f_bytes(6, pb.f_sint(1, 2024) + pb.f_sint(2, 2) + pb.f_sint(3, 29)),
-           unknown_fields(seed)]
+           cover, unknown_fields(seed)]
     for number in sorted(discs):
         out.append(pb.f_bytes(11, pb.f_sint(1, number) + b"".join(discs[number])))
+    out.append(group)           # after the discs: field order is free
     return b"".join(out)
 
 

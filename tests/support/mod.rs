@@ -72,18 +72,21 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::Exi
     child.wait().ok()
 }
 
-/// The independent origin of `tests/independent/origin.py`, stopped on drop.
+/// The independent origin of `tests/independent/origin.py`, stopped on drop. `extra` selects
+/// e.g. `--protocol v1.1`, `--etags`; its library changes with `set_catalogue` and `reload`
+/// (tests/independent/README.md, "Changing the library").
 pub struct PythonOrigin {
     child: Child,
     pub url: String,
     pub manifest: serde_json::Value,
     pub credentials_file: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PythonOrigin {
     pub fn start(source: &Path, extra: &[&str]) -> PythonOrigin {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalogue.json"), "{}").unwrap();
         let port_file = dir.path().join("port");
         let manifest_file = dir.path().join("manifest.json");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/origin.py");
@@ -95,6 +98,8 @@ impl PythonOrigin {
             .arg(&port_file)
             .arg("--manifest")
             .arg(&manifest_file)
+            .arg("--catalogue")
+            .arg(dir.path().join("catalogue.json"))
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -126,7 +131,43 @@ impl PythonOrigin {
             url: format!("http://127.0.0.1:{port}"),
             manifest,
             credentials_file,
-            _dir: dir,
+            dir,
+        }
+    }
+
+    /// Replaces the catalogue description (exclude, replace, covers, playlists) and waits
+    /// until the origin serves the new library; `self.manifest` then describes it.
+    pub fn set_catalogue(&mut self, description: &serde_json::Value) {
+        let path = self.dir.path().join("catalogue.json");
+        std::fs::write(path.with_extension("tmp"), description.to_string()).unwrap();
+        std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+        self.wait_for_generation(self.manifest["generation"].as_u64().unwrap() + 1);
+    }
+
+    /// SIGHUP: rescan the source folder and re-read the description; waits until served.
+    pub fn reload(&mut self) {
+        let generation = self.manifest["generation"].as_u64().unwrap();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        self.wait_for_generation(generation + 1);
+    }
+
+    fn wait_for_generation(&mut self, wanted: u64) {
+        let file = self.dir.path().join("manifest.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read(&file).unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            if manifest["generation"].as_u64().unwrap() >= wanted {
+                let error = &manifest["reload_error"];
+                assert!(error.is_null(), "origin.py could not reload: {error}");
+                self.manifest = manifest;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "origin.py did not reload within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
