@@ -171,10 +171,21 @@ def dec_track(buf):
             "number": m.sint32(5), "disc": m.sint32(6), "files": files}
 
 
+def dec_image(msg, field):
+    """Image (v1.1): file_id 1, size 2 (enum, proto2 default DEFAULT = 0), width 3 and
+    height 4 (sint32, None when absent); `field` says where it came from (9 or 17)."""
+    return {"fid": msg.bytes(1, b""), "size": msg.int32(2, 0), "width": msg.sint32(3),
+            "height": msg.sint32(4), "field": field}
+
+
 def dec_album(buf):
     m = pb.Msg(buf)
     discs = [(d.sint32(1), [t.bytes(1) for t in d.repeated_msgs(3)]) for d in m.repeated_msgs(11)]
-    return {"gid": m.bytes(1), "name": m.string(2), "artists": dec_artists(m, 3), "discs": discs}
+    images = [dec_image(i, 9) for i in m.repeated_msgs(9)]
+    for group in m.repeated_msgs(17):
+        images += [dec_image(i, 17) for i in group.repeated_msgs(1)]
+    return {"gid": m.bytes(1), "name": m.string(2), "artists": dec_artists(m, 3), "discs": discs,
+            "images": images}
 
 
 def dec_resolve(buf):

@@ -24,7 +24,9 @@ import sys
 import time
 import urllib.parse
 
+sys.dont_write_bytecode = True     # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_v11  # noqa: E402
 import pb  # noqa: E402
 from check_support import (  # noqa: E402
     FORMAT_EXT, OGG_FORMATS, NetError, Report, Response, ctr_crypt, dec_album, dec_resolve,
@@ -64,6 +66,7 @@ class Checker:
         self.signed_forms = set()   # expiry forms already probed for 403s
         self.sample = {}            # ids and a signed URL for the 404 probes
         self.heads = collections.Counter()
+        self.albums = []            # decoded albums, with "gid" the id asked for
 
     # ---------------------------------------------------------- HTTP helpers
 
@@ -186,6 +189,7 @@ class Checker:
         if album is None:
             return None
         self.sample.setdefault("album", gid.hex())
+        self.albums.append(dict(album, gid=gid))
         self.r.expect(album["gid"] in (None, gid), "album", "album %s answers its own gid" % gid.hex())
         self.r.expect(album["name"], "album", "album %s has a name (%r)" % (gid.hex(), album["name"]))
         ntracks = sum(len(t) for _, t in album["discs"])
@@ -213,6 +217,7 @@ class Checker:
         if not self.r.expect(known, "track", "%s has an AudioFile of a known format" % label):
             return
         track["album_name"], track["album_artists2"] = album["name"], album["artists"]
+        track["gid"] = gid
         shas = set()
         for fid, fmt in known:
             if self.r.expect(len(fid) == 20, "track", "%s file id is 20 bytes" % label):
@@ -571,6 +576,11 @@ def parse_args(argv):
                    help="wait out token/URL expiry when their TTL is at most this many seconds")
     p.add_argument("--unsigned-cdn", action="store_true", help="CDN does not check signatures (e.g. nginx)")
     p.add_argument("--no-name-checks", action="store_true", help="do not compare names with source paths")
+    p.add_argument("--v11", choices=["auto", "require", "off"], default="auto",
+                   help="protocol v1.1 checks (covers, playlists): auto = skip, loudly, when the origin "
+                   "answers 404 on the rootlist and sends no album images")
+    p.add_argument("--etags", choices=["auto", "require"], default="auto",
+                   help="ETag/304 checks where ETags are sent; require = /library must send one")
     p.add_argument("-v", "--verbose", action="store_true", help="print every passed check")
     args = p.parse_args(argv)
     if not args.credentials and not args.library:
@@ -590,6 +600,7 @@ def main(argv=None):
         checker.walk()
         checker.check_not_found()
         checker.check_coverage()
+        check_v11.V11(checker).run()
         if report.verbose or checker.heads:
             report.note("head files: %d present, %d absent (404)" % (checker.heads["present"], checker.heads["absent"]))
         checker.check_expiry_waits()
