@@ -1,4 +1,4 @@
-"""Protocol v1.1 checks of client_check.py (DESIGN.md §1.1-§1.3): cover images, the
+"""Protocol v1.1 checks of client_check.py (docs/protocol.md §6-§8): cover images, the
 rootlist and playlists with base62 ids, and ETag / If-None-Match revalidation.
 
 Runs after the v1 walk and reuses what it learned (albums, which source file each track
@@ -28,7 +28,7 @@ BANNER = "!" * 6
 
 
 def largest(images):
-    """DESIGN.md §1.1: most pixels when width/height are given, else by size."""
+    """docs/protocol.md §6: most pixels when width/height are given, else by size."""
     if all(i["width"] and i["height"] for i in images):
         return max(images, key=lambda i: i["width"] * i["height"])
     return max(images, key=lambda i: SIZE_RANK.get(i["size"], 0))
@@ -277,7 +277,7 @@ class V11:
             self.r.expect(sent and sent == len(paths), "etag", "ETags on %d of %d answers (%s)"
                           % (sent, len(paths), ", ".join(paths)))
         elif not sent:
-            self.r.note("no ETags sent (allowed: DESIGN.md §1.3); revalidation not checked")
+            self.r.note("no ETags sent (allowed: docs/protocol.md §8); revalidation not checked")
 
     def check_etag(self, path):
         first = self.c.control(path)
@@ -293,7 +293,7 @@ class V11:
                       "%d body bytes (want 304, none)" % (path, resp.status, len(resp.body)))
         if resp.status == 304 and resp.header("etag") is not None:
             self.r.expect(resp.header("etag") == tag, "etag", "GET %s: the 304 carries the same ETag" % path)
-        # RFC 9110 allows a list; DESIGN.md only has clients send one tag, so this is a note.
+        # RFC 9110 allows a list; docs/protocol.md only has clients send one tag, so this is a note.
         resp = self.c.get(self.c.origin + path, dict(self.auth(), **{"If-None-Match": '"nope", ' + tag}))
         if resp.status != 304:
             self.r.note("GET %s with If-None-Match: a list holding its ETag -> %d (RFC 9110: 304)" % (path, resp.status))

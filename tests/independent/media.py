@@ -1,7 +1,7 @@
 """Tiny media files made in pure Python (no Pillow, no ffmpeg): covers and silent audio.
 
 The independent origin's v1.1 sample needs pictures of known width and height in both
-formats DESIGN.md §1.1 names, and an album it can make without any source file. Keeping
+formats docs/protocol.md §6 names, and an album it can make without any source file. Keeping
 them byte-exact and deterministic (a label is embedded, so two pictures of one size still
 differ) lets tests compare a mounted cover.jpg with the file it must equal.
 

@@ -323,7 +323,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer("/playlist/v2/playlist/" + pid) if ID_B62.fullmatch(pid) else self.not_found()
 
     def get_image(self, fid, query):
-        # Unauthenticated and unencrypted, like a CDN for pictures (DESIGN.md §1.1).
+        # Unauthenticated and unencrypted, like a CDN for pictures (docs/protocol.md §6).
         image = self.origin.library.images.get(fid) if ID_FID.fullmatch(fid) else None
         if not image:
             return self.not_found()
@@ -452,7 +452,7 @@ def parse_args(argv):
     p.add_argument("--cdn-dir", help="write ciphertext to DIR/audio/<file id> (kept on exit)")
     p.add_argument("--cdn-base", help="storage-resolve returns <cdn-base>/audio/<file id>?<sig>")
     p.add_argument("--protocol", choices=["v1", "v1.1"], default="v1",
-                   help="v1.1 adds covers, /image/, playlists and a sample album (DESIGN.md §1.1-1.2)")
+                   help="v1.1 adds covers, /image/, playlists and a sample album (docs/protocol.md §6-§7)")
     p.add_argument("--cover-field", choices=["group", "cover", "both", "alternate"], default="group",
                    help="album images in Album.cover_group (17), Album.cover (9), both, or alternating")
     p.add_argument("--etags", action="store_true",

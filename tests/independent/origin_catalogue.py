@@ -235,7 +235,7 @@ def enc_track(t):
 
 
 def enc_image(img):
-    """Image (DESIGN.md §2): file_id 1, size 2 (enum), width 3 / height 4 (sint32, optional)."""
+    """Image (docs/protocol.md §9): file_id 1, size 2 (enum), width 3 / height 4 (sint32, optional)."""
     out = pb.f_bytes(1, img["fid"]) + pb.f_varint(2, img["size_code"])
     if img["dims"]:
         out += pb.f_sint(3, img["width"]) + pb.f_sint(4, img["height"])

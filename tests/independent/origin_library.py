@@ -1,6 +1,6 @@
 """The library origin.py serves, rebuilt on every reload as one immutable snapshot.
 
-A library changes while it is mounted (DESIGN.md §1.3), so the origin rescans its source
+A library changes while it is mounted (docs/protocol.md §8), so the origin rescans its source
 folder and re-reads its catalogue description (README: "Changing the library") on SIGHUP or
 when that file changes. Each reload builds a complete `Snapshot` (every answer body and its
 ETag) and swaps it in with one assignment, so a client never sees half of a change.
@@ -210,7 +210,7 @@ class Library:
                 snap.bodies[ppath], snap.etags[ppath] = body, v11.etag(body)
         lib = enc_library(snap.albums)
         snap.bodies["/library"] = lib
-        # The /library ETag stands for the whole library (DESIGN.md §1.3).
+        # The /library ETag stands for the whole library (docs/protocol.md §8).
         snap.etags["/library"] = v11.etag(lib, *[p.encode() + snap.bodies[p] for p in sorted(snap.bodies)])
 
     # ---------------------------------------------------------- manifest

@@ -1,4 +1,4 @@
-"""Protocol v1.1 pieces of origin.py (DESIGN.md §1.1-§1.3): base62 ids, cover images,
+"""Protocol v1.1 pieces of origin.py (docs/protocol.md §6-§8): base62 ids, cover images,
 playlist protobufs, strong ETags, and the built-in sample of covers and playlists.
 
 Like the v1 encoders these are deliberately awkward where the contract allows it: the
@@ -78,7 +78,7 @@ def make_image(spec, label):
 
 
 def largest(images):
-    """DESIGN.md §1.1: most pixels when width/height are given, else by size (XLARGE first).
+    """docs/protocol.md §6: most pixels when width/height are given, else by size (XLARGE first).
     -> the winning image, or None when there is none or the rule is ambiguous (some with
     dimensions and some without, or a tie)."""
     if not images:
