@@ -55,12 +55,19 @@ pub struct Stats {
     pub failovers: Counter,
     pub errors: Counter,
     pub head_hits: Counter,
+    /// The disk tier (`readpath::disk`), counted per stored 256 KiB piece.
+    pub disk_hits: Counter,
+    pub disk_misses: Counter,
+    pub disk_bytes_read: Counter,
+    pub disk_bytes_written: Counter,
+    pub disk_evictions: Counter,
+    pub disk_checksum_failures: Counter,
 }
 
 impl Stats {
     /// `name value` per line: easy for people and for `awk`.
     pub fn render(&self, cache_bytes: u64, cache_budget: u64) -> String {
-        let rows: [(&str, i128); 17] = [
+        let rows: [(&str, i128); 23] = [
             ("cache_hits", self.cache_hits.get() as i128),
             ("cache_misses", self.cache_misses.get() as i128),
             ("cache_evictions", self.cache_evictions.get() as i128),
@@ -77,6 +84,15 @@ impl Stats {
             ("failovers", self.failovers.get() as i128),
             ("errors", self.errors.get() as i128),
             ("head_hits", self.head_hits.get() as i128),
+            ("disk_hits", self.disk_hits.get() as i128),
+            ("disk_misses", self.disk_misses.get() as i128),
+            ("disk_bytes_read", self.disk_bytes_read.get() as i128),
+            ("disk_bytes_written", self.disk_bytes_written.get() as i128),
+            ("disk_evictions", self.disk_evictions.get() as i128),
+            (
+                "disk_checksum_failures",
+                self.disk_checksum_failures.get() as i128,
+            ),
             ("version", 1),
         ];
         rows.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
@@ -121,6 +137,10 @@ pub fn table(rendered: &str) -> String {
         "failovers",
         "errors",
         "cache_evictions",
+        "disk_hits",
+        "disk_misses",
+        "disk_evictions",
+        "disk_checksum_failures",
     ] {
         rows.push((name.replace('_', " "), value(name).to_string()));
     }

@@ -5,8 +5,12 @@
 //! - `block`: the checked on-disk form of one stored piece.
 //! - `store`: the pieces on disk, their order, the bound, pins.
 //! - `keys`: audio keys, stored only wrapped under the credentials.
+//! - `tier`: the store as a `RangeSource` over the CDN, writing on a thread of its own.
+//! - `offline`: knowing the origin is unreachable, so uncached reads fail at once.
 
 pub(crate) mod block;
 pub mod dir;
 pub mod keys;
+pub mod offline;
 pub mod store;
+pub mod tier;

@@ -10,7 +10,7 @@
 
 use super::block::{self, HEADER_LEN};
 use super::dir::{self, DirError, DirLock};
-use crate::client::stats::Counter;
+use crate::client::stats::Stats;
 use crate::protocol::model::FileId;
 use bytes::Bytes;
 use lru::LruCache;
@@ -18,23 +18,12 @@ use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// Bytes of ciphertext per stored piece: the reader's block, so every run it asks for is
 /// made of whole pieces (the last piece of a file is shorter).
 pub(crate) const BLOCK_SIZE: u64 = 256 << 10;
-
-/// The disk tier's counters, shown in `.trackfs/stats`.
-#[derive(Debug, Default)]
-pub struct DiskStats {
-    pub hits: Counter,
-    pub misses: Counter,
-    pub bytes_read: Counter,
-    pub bytes_written: Counter,
-    pub evictions: Counter,
-    pub checksum_failures: Counter,
-}
 
 /// (file, block index).
 type Key = (FileId, u64);
@@ -63,8 +52,9 @@ pub struct Store {
     state: Mutex<State>,
     writable: AtomicBool,
     next_temp: AtomicU64,
-    pub(crate) stats: DiskStats,
-    _lock: DirLock,
+    pub(crate) stats: Arc<Stats>,
+    /// Held until [`Store::close`]: then the next mount may open the directory.
+    lock: Mutex<Option<DirLock>>,
 }
 
 fn parse_name(name: &str) -> Option<Key> {
@@ -75,7 +65,7 @@ fn parse_name(name: &str) -> Option<Key> {
 impl Store {
     /// Opens (creating) the store in `root`, the origin's own folder: takes the lock, drops
     /// what a crash left half-written, and reads back the pieces in least-recently-used order.
-    pub fn open(root: &Path, bound: u64) -> Result<Store, DirError> {
+    pub fn open(root: &Path, bound: u64, stats: Arc<Stats>) -> Result<Store, DirError> {
         let io = |source| DirError::Io {
             dir: root.display().to_string(),
             source,
@@ -105,8 +95,8 @@ impl Store {
             }),
             writable: AtomicBool::new(true),
             next_temp: AtomicU64::new(0),
-            stats: DiskStats::default(),
-            _lock: lock,
+            stats,
+            lock: Mutex::new(Some(lock)),
         };
         // The bound may have been lowered since the last mount.
         store.evict();
@@ -146,7 +136,7 @@ impl Store {
                     tracing::debug!("disk cache: cannot read {}: {e}", path.display());
                 }
                 self.forget(key);
-                self.stats.misses.incr();
+                self.stats.disk_misses.incr();
                 return None;
             }
         };
@@ -155,8 +145,8 @@ impl Store {
                 // Recency lives in the file's time, so it survives a restart.
                 let _ = f.set_modified(SystemTime::now());
                 self.lock().lru.promote(&key);
-                self.stats.hits.incr();
-                self.stats.bytes_read.add(piece.len as u64);
+                self.stats.disk_hits.incr();
+                self.stats.disk_bytes_read.add(piece.len as u64);
                 Some((Bytes::from(stored).slice(HEADER_LEN..), piece.total))
             }
             Err(why) => {
@@ -164,10 +154,10 @@ impl Store {
                     "disk cache: dropping {} ({why}); it will be fetched again",
                     path.display()
                 );
-                self.stats.checksum_failures.incr();
+                self.stats.disk_checksum_failures.incr();
                 let _ = std::fs::remove_file(&path);
                 self.forget(key);
-                self.stats.misses.incr();
+                self.stats.disk_misses.incr();
                 None
             }
         }
@@ -178,6 +168,12 @@ impl Store {
         if let Some(len) = state.lru.pop(&key) {
             state.bytes -= len;
         }
+    }
+
+    /// Stops writing and lets go of the directory's lock.
+    pub fn close(&self) {
+        self.writable.store(false, Ordering::Relaxed);
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     pub fn is_writable(&self) -> bool {
@@ -194,7 +190,7 @@ impl Store {
         let key = (file, block);
         match self.write_piece(key, total, data) {
             Ok(len) => {
-                self.stats.bytes_written.add(data.len() as u64);
+                self.stats.disk_bytes_written.add(data.len() as u64);
                 let mut state = self.lock();
                 if let Some(old) = state.lru.put(key, len) {
                     state.bytes -= old;
@@ -268,7 +264,7 @@ impl Store {
         };
         for key in victims {
             let _ = std::fs::remove_file(self.path(key));
-            self.stats.evictions.incr();
+            self.stats.disk_evictions.incr();
         }
     }
 

@@ -18,36 +18,36 @@ fn piece_path(dir: &Path, file: FileId, block: u64) -> PathBuf {
 #[test]
 fn a_block_reads_back_exactly_with_its_total() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     assert!(store.read(F, 0).is_none());
     store.write(F, 3, 5000, &data(9));
     let (bytes, total) = store.read(F, 3).unwrap();
     assert_eq!(&bytes[..], &data(9)[..]);
     assert_eq!(total, 5000);
     assert!(store.read(F, 2).is_none());
-    assert_eq!(store.stats.hits.get(), 1);
-    assert_eq!(store.stats.misses.get(), 2);
-    assert_eq!(store.stats.bytes_written.get(), 1000);
-    assert_eq!(store.stats.bytes_read.get(), 1000);
+    assert_eq!(store.stats.disk_hits.get(), 1);
+    assert_eq!(store.stats.disk_misses.get(), 2);
+    assert_eq!(store.stats.disk_bytes_written.get(), 1000);
+    assert_eq!(store.stats.disk_bytes_read.get(), 1000);
     drop(store);
-    let again = Store::open(dir.path(), 1 << 20).unwrap();
+    let again = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     assert_eq!(&again.read(F, 3).unwrap().0[..], &data(9)[..]);
 }
 
 #[test]
 fn a_corrupted_block_is_a_miss_dropped_and_counted_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     store.write(F, 0, 1000, &data(1));
     let path = piece_path(dir.path(), F, 0);
     let mut stored = std::fs::read(&path).unwrap();
     stored[HEADER_LEN + 500] ^= 0x40;
     std::fs::write(&path, &stored).unwrap();
     assert!(store.read(F, 0).is_none());
-    assert_eq!(store.stats.checksum_failures.get(), 1);
+    assert_eq!(store.stats.disk_checksum_failures.get(), 1);
     assert!(!path.exists(), "the bad piece is removed");
     assert!(store.read(F, 0).is_none());
-    assert_eq!(store.stats.checksum_failures.get(), 1);
+    assert_eq!(store.stats.disk_checksum_failures.get(), 1);
     assert_eq!(store.usage().bytes, 0);
     // Fetched again, it is stored again.
     store.write(F, 0, 1000, &data(1));
@@ -57,7 +57,7 @@ fn a_corrupted_block_is_a_miss_dropped_and_counted_once() {
 #[test]
 fn torn_writes_and_leftover_temporaries_are_never_believed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     store.write(F, 0, 1000, &data(1));
     store.write(F, 1, 2000, &data(2));
     drop(store);
@@ -68,25 +68,25 @@ fn torn_writes_and_leftover_temporaries_are_never_believed() {
     std::fs::write(dir.path().join("tmp").join("7"), b"half").unwrap();
     // A piece renamed onto another's name.
     std::fs::copy(piece_path(dir.path(), F, 0), piece_path(dir.path(), F, 2)).unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     assert!(!dir.path().join("tmp").join("7").exists());
     assert!(store.read(F, 1).is_none());
     assert!(store.read(F, 2).is_none());
-    assert_eq!(store.stats.checksum_failures.get(), 2);
+    assert_eq!(store.stats.disk_checksum_failures.get(), 2);
     assert_eq!(&store.read(F, 0).unwrap().0[..], &data(1)[..]);
 }
 
 #[test]
 fn the_bound_holds_and_the_least_recently_used_go_first() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 3 * PIECE).unwrap();
+    let store = Store::open(dir.path(), 3 * PIECE, Arc::default()).unwrap();
     for block in 0..3 {
         store.write(F, block, 10_000, &data(block as u8));
     }
     assert!(store.read(F, 0).is_some());
     store.write(F, 3, 10_000, &data(3));
     assert!(store.usage().bytes <= 3 * PIECE);
-    assert_eq!(store.stats.evictions.get(), 1);
+    assert_eq!(store.stats.disk_evictions.get(), 1);
     assert!(store.contains(F, 0), "recently read");
     assert!(!store.contains(F, 1), "least recently used");
     assert!(!piece_path(dir.path(), F, 1).exists());
@@ -99,7 +99,7 @@ fn the_bound_holds_and_the_least_recently_used_go_first() {
 #[test]
 fn the_order_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 10 * PIECE).unwrap();
+    let store = Store::open(dir.path(), 10 * PIECE, Arc::default()).unwrap();
     for block in 0..4 {
         store.write(F, block, 10_000, &data(block as u8));
     }
@@ -109,7 +109,7 @@ fn the_order_survives_a_restart() {
     }
     drop(store);
     // A smaller bound at the next mount keeps the two most recently used.
-    let store = Store::open(dir.path(), 2 * PIECE).unwrap();
+    let store = Store::open(dir.path(), 2 * PIECE, Arc::default()).unwrap();
     assert!(store.contains(F, 1) && store.contains(F, 3));
     assert!(!store.contains(F, 0) && !store.contains(F, 2));
     assert_eq!(store.usage().bytes, 2 * PIECE);
@@ -118,7 +118,7 @@ fn the_order_survives_a_restart() {
 #[test]
 fn pinned_files_outlast_the_bound_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 3 * PIECE).unwrap();
+    let store = Store::open(dir.path(), 3 * PIECE, Arc::default()).unwrap();
     store.pin(&[F]).unwrap();
     for block in 0..4 {
         store.write(F, block, 10_000, &data(1));
@@ -132,19 +132,21 @@ fn pinned_files_outlast_the_bound_and_survive_a_restart() {
     assert!((0..4).all(|b| store.contains(F, b)));
     assert!((0..4).all(|b| !store.contains(G, b)));
     drop(store);
-    let store = Store::open(dir.path(), 3 * PIECE).unwrap();
+    let store = Store::open(dir.path(), 3 * PIECE, Arc::default()).unwrap();
     assert!(store.is_pinned(F));
     assert!((0..4).all(|b| store.contains(F, b)));
     store.unpin(&[F]).unwrap();
     assert!(store.usage().bytes <= 3 * PIECE);
     drop(store);
-    assert!(!Store::open(dir.path(), 3 * PIECE).unwrap().is_pinned(F));
+    assert!(!Store::open(dir.path(), 3 * PIECE, Arc::default())
+        .unwrap()
+        .is_pinned(F));
 }
 
 #[test]
 fn a_write_that_fails_turns_writing_off_and_keeps_what_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     store.write(F, 0, 1000, &data(1));
     // The temporaries' folder gone (a directory pulled away, or unwritable).
     std::fs::remove_dir_all(dir.path().join("tmp")).unwrap();
@@ -174,7 +176,7 @@ fn a_full_disk_turns_writing_off() {
         .unwrap();
     assert!(status.success(), "mounting a tmpfs needs root");
     let _unmount = Unmount(dir.path().to_path_buf());
-    let store = Store::open(dir.path(), 1 << 30).unwrap();
+    let store = Store::open(dir.path(), 1 << 30, Arc::default()).unwrap();
     let big = vec![7u8; BLOCK_SIZE as usize];
     for block in 0..8 {
         store.write(F, block, 8 * BLOCK_SIZE, &big);
@@ -182,5 +184,5 @@ fn a_full_disk_turns_writing_off() {
     assert!(!store.is_writable());
     let stored = (0..8).filter(|b| store.read(F, *b).is_some()).count();
     assert!((1..8).contains(&stored), "{stored} blocks");
-    assert_eq!(store.stats.checksum_failures.get(), 0);
+    assert_eq!(store.stats.disk_checksum_failures.get(), 0);
 }

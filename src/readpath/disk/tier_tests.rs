@@ -1,0 +1,204 @@
+use super::*;
+use crate::client::doubles::{ScriptedRanges, Step};
+use crate::client::stats::Stats;
+
+const F: FileId = FileId([4; 20]);
+
+/// A file of 2.5 blocks.
+fn content() -> Bytes {
+    let len = (BLOCK_SIZE * 5 / 2) as usize;
+    (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into()
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    cdn: Arc<ScriptedRanges>,
+    tier: DiskTier,
+}
+
+fn rig_in(dir: tempfile::TempDir) -> Rig {
+    let cdn = Arc::new(ScriptedRanges::new());
+    cdn.add_file(F, content());
+    let store = Arc::new(Store::open(dir.path(), 1 << 30, Arc::new(Stats::default())).unwrap());
+    let reach = Arc::new(Reachability::new("http://127.0.0.1:1"));
+    let tier = DiskTier::new(store, cdn.clone(), reach);
+    Rig {
+        _dir: dir,
+        cdn,
+        tier,
+    }
+}
+
+fn rig() -> Rig {
+    rig_in(tempfile::tempdir().unwrap())
+}
+
+fn request(first: u64, last: u64) -> RangeRequest {
+    RangeRequest {
+        file: F,
+        first,
+        last,
+        known_total: None,
+    }
+}
+
+async fn get(tier: &DiskTier, first: u64, last: u64) -> Vec<u8> {
+    let fetched = tier
+        .fetch(request(first, last), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.total, content().len() as u64);
+    fetched.data.to_vec()
+}
+
+fn expected(first: u64, last: u64) -> Vec<u8> {
+    let c = content();
+    let end = ((last + 1) as usize).min(c.len());
+    c[first as usize..end].to_vec()
+}
+
+#[tokio::test]
+async fn a_range_read_once_is_served_from_disk_with_no_request() {
+    let r = rig();
+    let whole = (0, 4 * BLOCK_SIZE - 1);
+    assert_eq!(
+        get(&r.tier, whole.0, whole.1).await,
+        expected(whole.0, whole.1)
+    );
+    r.tier.flush();
+    assert_eq!(r.cdn.request_count(), 1);
+    for (first, last) in [whole, (10, 20), (BLOCK_SIZE - 5, BLOCK_SIZE + 5), (0, 0)] {
+        assert_eq!(get(&r.tier, first, last).await, expected(first, last));
+    }
+    // The last, short block too, and a range past the end.
+    let end = content().len() as u64;
+    assert_eq!(
+        get(&r.tier, end - 3, end + 100).await,
+        expected(end - 3, end + 100)
+    );
+    assert_eq!(r.cdn.request_count(), 1);
+    assert_eq!(r.tier.store().stats.disk_bytes_written.get(), end);
+}
+
+#[tokio::test]
+async fn the_transform_sees_every_byte_once_and_the_disk_keeps_ciphertext() {
+    let r = rig();
+    let flip = |_offset: u64, piece: &mut [u8]| piece.iter_mut().for_each(|b| *b ^= 0xff);
+    let flipped = |v: Vec<u8>| v.into_iter().map(|b| b ^ 0xff).collect::<Vec<_>>();
+    let fetched = r.tier.fetch(request(0, BLOCK_SIZE * 3), Some(&flip)).await;
+    let all = expected(0, BLOCK_SIZE * 3);
+    assert_eq!(
+        fetched.unwrap().unwrap().data.to_vec(),
+        flipped(all.clone())
+    );
+    r.tier.flush();
+    // From disk: ciphertext as stored, transformed once on the way out.
+    let again = r.tier.fetch(request(5, BLOCK_SIZE * 2), Some(&flip)).await;
+    assert_eq!(
+        again.unwrap().unwrap().data.to_vec(),
+        flipped(expected(5, BLOCK_SIZE * 2))
+    );
+    assert_eq!(get(&r.tier, 0, BLOCK_SIZE * 3).await, all);
+    assert_eq!(r.cdn.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_partly_stored_range_asks_only_for_the_rest() {
+    let r = rig();
+    get(&r.tier, 0, BLOCK_SIZE - 1).await;
+    r.tier.flush();
+    let flip = |_offset: u64, piece: &mut [u8]| piece.iter_mut().for_each(|b| *b ^= 0x0f);
+    let got = r
+        .tier
+        .fetch(request(100, 2 * BLOCK_SIZE - 1), Some(&flip))
+        .await;
+    let want: Vec<u8> = expected(100, 2 * BLOCK_SIZE - 1)
+        .iter()
+        .map(|b| b ^ 0x0f)
+        .collect();
+    assert_eq!(got.unwrap().unwrap().data.to_vec(), want);
+    let asked = r.cdn.requests();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(
+        (asked[1].first, asked[1].known_total),
+        (BLOCK_SIZE, Some(content().len() as u64))
+    );
+}
+
+#[tokio::test]
+async fn an_unaligned_miss_stores_only_whole_blocks() {
+    let r = rig();
+    assert_eq!(
+        get(&r.tier, 100, BLOCK_SIZE + 10).await,
+        expected(100, BLOCK_SIZE + 10)
+    );
+    r.tier.flush();
+    assert_eq!(r.tier.store().usage().bytes, 0);
+    get(&r.tier, 100, 2 * BLOCK_SIZE + 10).await;
+    r.tier.flush();
+    assert!(r.tier.store().contains(F, 1));
+    assert!(!r.tier.store().contains(F, 0) && !r.tier.store().contains(F, 2));
+}
+
+#[tokio::test]
+async fn failures_below_are_passed_up_and_nothing_is_stored() {
+    let r = rig();
+    let error = FetchError::NotFound { url: "u".into() };
+    r.cdn.push(Step::Fail(error));
+    assert!(r.tier.fetch(request(0, 10), None).await.is_err());
+    r.cdn.push(Step::NotHere);
+    assert!(r.tier.fetch(request(0, 10), None).await.unwrap().is_none());
+    r.tier.flush();
+    assert_eq!(r.tier.store().usage().bytes, 0);
+}
+
+#[tokio::test]
+async fn a_corrupted_stored_block_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let r = rig_in(dir);
+    get(&r.tier, 0, 2 * BLOCK_SIZE - 1).await;
+    r.tier.flush();
+    let hex = F.to_string();
+    let path = root.join("data").join(&hex[..2]).join(format!("{hex}.1"));
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[1000] ^= 1;
+    std::fs::write(&path, stored).unwrap();
+    let want = expected(0, 2 * BLOCK_SIZE - 1);
+    assert_eq!(get(&r.tier, 0, 2 * BLOCK_SIZE - 1).await, want);
+    assert_eq!(r.tier.store().stats.disk_checksum_failures.get(), 1);
+    assert_eq!(r.cdn.requests()[1].first, BLOCK_SIZE);
+}
+
+#[tokio::test]
+async fn offline_an_uncached_range_fails_at_once_and_a_cached_one_reads() {
+    let r = rig();
+    get(&r.tier, 0, BLOCK_SIZE - 1).await;
+    r.tier.flush();
+    r.tier.reach.set_offline();
+    assert_eq!(
+        get(&r.tier, 0, BLOCK_SIZE - 1).await,
+        expected(0, BLOCK_SIZE - 1)
+    );
+    let miss = r
+        .tier
+        .fetch(request(BLOCK_SIZE, 2 * BLOCK_SIZE - 1), None)
+        .await;
+    assert!(matches!(miss, Err(FetchError::Connect { .. })));
+    assert_eq!(r.cdn.request_count(), 1);
+}
+
+#[tokio::test]
+async fn closing_writes_what_is_queued_and_frees_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let r = rig_in(dir);
+    get(&r.tier, 0, 3 * BLOCK_SIZE).await;
+    r.tier.close();
+    let again = Store::open(&root, 1 << 30, Arc::default()).unwrap();
+    assert_eq!(
+        again.usage().bytes,
+        content().len() as u64 + 3 * super::super::block::HEADER_LEN as u64
+    );
+}
