@@ -49,7 +49,10 @@ fn build_library(work: &Path) -> Result<PathBuf, DemoError> {
         std::fs::write(&path, bytes).map_err(|e| prepare_error(&path, e))?;
     }
     let library = work.join("library");
-    let options = PublishOptions { no_progress: true };
+    let options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
     origin::publish(&music, &library, &options).map_err(|e| prepare_error(&library, e))?;
     Ok(library)
 }

@@ -8,32 +8,36 @@ use fixture::*;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tempfile::TempDir;
 use trackfs::origin::publish::PublishError;
 use trackfs::origin::{self, PublishOptions};
 use trackfs::protocol::crypto::AudioKey;
 use trackfs::protocol::model::{self, AudioFormat, FileId, OGG_HEADER_LEN};
-use trackfs::protocol::proto::library::Library;
+use trackfs::protocol::proto::library::Catalog;
 use trackfs::protocol::proto::metadata as pb;
 
 fn read_pb<M: Message + Default>(path: &Path) -> M {
     M::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
 }
 
-/// Every track of the library on disk, with its album.
+/// Every track of the library's catalog, with its album.
 fn tracks_on_disk(lib: &Path) -> Vec<(model::Album, model::Track)> {
-    let library: Library = read_pb(&lib.join("library.pb"));
+    let catalog: Catalog = read_pb(&lib.join("catalog.pb"));
+    let tracks: BTreeMap<_, _> = catalog
+        .track
+        .iter()
+        .map(|b| model::Track::try_from(pb::Track::decode(b.as_slice()).unwrap()).unwrap())
+        .map(|t| (t.id, t))
+        .collect();
     let mut out = Vec::new();
-    for gid in library.album_gid {
-        let album_path = lib.join("albums").join(format!("{}.pb", hex::encode(&gid)));
-        let album = model::Album::try_from(read_pb::<pb::Album>(&album_path)).unwrap();
+    for bytes in &catalog.album {
+        let album = model::Album::try_from(pb::Album::decode(bytes.as_slice()).unwrap()).unwrap();
         for id in album.discs.iter().flat_map(|d| d.tracks.clone()) {
-            let track_path = lib.join("tracks").join(format!("{id}.pb"));
-            let track = model::Track::try_from(read_pb::<pb::Track>(&track_path)).unwrap();
-            out.push((album.clone(), track));
+            out.push((album.clone(), tracks[&id].clone()));
         }
     }
+    assert_eq!(out.len(), tracks.len(), "every track is on a disc");
     out
 }
 
@@ -103,7 +107,7 @@ fn publishing_twice_changes_nothing() {
 }
 
 #[test]
-fn a_grown_folder_only_adds_tracks() {
+fn a_grown_folder_adds_tracks_and_a_different_folder_replaces_the_library() {
     if !have_ffmpeg() {
         return;
     }
@@ -123,53 +127,19 @@ fn a_grown_folder_only_adds_tracks() {
         (summary.tracks, summary.new_tracks, summary.new_albums),
         (4, 1, 0)
     );
-    // A different folder into the same library adds an album and keeps the others.
-    let more = TempDir::new().unwrap();
-    make_audio(
-        &more.path().join("New Artist/New: Album?/01 One.ogg"),
-        "libvorbis",
-        &["-b:a", "96k"],
-    );
-    let summary = publish(more.path(), lib.path());
-    assert_eq!(
-        (summary.tracks, summary.new_tracks, summary.new_albums),
-        (1, 1, 1)
-    );
-
+    assert_eq!((summary.changed_tracks, summary.removed_tracks), (0, 0));
     let after = snapshot(lib.path());
-    let album_of_four = &track_named(&old_tracks, "What's up?").0;
-    let may_change: Vec<PathBuf> = vec![
-        "keys".into(),
-        "library.pb".into(),
-        format!("albums/{}.pb", album_of_four.id).into(),
-    ];
     for (path, bytes) in &before {
-        if !may_change.contains(path) {
+        if !["keys", "catalog.pb"].contains(&path.to_str().unwrap()) {
             assert!(after[path] == *bytes, "{} changed", path.display());
         }
     }
     let added: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
     let count = |dir: &str| added.iter().filter(|p| p.starts_with(dir)).count();
-    assert_eq!(
-        (
-            count("tracks"),
-            count("audio"),
-            count("heads"),
-            count("albums")
-        ),
-        (2, 2, 2, 1)
-    );
-    let new_keys = keys(lib.path());
-    assert!(
-        old_keys
-            .iter()
-            .all(|(id, key)| new_keys.get(id) == Some(key)),
-        "keys are kept"
-    );
-    assert_eq!(new_keys.len(), 5);
-
+    assert_eq!((count("audio"), count("heads"), added.len()), (1, 1, 2));
     let tracks = tracks_on_disk(lib.path());
-    assert_eq!(tracks.len(), 5);
+    assert_eq!(tracks.len(), 4);
+    let album_of_four = &track_named(&old_tracks, "What's up?").0;
     let (album, four) = track_named(&tracks, "Four");
     assert_eq!(album.id, album_of_four.id);
     assert_eq!(
@@ -181,12 +151,49 @@ fn a_grown_folder_only_adds_tracks() {
         (four.number, four.files[0].format),
         (4, AudioFormat::Mp3_160)
     );
+
+    // The library mirrors the folder it is published from: another folder replaces it.
+    let more = TempDir::new().unwrap();
+    make_audio(
+        &more.path().join("New Artist/New: Album?/01 One.ogg"),
+        "libvorbis",
+        &["-b:a", "96k"],
+    );
+    let summary = publish(more.path(), lib.path());
+    assert_eq!(
+        (summary.tracks, summary.new_tracks, summary.new_albums),
+        (1, 1, 1)
+    );
+    assert_eq!((summary.removed_tracks, summary.removed_albums), (4, 2));
+    let line = summary.to_string();
+    assert!(
+        line.starts_with("published 1 track in 1 album to "),
+        "{line}"
+    );
+    assert!(
+        line.contains("4 removed; 1 new album, 2 albums removed"),
+        "{line}"
+    );
+    let tracks = tracks_on_disk(lib.path());
+    assert_eq!(tracks.len(), 1);
     let (album, one) = track_named(&tracks, "One");
     assert_eq!(
         (album.name.as_str(), album.artists[0].as_str()),
         ("New: Album?", "New Artist")
     );
     assert_eq!(one.files[0].format, AudioFormat::OggVorbis96);
+    // What left stays on disk, key included, for the grace period.
+    let new_keys = keys(lib.path());
+    assert!(
+        old_keys
+            .iter()
+            .all(|(id, key)| new_keys.get(id) == Some(key)),
+        "keys are kept"
+    );
+    assert_eq!(new_keys.len(), 5);
+    for id in old_keys.keys() {
+        assert!(lib.path().join("audio").join(id.to_hex()).is_file());
+    }
 }
 
 #[test]
@@ -329,12 +336,20 @@ fn bad_files_are_skipped_with_a_warning_naming_them() {
         .collect();
     assert_eq!(
         skipped.keys().collect::<Vec<_>>(),
-        ["02 Fake.ogg", "03 Gone.mp3"]
+        ["02 Fake.ogg", "03 Gone.mp3", "cover.jpg"]
     );
     assert!(skipped["02 Fake.ogg"].contains("not Ogg Vorbis, MP3 or FLAC"));
     assert!(skipped["03 Gone.mp3"].contains("cannot read"));
     assert!(
-        summary.to_string().ends_with("; 2 files skipped"),
+        skipped["cover.jpg"].contains("width and height"),
+        "a cut JPEG"
+    );
+    assert_eq!(summary.ignored, vec![album.join("notes.txt")]);
+    assert_eq!(summary.covers, 0);
+    assert!(
+        summary
+            .to_string()
+            .ends_with("; 3 files skipped; 1 other file not published"),
         "{summary}"
     );
 }
@@ -343,7 +358,10 @@ fn bad_files_are_skipped_with_a_warning_naming_them() {
 fn an_empty_or_missing_source_is_an_error() {
     let lib = TempDir::new().unwrap();
     let empty = TempDir::new().unwrap();
-    let options = PublishOptions { no_progress: true };
+    let options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
     let err = origin::publish(empty.path(), lib.path(), &options).unwrap_err();
     assert!(
         matches!(err, PublishError::NothingToPublish { .. }),
@@ -396,7 +414,10 @@ fn publishing_into_a_folder_of_other_things_is_refused() {
     let (src, dst) = (TempDir::new().unwrap(), TempDir::new().unwrap());
     sample_source(src.path());
     std::fs::write(dst.path().join("notes.txt"), "mine").unwrap();
-    let options = PublishOptions { no_progress: true };
+    let options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
     let err = origin::publish(src.path(), dst.path(), &options).unwrap_err();
     assert!(matches!(err, PublishError::NotALibrary(_)), "{err}");
     assert_eq!(
@@ -418,7 +439,10 @@ fn a_second_publish_into_a_library_being_written_is_refused() {
         .lock_for_writing()
         .unwrap()
         .expect("the lock is free");
-    let options = PublishOptions { no_progress: true };
+    let options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
     let err = origin::publish(src.path(), lib.path(), &options).unwrap_err();
     assert!(matches!(err, PublishError::Busy(_)), "{err}");
     drop(held);

@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Encrypt a music folder (Ogg Vorbis, MP3, FLAC) into a CDN library.
     #[command(
-        after_help = "Examples:\n  trackfs publish ~/Music ./library\n  trackfs publish ./new-albums ./library   # adds only what is new"
+        after_help = "Examples:\n  trackfs publish ~/Music ./library\n  trackfs publish --dry-run ~/Music ./library   # what would change"
     )]
     Publish(publish::PublishArgs),
     /// Build a sample library, serve it on loopback and mount it: the one-command tour.

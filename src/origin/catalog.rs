@@ -1,33 +1,54 @@
-//! Metadata of a library: deterministic ids and the Track/Album/Library protobufs.
+//! Metadata of a library: deterministic ids, and the Track/Album protobufs and playlists one
+//! `publish` builds from the whole music folder (a mirror: what is not in the folder is not in
+//! the catalog).
 //!
-//! Ids are hashes of what identifies a thing (album artist + album name; album + file id), and
-//! albums are merged with what is already on disk, so publishing the same folder twice writes
-//! the same bytes and publishing a grown (or a different) folder only adds tracks and albums.
+//! Ids are hashes of what identifies a thing: an album is its album artist and name, a track
+//! its album and its path in the music folder (so a file retagged or re-encoded in place keeps
+//! its track id and gets a new file id), a playlist its file's path. Building the same folder
+//! twice gives the same bytes, so a publish that changed nothing changes no answer or ETag.
 
-use super::library::{write_if_changed, Library, LibraryError};
 use super::scan::SourceInfo;
-use crate::protocol::model::{AlbumId, FileId, TrackId};
-use crate::protocol::proto::library::Library as LibraryPb;
+use crate::protocol::model::{AlbumId, FileId, Image, PlaylistId, TrackId};
+use crate::protocol::proto::library::StoredPlaylist;
 use crate::protocol::proto::metadata as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-/// One track stored in this run.
+/// One audio file of the music folder, as this publish knows it.
 #[derive(Debug, Clone)]
-pub struct StoredTrack {
+pub(crate) struct Entry {
+    /// Relative to the music folder, `/`-separated.
+    pub rel: String,
+    pub size: u64,
+    pub mtime_ns: i64,
     pub info: SourceInfo,
     pub file_id: FileId,
+    pub embedded_cover: Option<Image>,
 }
 
-/// What writing the metadata changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CatalogChanges {
-    pub tracks: usize,
-    pub new_tracks: usize,
-    pub albums: usize,
-    pub new_albums: usize,
+/// A playlist file of the music folder, its entries resolved to relative paths.
+#[derive(Debug, Clone)]
+pub(crate) struct PlaylistFile {
+    pub rel: String,
+    pub name: String,
+    pub entries: Vec<String>,
+}
+
+/// What `build` made.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    pub albums: BTreeMap<AlbumId, pb::Album>,
+    pub tracks: BTreeMap<TrackId, pb::Track>,
+    pub playlists: Vec<StoredPlaylist>,
+    /// Track id of each published entry (by relative path).
+    pub track_of: BTreeMap<String, TrackId>,
+    /// Entries left out as copies: (path, the path of the track they copy).
+    pub copies: Vec<(String, String)>,
+    /// Playlist entries that name no published track: (playlist, entry).
+    pub unresolved: Vec<(String, String)>,
+    /// Audio files and pictures the catalog needs.
+    pub referenced: BTreeSet<FileId>,
 }
 
 fn digest16(label: &str, parts: &[&[u8]]) -> [u8; 16] {
@@ -49,8 +70,12 @@ pub fn album_id(album_artist: &str, album: &str) -> AlbumId {
     ))
 }
 
-pub fn track_id(album: &AlbumId, file: &FileId) -> TrackId {
-    TrackId(digest16("trackfs track v1", &[&album.0, &file.0]))
+pub fn track_id(album: &AlbumId, rel: &str) -> TrackId {
+    TrackId(digest16("trackfs track v2", &[&album.0, rel.as_bytes()]))
+}
+
+pub fn playlist_id(rel: &str) -> PlaylistId {
+    PlaylistId(digest16("trackfs playlist v1", &[rel.as_bytes()]))
 }
 
 fn artist(name: &str) -> pb::Artist {
@@ -69,19 +94,19 @@ fn album_stub(id: &AlbumId, info: &SourceInfo) -> pb::Album {
     }
 }
 
-fn track_pb(id: &TrackId, album: &AlbumId, t: &StoredTrack) -> pb::Track {
+fn track_pb(id: &TrackId, album: &AlbumId, e: &Entry) -> pb::Track {
     let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     pb::Track {
         gid: Some(id.0.to_vec()),
-        name: Some(t.info.title.clone()),
-        album: Some(album_stub(album, &t.info)),
-        artist: vec![artist(&t.info.artist)],
-        number: Some(clamp(t.info.number)),
-        disc_number: Some(clamp(t.info.disc)),
-        duration: Some(clamp(t.info.duration_ms)),
+        name: Some(e.info.title.clone()),
+        album: Some(album_stub(album, &e.info)),
+        artist: vec![artist(&e.info.artist)],
+        number: Some(clamp(e.info.number)),
+        disc_number: Some(clamp(e.info.disc)),
+        duration: Some(clamp(e.info.duration_ms)),
         file: vec![pb::AudioFile {
-            file_id: Some(t.file_id.0.to_vec()),
-            format: Some(t.info.format.wire()),
+            file_id: Some(e.file_id.0.to_vec()),
+            format: Some(e.info.format.wire()),
         }],
     }
 }
@@ -97,80 +122,118 @@ fn disc_entry(track: &pb::Track) -> pb::Track {
     }
 }
 
-/// Writes track, album and library protobufs for `tracks`, merged with the library on disk.
-/// `today` dates albums that have no tag year and no earlier publish.
-pub fn write_catalog(
-    lib: &Library,
-    tracks: &[StoredTrack],
-    today: pb::Date,
-) -> Result<CatalogChanges, LibraryError> {
-    let mut changes = CatalogChanges::default();
-    let mut albums: BTreeMap<AlbumId, Vec<pb::Track>> = BTreeMap::new();
-    let mut album_info: BTreeMap<AlbumId, (&SourceInfo, Option<i32>)> = BTreeMap::new();
-    for t in tracks {
-        let album = album_id(&t.info.album_artist, &t.info.album);
-        let id = track_id(&album, &t.file_id);
-        let track = track_pb(&id, &album, t);
-        let path = lib.track(&id);
-        let existed = path.exists();
-        write_if_changed(&path, &track.encode_to_vec(), 0o644)?;
-        changes.tracks += 1;
-        changes.new_tracks += usize::from(!existed);
-        albums.entry(album).or_default().push(disc_entry(&track));
-        let entry = album_info.entry(album).or_insert((&t.info, None));
-        entry.1 = entry.1.or(t.info.year);
-    }
-    for (id, entries) in albums {
-        let (info, year) = album_info[&id];
-        let path = lib.album(&id);
-        let existing = read_pb::<pb::Album>(&path)?;
-        changes.albums += 1;
-        changes.new_albums += usize::from(existing.is_none());
-        let album = merge_album(existing, &id, info, year, entries, today);
-        write_if_changed(&path, &album.encode_to_vec(), 0o644)?;
-    }
-    write_library(lib, tracks)?;
-    Ok(changes)
+/// What `build` needs besides the entries.
+pub(crate) struct Context<'a> {
+    /// The best cover file of each folder (relative path of the folder, `""` for the top).
+    pub folder_covers: &'a BTreeMap<String, Image>,
+    /// Dates albums had in the last publish, kept for albums without a tag year.
+    pub old_dates: &'a BTreeMap<AlbumId, pb::Date>,
+    /// Dates albums that have neither.
+    pub today: pb::Date,
 }
 
-/// Merges new disc entries into the album on disk (same gid replaces), regrouped by disc.
-fn merge_album(
-    existing: Option<pb::Album>,
-    id: &AlbumId,
-    info: &SourceInfo,
-    year: Option<i32>,
-    entries: Vec<pb::Track>,
-    today: pb::Date,
-) -> pb::Album {
-    let mut by_gid: BTreeMap<Vec<u8>, pb::Track> = BTreeMap::new();
-    let mut date = Some(today);
-    if let Some(old) = existing {
-        date = old.date.or(date);
-        for disc in old.disc {
-            for mut t in disc.track {
-                t.disc_number = t.disc_number.or(disc.number);
-                if let Some(gid) = t.gid.clone() {
-                    by_gid.insert(gid, t);
-                }
+/// Builds the whole catalog from the music folder's entries (sorted by path) and playlists.
+pub(crate) fn build(entries: &[Entry], playlists: &[PlaylistFile], cx: &Context<'_>) -> Built {
+    let mut built = Built::default();
+    let mut members: BTreeMap<AlbumId, Vec<&Entry>> = BTreeMap::new();
+    let mut seen: BTreeMap<(AlbumId, FileId), (&str, TrackId)> = BTreeMap::new();
+    for e in entries {
+        let album = album_id(&e.info.album_artist, &e.info.album);
+        if let Some((first, track)) = seen.get(&(album, e.file_id)) {
+            built.copies.push((e.rel.clone(), first.to_string()));
+            built.track_of.insert(e.rel.clone(), *track);
+            continue;
+        }
+        let id = track_id(&album, &e.rel);
+        seen.insert((album, e.file_id), (&e.rel, id));
+        built.track_of.insert(e.rel.clone(), id);
+        built.tracks.insert(id, track_pb(&id, &album, e));
+        built.referenced.insert(e.file_id);
+        members.entry(album).or_default().push(e);
+    }
+    for (id, tracks) in members {
+        let album = build_album(&id, &tracks, &built.track_of, cx);
+        for image in &album.cover {
+            if let Some(f) = image
+                .file_id
+                .as_deref()
+                .and_then(|f| FileId::from_bytes(f).ok())
+            {
+                built.referenced.insert(f);
             }
         }
+        built.albums.insert(id, album);
     }
-    for t in entries {
-        if let Some(gid) = t.gid.clone() {
-            by_gid.insert(gid, t);
+    for p in playlists {
+        let mut track_gid = Vec::new();
+        for entry in &p.entries {
+            match built.track_of.get(entry) {
+                Some(t) => track_gid.push(t.0.to_vec()),
+                None => built.unresolved.push((p.rel.clone(), entry.clone())),
+            }
         }
+        built.playlists.push(StoredPlaylist {
+            gid: playlist_id(&p.rel).0.to_vec(),
+            name: p.name.clone(),
+            track_gid,
+        });
     }
-    if let Some(year) = year {
-        date = Some(pb::Date {
+    built
+}
+
+fn build_album(
+    id: &AlbumId,
+    tracks: &[&Entry],
+    track_of: &BTreeMap<String, TrackId>,
+    cx: &Context<'_>,
+) -> pb::Album {
+    let first = &tracks[0].info;
+    let mut album = album_stub(id, first);
+    let year = tracks.iter().find_map(|e| e.info.year);
+    album.date = match year {
+        Some(year) => Some(pb::Date {
             year: Some(year),
             month: None,
             day: None,
-        });
+        }),
+        None => Some(cx.old_dates.get(id).copied().unwrap_or(cx.today)),
+    };
+    let entries = tracks
+        .iter()
+        .filter_map(|e| {
+            let t = track_of.get(&e.rel)?;
+            Some(disc_entry(&track_pb(t, id, e)))
+        })
+        .collect();
+    album.disc = group_discs(entries);
+    if let Some(cover) = album_cover(tracks, cx) {
+        let image = pb::Image::from(&cover);
+        // Both fields: clients of the older schema read `cover`, newer ones `cover_group`.
+        album.cover = vec![image.clone()];
+        album.cover_group = Some(pb::ImageGroup { image: vec![image] });
     }
-    let mut album = album_stub(id, info);
-    album.date = date;
-    album.disc = group_discs(by_gid.into_values().collect());
     album
+}
+
+/// The folders a cover of these tracks may be in: each track's folder, and the one above a
+/// disc folder (`Album/CD1/01.flac` → `Album`).
+fn cover_folders(rel: &str) -> Vec<String> {
+    let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let mut out = vec![dir.to_string()];
+    let (parent, last) = dir.rsplit_once('/').unwrap_or(("", dir));
+    if !dir.is_empty() && super::scan::is_disc_folder(last) {
+        out.push(parent.to_string());
+    }
+    out
+}
+
+/// A cover file beside the tracks, else the first embedded front cover.
+fn album_cover(tracks: &[&Entry], cx: &Context<'_>) -> Option<Image> {
+    let from_folder = tracks
+        .iter()
+        .flat_map(|e| cover_folders(&e.rel))
+        .find_map(|dir| cx.folder_covers.get(&dir).copied());
+    from_folder.or_else(|| tracks.iter().find_map(|e| e.embedded_cover))
 }
 
 fn group_discs(mut tracks: Vec<pb::Track>) -> Vec<pb::Disc> {
@@ -196,84 +259,155 @@ fn group_discs(mut tracks: Vec<pb::Track>) -> Vec<pb::Disc> {
     discs
 }
 
-/// Adds this run's albums to `library.pb` (sorted by gid, so the bytes are stable).
-fn write_library(lib: &Library, tracks: &[StoredTrack]) -> Result<(), LibraryError> {
-    let path = lib.library_pb();
-    let mut gids: BTreeSet<Vec<u8>> = read_pb::<LibraryPb>(&path)?
-        .map(|l| l.album_gid.into_iter().collect())
-        .unwrap_or_default();
-    for t in tracks {
-        gids.insert(album_id(&t.info.album_artist, &t.info.album).0.to_vec());
-    }
-    let library = LibraryPb {
-        album_gid: gids.into_iter().collect(),
-    };
-    write_if_changed(&path, &library.encode_to_vec(), 0o644)?;
-    Ok(())
-}
-
-/// Reads a protobuf file; a missing file is `None`, a malformed one an error naming it.
-pub fn read_pb<M: Message + Default>(path: &Path) -> Result<Option<M>, LibraryError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LibraryError::io(path)(e)),
-    };
-    M::decode(bytes.as_slice())
-        .map(Some)
-        .map_err(|e| LibraryError::Invalid {
-            path: path.to_path_buf(),
-            reason: format!("not a valid protobuf: {e}"),
-        })
+/// Encodes a map of protobufs in id order (the catalog stores them as bytes, as served).
+pub(crate) fn encoded<K, M: Message>(map: &BTreeMap<K, M>) -> Vec<Vec<u8>> {
+    map.values().map(Message::encode_to_vec).collect()
 }
 
 /// Today's date (UTC) from the system clock.
 pub fn today() -> pb::Date {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let date = time::OffsetDateTime::now_utc().date();
     pb::Date {
-        year: Some(year as i32),
-        month: Some(month as i32),
-        day: Some(day as i32),
+        year: Some(date.year()),
+        month: Some(i32::from(u8::from(date.month()))),
+        day: Some(i32::from(date.day())),
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::model::{AudioFormat, ImageSize};
 
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    fn entry(rel: &str, album: &str, file: u8, year: Option<i32>) -> Entry {
+        Entry {
+            rel: rel.into(),
+            size: 1,
+            mtime_ns: 0,
+            info: SourceInfo {
+                format: AudioFormat::Mp3_320,
+                title: rel.into(),
+                artist: "A".into(),
+                album: album.into(),
+                album_artist: "A".into(),
+                number: 1,
+                disc: 1,
+                year,
+                duration_ms: 1000,
+            },
+            file_id: FileId([file; 20]),
+            embedded_cover: None,
+        }
+    }
+
+    fn image(id: u8) -> Image {
+        Image {
+            file_id: FileId([id; 20]),
+            size: ImageSize::Large,
+            width: Some(640),
+            height: Some(640),
+        }
     }
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
         assert_eq!(album_id("a", "b"), album_id("a", "b"));
         assert_ne!(album_id("ab", ""), album_id("a", "b"));
-        let f = FileId([1; 20]);
         assert_ne!(
-            track_id(&album_id("a", "b"), &f),
-            track_id(&album_id("a", "c"), &f)
+            track_id(&album_id("a", "b"), "x.ogg"),
+            track_id(&album_id("a", "c"), "x.ogg")
+        );
+    }
+
+    #[test]
+    fn a_retagged_file_keeps_its_track_id_and_copies_are_left_out() {
+        let today = pb::Date::default();
+        let (covers, dates) = (BTreeMap::new(), BTreeMap::new());
+        let cx = Context {
+            folder_covers: &covers,
+            old_dates: &dates,
+            today,
+        };
+        let before = build(&[entry("X/1.mp3", "X", 1, None)], &[], &cx);
+        let mut retagged = entry("X/1.mp3", "X", 2, Some(2001));
+        retagged.info.title = "New".into();
+        let copy = entry("X/copy.mp3", "X", 2, None);
+        let after = build(&[retagged, copy], &[], &cx);
+        assert_eq!(
+            before.tracks.keys().collect::<Vec<_>>(),
+            after.tracks.keys().collect::<Vec<_>>()
+        );
+        assert_ne!(before.tracks, after.tracks);
+        assert_eq!(after.copies, vec![("X/copy.mp3".into(), "X/1.mp3".into())]);
+        let album = after.albums.values().next().unwrap();
+        assert_eq!(album.date.unwrap().year, Some(2001));
+    }
+
+    #[test]
+    fn covers_come_from_the_folder_or_above_a_disc_folder_else_embedded() {
+        let mut covers = BTreeMap::new();
+        covers.insert("B".to_string(), image(7));
+        let dates = BTreeMap::new();
+        let cx = Context {
+            folder_covers: &covers,
+            old_dates: &dates,
+            today: pb::Date::default(),
+        };
+        let mut embedded = entry("C/1.mp3", "C", 3, None);
+        embedded.embedded_cover = Some(image(8));
+        let built = build(
+            &[
+                entry("B/CD1/1.mp3", "B", 1, None),
+                entry("N/1.mp3", "N", 2, None),
+                embedded,
+            ],
+            &[],
+            &cx,
+        );
+        let cover_of = |name: &str| {
+            let a = built
+                .albums
+                .values()
+                .find(|a| a.name.as_deref() == Some(name));
+            a.unwrap()
+                .cover_group
+                .as_ref()
+                .map(|g| g.image[0].file_id.clone().unwrap())
+        };
+        assert_eq!(cover_of("B"), Some(vec![7; 20]));
+        assert_eq!(cover_of("N"), None);
+        assert_eq!(cover_of("C"), Some(vec![8; 20]));
+        assert!(built.referenced.contains(&FileId([7; 20])));
+        assert!(built.referenced.contains(&FileId([8; 20])));
+    }
+
+    #[test]
+    fn playlists_keep_order_and_report_unknown_entries() {
+        let (covers, dates) = (BTreeMap::new(), BTreeMap::new());
+        let cx = Context {
+            folder_covers: &covers,
+            old_dates: &dates,
+            today: pb::Date::default(),
+        };
+        let list = PlaylistFile {
+            rel: "mix.m3u".into(),
+            name: "mix".into(),
+            entries: vec!["X/2.mp3".into(), "gone.mp3".into(), "X/1.mp3".into()],
+        };
+        let built = build(
+            &[
+                entry("X/1.mp3", "X", 1, None),
+                entry("X/2.mp3", "X", 2, None),
+            ],
+            &[list],
+            &cx,
+        );
+        let p = &built.playlists[0];
+        assert_eq!(p.track_gid[0], built.track_of["X/2.mp3"].0.to_vec());
+        assert_eq!(p.track_gid[1], built.track_of["X/1.mp3"].0.to_vec());
+        assert_eq!(
+            built.unresolved,
+            vec![("mix.m3u".into(), "gone.mp3".into())]
         );
     }
 }

@@ -1,12 +1,14 @@
 //! The CDN side of the origin: signed, ranged GETs of ciphertext (`/audio/<file id>`), plaintext
-//! head files (`/head/<file id>`), and the faults that tests ask for.
+//! head files (`/head/<file id>`), cover pictures (`/image/<file id>`), and the faults that
+//! tests ask for.
 //!
 //! Files are streamed from disk in chunks (never loaded whole). Faults are drawn per `/audio/`
 //! request from a seeded plan after the URL's signature checks out, so a given seed and request
 //! sequence always misbehave the same way.
 
+use super::covers::PictureKind;
 use super::faults::{Fault, FaultKind};
-use super::serve::{parse_id, ApiError, Origin};
+use super::state::{content_type, parse_id, typed, ApiError, Origin};
 use crate::protocol::model::FileId;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -171,7 +173,10 @@ async fn ranged_response(
     let mut response = Response::new(body);
     *response.status_mut() = code;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, octet_stream());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type::OCTETS),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if code == StatusCode::PARTIAL_CONTENT {
@@ -181,10 +186,6 @@ async fn ranged_response(
         }
     }
     Ok(response)
-}
-
-fn octet_stream() -> HeaderValue {
-    HeaderValue::from_static("application/octet-stream")
 }
 
 /// What happens once `cut` bytes of the body have been sent.
@@ -281,7 +282,25 @@ pub async fn head(
         return Err(ApiError::NotFound);
     }
     let bytes = origin.read_file(&origin.lib.head(&id)).await?;
-    Ok(([(header::CONTENT_TYPE, octet_stream())], bytes).into_response())
+    Ok(typed(content_type::OCTETS, bytes))
+}
+
+/// `GET /image/<file id>`: a cover picture as it was published, unauthenticated and not
+/// encrypted; its content type from its magic bytes. Named by its content, so it never
+/// changes and may be cached for good.
+pub async fn image(
+    State(origin): State<Arc<Origin>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id, FileId::from_hex)?;
+    let bytes = origin.read_file(&origin.lib.image(&id)).await?;
+    let kind = PictureKind::sniff(&bytes).ok_or(ApiError::NotFound)?;
+    let mut response = typed(kind.content_type(), bytes);
+    let forever = HeaderValue::from_static("public, max-age=31536000, immutable");
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, forever);
+    Ok(response)
 }
 
 #[cfg(test)]

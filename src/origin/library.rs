@@ -6,24 +6,26 @@
 //! ```text
 //! LIBRARY/credentials          `trackfs:<password>`, 0600, created when absent
 //! LIBRARY/secret               HMAC secret for URL and token signing, 0600, created when absent
-//! LIBRARY/library.pb           Library protobuf (album gids)
-//! LIBRARY/albums/<gid>.pb      Album protobuf
-//! LIBRARY/tracks/<gid>.pb      Track protobuf
+//! LIBRARY/catalog.pb           Catalog protobuf: albums, tracks, playlists, what publish saw
 //! LIBRARY/audio/<file id>      ciphertext of the whole stored file
 //! LIBRARY/heads/<file id>      first 128 KiB of the stored plaintext
+//! LIBRARY/images/<file id>     cover pictures as they are (JPEG or PNG), not encrypted
 //! LIBRARY/keys                 `<file id hex> <key hex>` per line, 0600
+//! LIBRARY/lifetimes            longest URL/token lifetime a `serve` used, in seconds
 //! ```
 //!
 //! Every write goes through a temporary file and a rename, so a reader (a running `serve`,
-//! nginx) never sees half a file, and files whose bytes would not change are left untouched.
+//! nginx) never sees half a file. Files named by their content (`audio`, `heads`, `images`)
+//! never change; `catalog.pb` is written last and is the one switch from a library to the
+//! next (see `docs/design.md`, "Publishing and live reload").
 
 use crate::protocol::credentials::Credentials;
-use crate::protocol::crypto::AudioKey;
-use crate::protocol::keyfile;
-use crate::protocol::model::{AlbumId, FileId, TrackId};
+use crate::protocol::keyfile::{self, Keys};
+use crate::protocol::model::FileId;
+use crate::protocol::proto::library::Catalog;
+use prost::Message;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,17 +73,28 @@ impl Library {
     }
 
     /// Every name a library folder holds.
-    pub const OWN_NAMES: [&str; 9] = [
+    pub const OWN_NAMES: [&str; 12] = [
         LOCK_NAME,
         "credentials",
         "secret",
         "keys",
+        "catalog.pb",
+        "lifetimes",
+        "audio",
+        "heads",
+        "images",
+        // Written by trackfs before the catalog (v1): removed by the next publish.
         "library.pb",
         "albums",
         "tracks",
-        "audio",
-        "heads",
     ];
+
+    /// Files of the v1 layout, replaced by `catalog.pb`.
+    pub(crate) const LEGACY: [&str; 3] = ["library.pb", "albums", "tracks"];
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 
     /// Whether the folder already holds a library: every publish writes the secret first.
     pub fn exists(&self) -> bool {
@@ -100,16 +113,16 @@ impl Library {
         self.root.join("keys")
     }
 
-    pub fn library_pb(&self) -> PathBuf {
-        self.root.join("library.pb")
+    pub fn catalog(&self) -> PathBuf {
+        self.root.join("catalog.pb")
     }
 
-    pub fn album(&self, id: &AlbumId) -> PathBuf {
-        self.root.join("albums").join(format!("{id}.pb"))
+    pub fn lifetimes(&self) -> PathBuf {
+        self.root.join("lifetimes")
     }
 
-    pub fn track(&self, id: &TrackId) -> PathBuf {
-        self.root.join("tracks").join(format!("{id}.pb"))
+    pub fn image(&self, id: &FileId) -> PathBuf {
+        self.root.join("images").join(id.to_hex())
     }
 
     pub fn audio(&self, id: &FileId) -> PathBuf {
@@ -122,7 +135,7 @@ impl Library {
 
     /// Creates the folder and its subfolders.
     pub fn create_dirs(&self) -> Result<(), LibraryError> {
-        for dir in ["albums", "tracks", "audio", "heads"] {
+        for dir in ["audio", "heads", "images"] {
             let path = self.root.join(dir);
             fs::create_dir_all(&path).map_err(LibraryError::io(&path))?;
         }
@@ -156,13 +169,39 @@ impl Library {
         create_private_if_absent(&self.secret(), || format!("{}\n", random_text(48)))
     }
 
-    /// `(user, password)` from `credentials`, read by the same rules as `mount` reads it.
-    pub fn read_credentials(&self) -> Result<(String, String), LibraryError> {
+    /// The user and password in `credentials`, read by the same rules as `mount` reads it.
+    pub fn read_credentials(&self) -> Result<Credentials, LibraryError> {
         let path = self.credentials();
         let text = fs::read_to_string(&path).map_err(LibraryError::io(&path))?;
-        let credentials = Credentials::from_text(&text)
-            .map_err(|e| LibraryError::invalid(&path, e.to_string()))?;
-        Ok((credentials.user, credentials.password))
+        Credentials::from_text(&text).map_err(|e| LibraryError::invalid(&path, e.to_string()))
+    }
+
+    /// The catalog of the last complete publish; `None` before the first.
+    pub fn read_catalog(&self) -> Result<Option<Catalog>, LibraryError> {
+        read_pb(&self.catalog())
+    }
+
+    /// Replaces the catalog in one rename: the moment a publish takes effect.
+    pub(crate) fn write_catalog(&self, catalog: &Catalog) -> Result<(), LibraryError> {
+        write_atomic(&self.catalog(), 0o644, |f| {
+            f.write_all(&catalog.encode_to_vec())
+        })
+    }
+
+    /// The longest URL or token lifetime a `serve` of this library announced.
+    pub fn read_lifetimes(&self) -> Option<std::time::Duration> {
+        let text = fs::read_to_string(self.lifetimes()).ok()?;
+        text.trim().parse().ok().map(std::time::Duration::from_secs)
+    }
+
+    /// Records `lifetime` unless a longer one is recorded, so `publish` keeps what left the
+    /// library for at least as long as any URL or token handed out for it stays valid.
+    pub fn announce_lifetime(&self, lifetime: std::time::Duration) -> Result<(), LibraryError> {
+        if self.read_lifetimes().is_some_and(|known| known >= lifetime) {
+            return Ok(());
+        }
+        let text = format!("{}\n", lifetime.as_secs());
+        write_atomic(&self.lifetimes(), 0o644, |f| f.write_all(text.as_bytes()))
     }
 
     /// The HMAC secret (the file's trimmed text, as bytes).
@@ -180,20 +219,32 @@ impl Library {
     }
 
     /// The `keys` file; a missing file is an empty map.
-    pub fn read_keys(&self) -> Result<BTreeMap<FileId, AudioKey>, LibraryError> {
+    pub fn read_keys(&self) -> Result<Keys, LibraryError> {
         let path = self.keys();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Keys::new()),
             Err(e) => return Err(LibraryError::io(&path)(e)),
         };
         keyfile::parse(&text).map_err(|e| LibraryError::invalid(&path, e.to_string()))
     }
 
     /// Rewrites `keys` (0600) when its content would change.
-    pub fn write_keys(&self, keys: &BTreeMap<FileId, AudioKey>) -> Result<bool, LibraryError> {
+    pub fn write_keys(&self, keys: &Keys) -> Result<bool, LibraryError> {
         write_if_changed(&self.keys(), keyfile::format(keys).as_bytes(), 0o600)
     }
+}
+
+/// Reads a protobuf file; a missing file is `None`, a malformed one an error naming it.
+pub fn read_pb<M: Message + Default>(path: &Path) -> Result<Option<M>, LibraryError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LibraryError::io(path)(e)),
+    };
+    M::decode(bytes.as_slice())
+        .map(Some)
+        .map_err(|e| LibraryError::invalid(path, format!("not a valid protobuf: {e}")))
 }
 
 /// Random alphanumeric text from the OS generator.
@@ -292,10 +343,8 @@ mod tests {
         let text = "\n  trackfs:pa:ss \r\n\n";
         fs::write(lib.credentials(), text).unwrap();
         let mounted = Credentials::from_text(text).unwrap();
-        assert_eq!(
-            lib.read_credentials().unwrap(),
-            (mounted.user, mounted.password)
-        );
+        let read = lib.read_credentials().unwrap();
+        assert_eq!((read.user, read.password), (mounted.user, mounted.password));
         fs::write(lib.credentials(), "trackfs:\n").unwrap();
         let error = lib.read_credentials().unwrap_err().to_string();
         assert!(error.contains("password after the `:` is empty"), "{error}");

@@ -1,34 +1,44 @@
-//! `trackfs publish SRC LIBRARY`: encrypt a music folder into a CDN library.
+//! `trackfs publish SRC LIBRARY`: make the library a mirror of a music folder.
 //!
-//! Each audio file becomes ciphertext under `audio/<file id>` (AES-128-CTR with its own key; Ogg
-//! Vorbis files get the 167-byte header in front), a plaintext head file and a Track protobuf;
-//! albums and the library index are merged with what is already there. File ids are SHA-1 of
-//! the source bytes and known files keep their key, so publishing twice changes nothing.
+//! Audio files are stored by `store` (ciphertext, head, key), cover pictures by `covers`,
+//! playlists read by `m3u`; `catalog` builds the albums, tracks and playlists of the whole
+//! folder, and the new `catalog.pb` replaces the old one in one rename: the moment the publish
+//! takes effect, for a running `serve` too. A publish killed before that leaves the library as
+//! it was. Files unchanged since the last publish (same path, size and modification time) are
+//! not read again; files whose bytes are already stored are not encrypted again. What left the
+//! folder leaves the catalog at once and the disk after a grace period (`mirror`).
 
-use super::catalog::{self, CatalogChanges, StoredTrack};
-use super::library::{write_atomic, write_if_changed, Library, LibraryError};
-use super::scan::{self, ScanError};
-use crate::protocol::crypto::{apply_keystream, AudioKey};
-use crate::protocol::model::{Container, FileId, TrackId, OGG_HEADER_LEN};
+use super::catalog::{self, Entry, PlaylistFile};
+use super::covers;
+use super::folder::{self, Folder};
+use super::library::{Library, LibraryError};
+use super::m3u;
+use super::mirror::{self, Change, ChangeKind};
+use super::scan::{self, ScanError, SourceInfo};
+use super::store::{self, StoreError};
+use crate::protocol::keyfile::Keys;
+use crate::protocol::model::{AlbumId, AudioFormat, FileId, Image};
+use crate::protocol::proto::library::{Catalog, Source};
 use crate::units::format_size;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::RngCore;
-use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
-
-/// Bytes of stored plaintext that go into a head file.
-pub const HEAD_LEN: u64 = 128 * 1024;
-
-const CHUNK: usize = 256 * 1024;
+use std::time::Duration;
 
 #[derive(Debug, Default, Clone)]
 pub struct PublishOptions {
     /// Never draw a progress bar (it is only drawn on a terminal anyway).
     pub no_progress: bool,
+    /// Work out and report what would change, writing nothing.
+    pub dry_run: bool,
+    /// Overrides the grace period before stored files that left are deleted (tests).
+    #[doc(hidden)]
+    pub grace: Option<Duration>,
+    /// Stops right before the new catalog takes effect, as a publish killed there (tests).
+    #[doc(hidden)]
+    pub stop_before_commit: bool,
 }
 
 /// A source file that was not published, and why.
@@ -41,33 +51,88 @@ pub struct Skipped {
 #[derive(Debug, Default, Clone)]
 pub struct PublishSummary {
     pub library: PathBuf,
-    /// Tracks found in the source and stored (new or already there).
+    pub dry_run: bool,
+    /// Tracks and albums in the library now.
     pub tracks: usize,
-    pub new_tracks: usize,
     pub albums: usize,
+    /// Tracks added, changed (new bytes or tags) and removed, and albums added and removed.
+    pub new_tracks: usize,
+    pub changed_tracks: usize,
+    pub removed_tracks: usize,
     pub new_albums: usize,
-    /// Ciphertext bytes written in this run (0 when everything was already there).
+    pub removed_albums: usize,
+    /// Albums with a cover, and playlists.
+    pub covers: usize,
+    pub playlists: usize,
+    /// Ciphertext bytes written (or that would be) in this run.
     pub bytes_encrypted: u64,
+    /// Stored files deleted because they left more than the grace period ago.
+    pub purged: usize,
+    /// Files that look like music (or are covers or playlists) but could not be used.
     pub skipped: Vec<Skipped>,
+    /// Other files (text, pictures not named as covers, ...), which are not published.
+    pub ignored: Vec<PathBuf>,
+    /// Each track added, changed or removed.
+    pub changes: Vec<Change>,
+}
+
+/// `1 track`, `2 tracks`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
 }
 
 impl fmt::Display for PublishSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "published {} tracks in {} albums to {} ({} new tracks, {} new albums, {} encrypted)",
-            self.tracks,
-            self.albums,
+            "{} {} in {} to {} ({} added, {} changed, {} removed; {}, {} removed; {}, {}; {} {})",
+            if self.dry_run {
+                "would publish"
+            } else {
+                "published"
+            },
+            count(self.tracks, "track", "tracks"),
+            count(self.albums, "album", "albums"),
             self.library.display(),
             self.new_tracks,
-            self.new_albums,
+            self.changed_tracks,
+            self.removed_tracks,
+            count(self.new_albums, "new album", "new albums"),
+            count(self.removed_albums, "album", "albums"),
+            count(self.covers, "cover", "covers"),
+            count(self.playlists, "playlist", "playlists"),
             format_size(self.bytes_encrypted),
+            if self.dry_run {
+                "to encrypt"
+            } else {
+                "encrypted"
+            },
         )?;
-        match self.skipped.len() {
-            0 => Ok(()),
-            1 => write!(f, "; 1 file skipped"),
-            n => write!(f, "; {n} files skipped"),
+        if !self.skipped.is_empty() {
+            write!(
+                f,
+                "; {} skipped",
+                count(self.skipped.len(), "file", "files")
+            )?;
         }
+        if !self.ignored.is_empty() {
+            let other = count(self.ignored.len(), "other file", "other files");
+            write!(f, "; {other} not published")?;
+        }
+        if self.dry_run {
+            for c in &self.changes {
+                let sign = match c.kind {
+                    ChangeKind::Added => '+',
+                    ChangeKind::Changed => '~',
+                    ChangeKind::Removed => '-',
+                };
+                write!(f, "\n  {sign} {}", c.path)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -86,11 +151,13 @@ pub enum PublishError {
     NotALibrary(PathBuf),
     #[error("another `trackfs publish` is writing to {}; run this one after it", .0.display())]
     Busy(PathBuf),
+    #[error("stopped before the new catalog took effect")]
+    Stopped,
     #[error("library: {0}")]
     Library(#[from] LibraryError),
 }
 
-/// Publishes every supported file under `src` into the library folder `dst`.
+/// Makes the library folder `dst` a mirror of the music folder `src`.
 pub fn publish(
     src: &Path,
     dst: &Path,
@@ -100,41 +167,161 @@ pub fn publish(
     check_destination(dst)?;
     let mut summary = PublishSummary {
         library: dst.to_path_buf(),
+        dry_run: options.dry_run,
         ..Default::default()
     };
-    let files = walk(src, &mut summary.skipped);
-    if files.is_empty() {
-        return Err(PublishError::NothingToPublish {
-            path: src.to_path_buf(),
-            skipped: summary.skipped.len(),
-        });
+    let folder = folder::walk(src, &mut summary.skipped);
+    let nothing = |summary: &PublishSummary| PublishError::NothingToPublish {
+        path: src.to_path_buf(),
+        skipped: summary.skipped.len(),
+    };
+    if folder.is_empty() {
+        return Err(nothing(&summary));
     }
     let lib = Library::new(dst);
-    lib.create_dirs()?;
-    let Some(_writing) = lib.lock_for_writing()? else {
-        return Err(PublishError::Busy(dst.to_path_buf()));
+    let _writing = match options.dry_run {
+        true => None,
+        false => {
+            lib.create_dirs()?;
+            let lock = lib.lock_for_writing()?;
+            let Some(lock) = lock else {
+                return Err(PublishError::Busy(dst.to_path_buf()));
+            };
+            lib.ensure_secrets()?;
+            Some(lock)
+        }
     };
-    lib.ensure_secrets()?;
-    let bar = progress_bar(options, files.len());
+    let old = lib.read_catalog()?.unwrap_or_default();
     let mut keys = lib.read_keys()?;
-    let stored = store_all(&lib, &mut keys, src, &files, &bar, &mut summary);
+    let bar = progress_bar(options, folder.files.len());
+    let mut run = Run {
+        lib: &lib,
+        src,
+        keys: &mut keys,
+        summary: &mut summary,
+        bar: &bar,
+        dry_run: options.dry_run,
+    };
+    let entries = run.read_audio(&folder, &old);
     // Keys first, even after an error: ciphertext on disk must never lose its key.
-    let keys_written = lib.write_keys(&keys);
+    let keys_written = match options.dry_run {
+        true => Ok(false),
+        false => lib.write_keys(run.keys),
+    };
     bar.finish_and_clear();
-    let stored = stored?;
+    let entries = entries?;
     keys_written?;
-    if stored.is_empty() {
-        return Err(PublishError::NothingToPublish {
-            path: src.to_path_buf(),
-            skipped: summary.skipped.len(),
-        });
+    if entries.is_empty() {
+        return Err(nothing(run.summary));
     }
-    let changes: CatalogChanges = catalog::write_catalog(&lib, &stored, catalog::today())?;
-    summary.tracks = changes.tracks;
-    summary.new_tracks = changes.new_tracks;
-    summary.albums = changes.albums;
-    summary.new_albums = changes.new_albums;
+    let folder_covers = run.read_covers(&folder)?;
+    let playlists = run.read_playlists(&folder);
+    let old_dates = old_dates(&old);
+    let cx = catalog::Context {
+        folder_covers: &folder_covers,
+        old_dates: &old_dates,
+        today: catalog::today(),
+    };
+    let built = catalog::build(&entries, &playlists, &cx);
+    for (path, first) in &built.copies {
+        let reason = format!("same content and album as {first}");
+        run.skip(&src.join(path), reason);
+    }
+    for (list, entry) in &built.unresolved {
+        tracing::warn!("playlist {list}: skipping {entry:?}, not a published track");
+    }
+    let mut catalog = Catalog {
+        album: catalog::encoded(&built.albums),
+        track: catalog::encoded(&built.tracks),
+        playlist: built.playlists.clone(),
+        source: entries.iter().map(|e| source(e, &built.track_of)).collect(),
+        retired: Vec::new(),
+    };
+    let diff = mirror::diff(&old, &catalog);
+    summarize(&mut summary, &built, diff);
+    let grace = options.grace.unwrap_or_else(|| mirror::grace(&lib));
+    let now = unix_now();
+    let stored = keys.keys().copied().collect::<Vec<_>>().into_iter();
+    let (retired, expired) =
+        mirror::retire(&lib, stored, &old.retired, &built.referenced, now, grace);
+    catalog.retired = retired;
+    summary.purged = expired.len();
+    if options.dry_run {
+        return Ok(summary);
+    }
+    for id in &expired {
+        keys.remove(id);
+    }
+    lib.write_keys(&keys)?;
+    if options.stop_before_commit {
+        return Err(PublishError::Stopped);
+    }
+    lib.write_catalog(&catalog)?;
+    mirror::purge(&lib, &expired);
+    mirror::remove_legacy(&lib);
     Ok(summary)
+}
+
+fn summarize(summary: &mut PublishSummary, built: &catalog::Built, diff: mirror::Diff) {
+    let kinds = |k| diff.changes.iter().filter(|c| c.kind == k).count();
+    summary.tracks = built.tracks.len();
+    summary.albums = built.albums.len();
+    summary.new_tracks = kinds(ChangeKind::Added);
+    summary.changed_tracks = kinds(ChangeKind::Changed);
+    summary.removed_tracks = kinds(ChangeKind::Removed);
+    summary.new_albums = diff.new_albums;
+    summary.removed_albums = diff.removed_albums;
+    summary.covers = built
+        .albums
+        .values()
+        .filter(|a| !a.cover.is_empty())
+        .count();
+    summary.playlists = built.playlists.len();
+    summary.changes = diff.changes;
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn old_dates(old: &Catalog) -> BTreeMap<AlbumId, crate::protocol::proto::metadata::Date> {
+    use prost::Message;
+    old.album
+        .iter()
+        .filter_map(|bytes| {
+            let a = crate::protocol::proto::metadata::Album::decode(bytes.as_slice()).ok()?;
+            Some((AlbumId::from_bytes(a.gid.as_deref()?).ok()?, a.date?))
+        })
+        .collect()
+}
+
+fn source(e: &Entry, track_of: &BTreeMap<String, crate::protocol::model::TrackId>) -> Source {
+    let i = &e.info;
+    Source {
+        path: e.rel.clone(),
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        file_id: e.file_id.0.to_vec(),
+        track_gid: track_of
+            .get(&e.rel)
+            .map(|t| t.0.to_vec())
+            .unwrap_or_default(),
+        format: i.format.wire(),
+        title: i.title.clone(),
+        artist: i.artist.clone(),
+        album: i.album.clone(),
+        album_artist: i.album_artist.clone(),
+        number: i.number,
+        disc: i.disc,
+        year: i.year,
+        duration_ms: i.duration_ms,
+        embedded_cover: e
+            .embedded_cover
+            .map(|c| c.file_id.0.to_vec())
+            .unwrap_or_default(),
+    }
 }
 
 fn check_source(src: &Path) -> Result<(), PublishError> {
@@ -178,70 +365,224 @@ fn progress_bar(options: &PublishOptions, len: usize) -> ProgressBar {
     bar
 }
 
-fn skip(bar: &ProgressBar, skipped: &mut Vec<Skipped>, path: &Path, reason: String) {
-    bar.suspend(|| tracing::warn!("skipping {}: {reason}", path.display()));
-    skipped.push(Skipped {
-        path: path.to_path_buf(),
-        reason,
-    });
+/// One publish's working state.
+struct Run<'a> {
+    lib: &'a Library,
+    src: &'a Path,
+    keys: &'a mut Keys,
+    summary: &'a mut PublishSummary,
+    bar: &'a ProgressBar,
+    dry_run: bool,
 }
 
-/// Stores each file; a bad source file is skipped, a library write error stops the run.
-fn store_all(
-    lib: &Library,
-    keys: &mut BTreeMap<FileId, AudioKey>,
-    src: &Path,
-    files: &[PathBuf],
-    bar: &ProgressBar,
-    summary: &mut PublishSummary,
-) -> Result<Vec<StoredTrack>, PublishError> {
-    let mut stored = Vec::new();
-    let mut seen: HashMap<TrackId, PathBuf> = HashMap::new();
-    for path in files {
-        let rel = path.strip_prefix(src).unwrap_or(path);
-        bar.set_message(rel.display().to_string());
-        bar.inc(1);
-        let info = match scan::scan(path, rel) {
-            Ok(info) => info,
-            Err(ScanError::NotAudio) if !has_audio_extension(path) => {
-                tracing::debug!("ignoring {} (not audio)", path.display());
+impl Run<'_> {
+    fn skip(&mut self, path: &Path, reason: String) {
+        self.bar
+            .suspend(|| tracing::warn!("skipping {}: {reason}", path.display()));
+        self.summary.skipped.push(Skipped {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+
+    /// Every audio file of the folder; a bad source file is skipped, a library write error
+    /// stops the run.
+    fn read_audio(&mut self, folder: &Folder, old: &Catalog) -> Result<Vec<Entry>, PublishError> {
+        let known: HashMap<&str, &Source> =
+            old.source.iter().map(|s| (s.path.as_str(), s)).collect();
+        let mut entries = Vec::new();
+        for path in &folder.files {
+            let rel = folder::relative(self.src, path);
+            self.bar.set_message(rel.clone());
+            self.bar.inc(1);
+            let meta = match std::fs::metadata(path) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.skip(path, format!("cannot read it: {e}"));
+                    continue;
+                }
+            };
+            let (size, mtime_ns) = folder::stamp(&meta);
+            let unchanged = known
+                .get(rel.as_str())
+                .filter(|s| s.size == size && s.mtime_ns == mtime_ns)
+                .and_then(|s| self.reuse(s, rel.clone()));
+            if let Some(entry) = unchanged {
+                entries.push(entry);
                 continue;
             }
+            if let Some(entry) = self.read_one(path, rel, size, mtime_ns)? {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The entry of a file that did not change since the last publish, when everything it
+    /// needs is still stored (else it is read again).
+    fn reuse(&self, s: &Source, rel: String) -> Option<Entry> {
+        let file_id = FileId::from_bytes(&s.file_id).ok()?;
+        let format = AudioFormat::from_wire(s.format)?;
+        let stored_len = store::stored_len(format.container(), s.size);
+        if !store::is_stored(self.lib, self.keys, &file_id, stored_len) {
+            return None;
+        }
+        let embedded_cover = match FileId::from_bytes(&s.embedded_cover) {
+            Ok(id) => Some(covers::stored(self.lib, &id)?),
+            Err(_) => None,
+        };
+        Some(Entry {
+            rel,
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+            info: SourceInfo {
+                format,
+                title: s.title.clone(),
+                artist: s.artist.clone(),
+                album: s.album.clone(),
+                album_artist: s.album_artist.clone(),
+                number: s.number,
+                disc: s.disc,
+                year: s.year,
+                duration_ms: s.duration_ms,
+            },
+            file_id,
+            embedded_cover,
+        })
+    }
+
+    /// Scans, stores and describes a new or changed file; `None` when it is skipped.
+    fn read_one(
+        &mut self,
+        path: &Path,
+        rel: String,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<Option<Entry>, PublishError> {
+        let info = match scan::scan(path, Path::new(&rel)) {
+            Ok(info) => info,
+            Err(ScanError::NotAudio) if !has_audio_extension(path) => {
+                tracing::info!("not publishing {} (not audio)", path.display());
+                self.summary.ignored.push(path.to_path_buf());
+                return Ok(None);
+            }
             Err(e) => {
-                skip(bar, &mut summary.skipped, path, e.to_string());
-                continue;
+                self.skip(path, e.to_string());
+                return Ok(None);
             }
         };
         let container = info.format.container();
-        let album = catalog::album_id(&info.album_artist, &info.album);
-        match store_file(lib, keys, path, container) {
-            Ok((file_id, written)) => {
-                summary.bytes_encrypted += written;
-                let track = catalog::track_id(&album, &file_id);
-                if let Some(first) = seen.get(&track) {
-                    let reason = format!("same content and album as {}", first.display());
-                    skip(bar, &mut summary.skipped, path, reason);
+        let stored = match self.dry_run {
+            true => store::hash_file(path)
+                .map(|(id, len)| {
+                    let stored_len = store::stored_len(container, len);
+                    let present = store::is_stored(self.lib, self.keys, &id, stored_len);
+                    (id, if present { 0 } else { stored_len })
+                })
+                .map_err(StoreError::Source),
+            false => store::store_file(self.lib, self.keys, path, container),
+        };
+        let (file_id, written) = match stored {
+            Ok(stored) => stored,
+            Err(StoreError::Library(e)) => return Err(e.into()),
+            Err(StoreError::Source(e)) => {
+                self.skip(path, format!("cannot read it: {e}"));
+                return Ok(None);
+            }
+        };
+        self.summary.bytes_encrypted += written;
+        let embedded_cover = covers::embedded_front(path).and_then(|bytes| {
+            match covers::store(self.lib, &bytes, self.dry_run) {
+                Ok(image) => Some(image),
+                Err(e) => {
+                    tracing::warn!("{}: not using its embedded cover: {e}", path.display());
+                    None
+                }
+            }
+        });
+        Ok(Some(Entry {
+            rel,
+            size,
+            mtime_ns,
+            info,
+            file_id,
+            embedded_cover,
+        }))
+    }
+
+    /// The best cover picture of each folder that has one (by name: cover, folder, front).
+    fn read_covers(&mut self, folder: &Folder) -> Result<BTreeMap<String, Image>, PublishError> {
+        let mut best: BTreeMap<String, (usize, Image)> = BTreeMap::new();
+        for path in &folder.covers {
+            let rel = folder::relative(self.src, path);
+            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            let rank = covers::cover_rank(name).unwrap_or(usize::MAX);
+            if best.get(dir).is_some_and(|(r, _)| *r <= rank) {
+                self.summary.ignored.push(path.clone());
+                continue;
+            }
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.skip(path, format!("cannot read it: {e}"));
                     continue;
                 }
-                seen.insert(track, path.clone());
-                stored.push(StoredTrack { info, file_id });
+            };
+            match covers::store(self.lib, &bytes, self.dry_run) {
+                Ok(image) => {
+                    best.insert(dir.to_string(), (rank, image));
+                }
+                Err(covers::CoverError::Library(e)) => return Err(e.into()),
+                Err(e) => self.skip(path, e.to_string()),
             }
-            Err(StoreError::Source(e)) => {
-                skip(
-                    bar,
-                    &mut summary.skipped,
-                    path,
-                    format!("cannot read it: {e}"),
-                );
-            }
-            Err(StoreError::Library(e)) => return Err(e.into()),
         }
+        Ok(best
+            .into_iter()
+            .map(|(dir, (_, image))| (dir, image))
+            .collect())
     }
-    Ok(stored)
+
+    /// Every playlist file, its entries resolved to paths in the music folder.
+    fn read_playlists(&mut self, folder: &Folder) -> Vec<PlaylistFile> {
+        let canonical = self
+            .src
+            .canonicalize()
+            .unwrap_or_else(|_| self.src.to_path_buf());
+        let mut out = Vec::new();
+        for path in &folder.playlists {
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.skip(path, format!("cannot read it: {e}"));
+                    continue;
+                }
+            };
+            let rel = folder::relative(self.src, path);
+            let mut entries = Vec::new();
+            for entry in m3u::entries(&bytes) {
+                let resolve = |e: &str| m3u::resolve(e, Path::new(&rel), self.src, &canonical);
+                let found = resolve(&entry)
+                    .filter(|p| self.src.join(p).is_file())
+                    .or_else(|| m3u::with_forward_slashes(&entry).and_then(|e| resolve(&e)));
+                match found {
+                    Some(p) => entries.push(folder::relative(Path::new(""), &p)),
+                    None => tracing::warn!(
+                        "playlist {rel}: skipping {entry:?}, not a file of the music folder"
+                    ),
+                }
+            }
+            let name = Path::new(&rel)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| rel.clone());
+            out.push(PlaylistFile { rel, name, entries });
+        }
+        out
+    }
 }
 
 /// Names that announce audio: a file with one of these that is not usable gets a warning;
-/// other non-audio files (covers, playlists) are ignored quietly.
+/// other files are not published, named at info level.
 fn has_audio_extension(path: &Path) -> bool {
     const AUDIO: [&str; 16] = [
         "ogg", "oga", "mp3", "flac", "opus", "m4a", "m4b", "mp4", "aac", "wav", "wma", "aif",
@@ -250,217 +591,4 @@ fn has_audio_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| AUDIO.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Every regular file under `src` (following symlinks, visiting each folder once), sorted so
-/// runs are reproducible; dot files are ignored, entries that cannot be read are skipped.
-fn walk(src: &Path, skipped: &mut Vec<Skipped>) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut visited = std::collections::HashSet::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if let Ok(m) = std::fs::metadata(&dir) {
-            use std::os::unix::fs::MetadataExt;
-            if !visited.insert((m.dev(), m.ino())) {
-                continue;
-            }
-        }
-        // A library inside the music folder (perhaps this very one) is not music: its heads
-        // are plaintext cuts of the tracks.
-        if Library::new(&dir).exists() {
-            let reason = "a trackfs library, not music".to_string();
-            skip(&ProgressBar::hidden(), skipped, &dir, reason);
-            continue;
-        }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                let reason = format!("cannot read this folder: {e}");
-                skip(&ProgressBar::hidden(), skipped, &dir, reason);
-                continue;
-            }
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_dir() => stack.push(path),
-                Ok(m) if m.is_file() => files.push(path),
-                Ok(_) => {}
-                Err(e) => {
-                    let reason = format!("cannot read it: {e}");
-                    skip(&ProgressBar::hidden(), skipped, &path, reason);
-                }
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-#[derive(Debug)]
-enum StoreError {
-    Source(io::Error),
-    Library(LibraryError),
-}
-
-/// Encrypts one file into the library (unless its ciphertext is already there) and writes its
-/// head file. Returns the file id and the ciphertext bytes written.
-fn store_file(
-    lib: &Library,
-    keys: &mut BTreeMap<FileId, AudioKey>,
-    path: &Path,
-    container: Container,
-) -> Result<(FileId, u64), StoreError> {
-    let (file_id, source_len) = hash_file(path).map_err(StoreError::Source)?;
-    let known = keys.contains_key(&file_id);
-    let key = keys.entry(file_id).or_insert_with(random_key).clone();
-    let header = stored_header(container, &file_id);
-    let stored_len = header.len() as u64 + source_len;
-    let audio = lib.audio(&file_id);
-    let present = std::fs::metadata(&audio).is_ok_and(|m| m.len() == stored_len);
-    let (head, written) = if known && present {
-        (read_head(path, &header).map_err(StoreError::Source)?, 0)
-    } else {
-        let stored = StoredBytes {
-            header: &header,
-            file_id,
-            len: stored_len,
-        };
-        (encrypt_into(&audio, path, &key, &stored)?, stored_len)
-    };
-    write_if_changed(&lib.head(&file_id), &head, 0o644).map_err(StoreError::Library)?;
-    Ok((file_id, written))
-}
-
-fn random_key() -> AudioKey {
-    let mut key = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    AudioKey(key)
-}
-
-/// SHA-1 and length of a file, streamed.
-fn hash_file(path: &Path) -> io::Result<(FileId, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha1::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((FileId(hasher.finalize().into()), len))
-}
-
-/// The bytes stored before the source file: for Ogg Vorbis a 167-byte header that does not
-/// start with `OggS` (deterministic, so re-publishing writes the same bytes), else nothing.
-pub fn stored_header(container: Container, file_id: &FileId) -> Vec<u8> {
-    if container != Container::OggVorbis {
-        return Vec::new();
-    }
-    let mut header = vec![0u8; OGG_HEADER_LEN as usize];
-    let text = format!("trackfs ogg header v1\n{file_id}\n");
-    let n = text.len().min(header.len());
-    header[..n].copy_from_slice(&text.as_bytes()[..n]);
-    header
-}
-
-/// What a source file must become: `header` + the source, `len` bytes, whose source part
-/// hashed to `file_id` a moment ago.
-struct StoredBytes<'a> {
-    header: &'a [u8],
-    file_id: FileId,
-    len: u64,
-}
-
-/// Writes `header + source`, encrypted from offset 0, to `dest` through a temporary file, and
-/// returns the head (the first `HEAD_LEN` plaintext bytes) from the same read. The source is
-/// hashed again as it is read: a file that changed since its id was computed is refused, as
-/// its id would no longer name its content.
-fn encrypt_into(
-    dest: &Path,
-    source: &Path,
-    key: &AudioKey,
-    stored: &StoredBytes<'_>,
-) -> Result<Vec<u8>, StoreError> {
-    let mut input = File::open(source).map_err(StoreError::Source)?;
-    let mut source_error = None;
-    let mut head = stored.header.to_vec();
-    let result = write_atomic(dest, 0o644, |out| {
-        let mut block = stored.header.to_vec();
-        apply_keystream(key, 0, &mut block);
-        out.write_all(&block)?;
-        let mut offset = block.len() as u64;
-        let mut hasher = Sha1::new();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input.read(&mut buf).inspect_err(|e| {
-                source_error = Some(io::Error::new(e.kind(), e.to_string()));
-            })?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            let room = (HEAD_LEN as usize).saturating_sub(head.len()).min(n);
-            head.extend_from_slice(&buf[..room]);
-            apply_keystream(key, offset, &mut buf[..n]);
-            out.write_all(&buf[..n])?;
-            offset += n as u64;
-        }
-        if offset != stored.len || FileId(hasher.finalize().into()) != stored.file_id {
-            let e = io::Error::other("the file changed while it was being published");
-            source_error = Some(io::Error::new(e.kind(), e.to_string()));
-            return Err(e);
-        }
-        Ok(())
-    });
-    match (result, source_error) {
-        (Ok(()), _) => Ok(head),
-        (Err(_), Some(e)) => Err(StoreError::Source(e)),
-        (Err(e), None) => Err(StoreError::Library(e)),
-    }
-}
-
-/// The first `HEAD_LEN` bytes of the stored plaintext (header included).
-fn read_head(source: &Path, header: &[u8]) -> io::Result<Vec<u8>> {
-    let mut head = header.to_vec();
-    let rest = HEAD_LEN - header.len() as u64;
-    File::open(source)?.take(rest).read_to_end(&mut head)?;
-    Ok(head)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_source_that_no_longer_matches_its_id_is_refused_and_nothing_is_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("a.mp3");
-        std::fs::write(&source, b"ID3 the bytes as they are now").unwrap();
-        let (file_id, len) = hash_file(&source).unwrap();
-        let dest = dir.path().join("stored");
-        let key = AudioKey([7; 16]);
-        let stored = |file_id| StoredBytes {
-            header: &[],
-            file_id,
-            len,
-        };
-        let head = encrypt_into(&dest, &source, &key, &stored(file_id)).unwrap();
-        assert_eq!(head, std::fs::read(&source).unwrap());
-        std::fs::remove_file(&dest).unwrap();
-        // Same length, other content: as if the file changed after it was hashed.
-        let other = FileId([1; 20]);
-        match encrypt_into(&dest, &source, &key, &stored(other)) {
-            Err(StoreError::Source(e)) => assert!(e.to_string().contains("changed"), "{e}"),
-            other => panic!("expected a source error, got {other:?}"),
-        }
-        assert!(!dest.exists());
-    }
 }

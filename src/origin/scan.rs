@@ -251,6 +251,11 @@ impl Layout {
     }
 }
 
+/// Whether a folder's name is a disc folder's (`CD1`, `Disc 2`).
+pub(crate) fn is_disc_folder(name: &str) -> bool {
+    disc_folder_number(name).is_some()
+}
+
 /// `CD1`, `cd 2`, `Disc 3`, `disk04` → the number.
 fn disc_folder_number(name: &str) -> Option<u32> {
     let lower = name.trim().to_lowercase();

@@ -1,27 +1,21 @@
-//! `trackfs serve`: the control plane of docs/protocol.md (token, library, metadata,
-//! storage-resolve, keys) and, through `cdn`, the CDN, over one published library folder.
+//! `trackfs serve`: the control plane (`control`) and the CDN (`cdn`) over one published
+//! library folder, started and stopped here.
 //!
-//! Metadata, keys and files are read from disk per request, so a `publish` into a running
-//! origin's library shows up at once. Every request waits `latency` first and is logged at debug
-//! level by path only: no query (URL signatures), no headers (tokens, passwords).
+//! Catalog answers come from a snapshot reloaded when a `publish` replaces `catalog.pb`
+//! (`snapshot`), so a publish into a running origin's library shows up at once, whole. Every
+//! request waits `latency` first and is logged at debug level by path only: no query (URL
+//! signatures), no headers (tokens, passwords).
 
-use super::auth::{self, Signer};
-use super::cdn;
-use super::faults::FaultPlan;
+use super::auth::Signer;
 use super::library::{Library, LibraryError};
-use super::ServeConfig;
-use crate::protocol::model::{AlbumId, FileId, TrackId};
-use crate::protocol::proto::storage::{
-    storage_resolve_response::Result as ResultCode, StorageResolveResponse,
-};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use super::snapshot::Live;
+use super::state::Origin;
+use super::{cdn, control, ServeConfig};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use prost::Message;
+use axum::Router;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,106 +38,6 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("cannot wait for signals: {0}")]
     Signal(std::io::Error),
-}
-
-/// An error answered to a client.
-#[derive(Debug)]
-pub enum ApiError {
-    /// `401`, with a `WWW-Authenticate` challenge for this scheme.
-    Unauthorized(&'static str),
-    Forbidden,
-    NotFound,
-    /// `500`; the message is logged, not sent.
-    Internal(String),
-}
-
-impl ApiError {
-    pub fn internal(path: &std::path::Path, e: impl std::fmt::Display) -> ApiError {
-        ApiError::Internal(format!("{}: {e}", path.display()))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::Unauthorized(scheme) => {
-                let challenge = HeaderValue::from_static(scheme);
-                let mut r = (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-                r
-            }
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden").into_response(),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not found").into_response(),
-            ApiError::Internal(message) => {
-                tracing::warn!("internal error: {message}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-            }
-        }
-    }
-}
-
-/// Shared state of a running origin.
-pub struct Origin {
-    pub lib: Library,
-    pub config: ServeConfig,
-    pub signer: Signer,
-    pub faults: FaultPlan,
-    user: String,
-    password: String,
-    /// `http://<bound address>`, for CDN URLs when a request has no usable `Host`.
-    self_base: String,
-    /// The `keys` file as last read, with its modification time: parsed again only when a
-    /// `publish` changed it, not on every `/audiokey` request.
-    keys: std::sync::Mutex<Option<(std::time::SystemTime, Arc<KeyMap>)>>,
-}
-
-type KeyMap = std::collections::BTreeMap<FileId, crate::protocol::crypto::AudioKey>;
-
-impl Origin {
-    /// The library's keys, re-read only when the file's modification time changed.
-    fn keys(&self) -> Result<Arc<KeyMap>, ApiError> {
-        let path = self.lib.keys();
-        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let mut cached = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(mtime), Some((seen, keys))) = (modified, cached.as_ref()) {
-            if mtime == *seen {
-                return Ok(keys.clone());
-            }
-        }
-        let keys = Arc::new(
-            self.lib
-                .read_keys()
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
-        if let Some(mtime) = modified {
-            *cached = Some((mtime, keys.clone()));
-        }
-        Ok(keys)
-    }
-
-    /// A whole (small) file from the library; missing is `404`.
-    pub async fn read_file(&self, path: &std::path::Path) -> Result<Vec<u8>, ApiError> {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::NotFound),
-            Err(e) => Err(ApiError::internal(path, e)),
-        }
-    }
-
-    /// The base for this origin's own CDN URLs: the `Host` the client used, else the bound
-    /// address (so a server listening on 0.0.0.0 answers URLs the client can reach).
-    fn own_base(&self, headers: &HeaderMap) -> String {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let sane = |h: &&str| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"/@?#\\".contains(&b))
-        };
-        match host.filter(sane) {
-            Some(host) => format!("http://{host}"),
-            None => self.self_base.clone(),
-        }
-    }
 }
 
 /// A started origin. Dropping it stops it; `shutdown` stops it and waits.
@@ -201,8 +95,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
         return Err(ServeError::NotALibrary(config.library.clone()));
     }
     lib.ensure_secrets()?;
-    let (user, password) = lib.read_credentials()?;
+    let credentials = lib.read_credentials()?;
     let signer = Signer::new(lib.read_secret()?);
+    // `publish` keeps what leaves the library at least this long (see `mirror::grace`).
+    if let Err(e) = lib.announce_lifetime(config.url_ttl.max(config.token_ttl)) {
+        tracing::warn!("cannot record the URL and token lifetimes: {e}");
+    }
+    let live = Live::load(lib.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -211,16 +110,14 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
     let base_url = format!("http://{}", reachable(addr));
-    let origin = Arc::new(Origin {
+    let origin = Arc::new(Origin::new(
         lib,
-        faults: FaultPlan::new(&config.faults),
         config,
         signer,
-        user,
-        password,
-        self_base: base_url.clone(),
-        keys: std::sync::Mutex::new(None),
-    });
+        credentials,
+        live,
+        base_url.clone(),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(origin);
     // Connections are capped and closed when they make no progress (see `conn`); each has no
@@ -278,6 +175,7 @@ async fn wait_for_signal() -> Result<(), ServeError> {
 }
 
 fn router(origin: Arc<Origin>) -> Router {
+    use control::*;
     let control = Router::new()
         .route("/library", get(library))
         .route("/metadata/4/album/{gid}", get(album))
@@ -287,6 +185,8 @@ fn router(origin: Arc<Origin>) -> Router {
             get(storage_resolve),
         )
         .route("/audiokey/{file_id}", get(audio_key))
+        .route("/playlist/v2/user/{user}/rootlist", get(rootlist))
+        .route("/playlist/v2/playlist/{id}", get(playlist))
         .route_layer(middleware::from_fn_with_state(
             origin.clone(),
             require_bearer,
@@ -295,6 +195,7 @@ fn router(origin: Arc<Origin>) -> Router {
         .route("/keymaster/token", post(token))
         .route("/head/{file_id}", get(cdn::head))
         .route("/audio/{file_id}", get(cdn::audio))
+        .route("/image/{file_id}", get(cdn::image))
         .merge(control)
         .layer(middleware::from_fn_with_state(
             origin.clone(),
@@ -318,136 +219,4 @@ async fn latency_and_log(State(origin): State<Arc<Origin>>, req: Request, next: 
         started.elapsed()
     );
     response
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-async fn require_bearer(
-    State(origin): State<Arc<Origin>>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let token = auth::bearer(header_str(req.headers(), header::AUTHORIZATION));
-    if !token.is_some_and(|t| origin.signer.check_token(t)) {
-        return Err(ApiError::Unauthorized("Bearer"));
-    }
-    Ok(next.run(req).await)
-}
-
-/// `POST /keymaster/token` with Basic auth.
-async fn token(
-    State(origin): State<Arc<Origin>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let basic = header_str(&headers, header::AUTHORIZATION);
-    if !auth::check_basic(basic, &origin.user, &origin.password) {
-        return Err(ApiError::Unauthorized("Basic realm=\"trackfs\""));
-    }
-    let ttl = origin.config.token_ttl;
-    let body = serde_json::json!({
-        "accessToken": origin.signer.issue_token(ttl),
-        "tokenType": "Bearer",
-        "expiresIn": ttl.as_secs(),
-    });
-    Ok(Json(body).into_response())
-}
-
-fn protobuf(bytes: Vec<u8>) -> Response {
-    let content_type = HeaderValue::from_static("application/x-protobuf");
-    ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
-}
-
-fn octets(bytes: Vec<u8>) -> Response {
-    let content_type = HeaderValue::from_static("application/octet-stream");
-    ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
-}
-
-/// An id from the path, or `404` for anything that is not lowercase hex of the right length.
-pub(super) fn parse_id<T>(
-    raw: Result<Path<String>, PathRejection>,
-    parse: impl FnOnce(&str) -> Result<T, crate::protocol::model::ModelError>,
-) -> Result<T, ApiError> {
-    let Path(raw) = raw.map_err(|_| ApiError::NotFound)?;
-    parse(&raw).map_err(|_| ApiError::NotFound)
-}
-
-async fn library(State(origin): State<Arc<Origin>>) -> Result<Response, ApiError> {
-    match origin.read_file(&origin.lib.library_pb()).await {
-        Ok(bytes) => Ok(protobuf(bytes)),
-        // A library with nothing published yet is an empty one.
-        Err(ApiError::NotFound) => Ok(protobuf(Vec::new())),
-        Err(e) => Err(e),
-    }
-}
-
-async fn album(
-    State(origin): State<Arc<Origin>>,
-    gid: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(gid, AlbumId::from_hex)?;
-    Ok(protobuf(origin.read_file(&origin.lib.album(&id)).await?))
-}
-
-async fn track(
-    State(origin): State<Arc<Origin>>,
-    gid: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(gid, TrackId::from_hex)?;
-    Ok(protobuf(origin.read_file(&origin.lib.track(&id)).await?))
-}
-
-async fn storage_resolve(
-    State(origin): State<Arc<Origin>>,
-    file_id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let id = parse_id(file_id, FileId::from_hex)?;
-    if !tokio::fs::try_exists(origin.lib.audio(&id))
-        .await
-        .unwrap_or(false)
-    {
-        return Err(ApiError::NotFound);
-    }
-    let own = origin.cdn_base_or_own(&headers);
-    let signed = format!(
-        "/audio/{id}?{}",
-        origin.signer.sign_url(&id, origin.config.url_ttl)
-    );
-    let cdnurl = origin
-        .config
-        .extra_cdn_urls
-        .iter()
-        .map(String::as_str)
-        .chain([own.as_str()])
-        .map(|base| format!("{}{signed}", base.trim_end_matches('/')))
-        .collect();
-    let answer = StorageResolveResponse {
-        result: ResultCode::Cdn as i32,
-        cdnurl,
-        fileid: id.0.to_vec(),
-    };
-    Ok(protobuf(answer.encode_to_vec()))
-}
-
-impl Origin {
-    fn cdn_base_or_own(&self, headers: &HeaderMap) -> String {
-        match &self.config.cdn_base {
-            Some(base) => base.clone(),
-            None => self.own_base(headers),
-        }
-    }
-}
-
-async fn audio_key(
-    State(origin): State<Arc<Origin>>,
-    file_id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(file_id, FileId::from_hex)?;
-    let keys = tokio::task::spawn_blocking(move || origin.keys())
-        .await
-        .map_err(|e| ApiError::Internal(format!("key lookup: {e}")))??;
-    let key = keys.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(octets(key.0.to_vec()))
 }

@@ -185,7 +185,10 @@ pub fn basic(user: &str, password: &str) -> String {
 }
 
 pub fn publish(src: &Path, lib: &Path) -> origin::PublishSummary {
-    let options = PublishOptions { no_progress: true };
+    let options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
     origin::publish(src, lib, &options).unwrap()
 }
 
