@@ -1,4 +1,4 @@
-//! The control plane of DESIGN.md §1 (token, library, metadata, storage-resolve, keys) and
+//! The control plane of docs/protocol.md (token, library, metadata, storage-resolve, keys) and
 //! the playlists of §1.2. Catalog answers come from the live snapshot with strong ETags
 //! (§1.3); keys are read from the key file, which keeps the keys of files that left the
 //! catalog for the grace period, so readers that hold a file open finish it.

@@ -1,4 +1,4 @@
-//! Cover art for `publish` (DESIGN.md §1.1): which picture is an album's cover, and how it is
+//! Cover art for `publish` (docs/protocol.md §6): which picture is an album's cover, and how it is
 //! stored. A `cover.*`, `folder.*` or `front.*` (jpg/jpeg/png, any case) beside the tracks wins;
 //! else a track's embedded front cover. Pictures are stored as they are, unencrypted, under
 //! `images/<SHA-1 of the bytes>`, with width and height read from their header.

@@ -1,4 +1,4 @@
-//! `.m3u` / `.m3u8` playlists of the music folder, for `publish` (DESIGN.md §1.2): each entry
+//! `.m3u` / `.m3u8` playlists of the music folder, for `publish` (docs/protocol.md §7): each entry
 //! is resolved to a file of the music folder (relative to the playlist, absolute, or a
 //! `file://` URL), whatever the playlist's line ends, BOM or `#EXTINF` lines.
 

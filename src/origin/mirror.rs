@@ -1,7 +1,7 @@
 //! What a publish changes compared with the last one (added, changed, removed tracks and
 //! albums, for the summary and `--dry-run`), and what it may delete: stored files that left
 //! the catalog wait out a grace period first, so a mounted reader that holds a signed URL, a
-//! token or a key finishes its file (DESIGN.md §1.3).
+//! token or a key finishes its file (docs/protocol.md §8).
 
 use super::library::Library;
 use crate::protocol::model::{AlbumId, FileId, TrackId};
