@@ -115,3 +115,85 @@ fn the_independent_origin_passes_its_own_client_in_v1_1() {
         );
     }
 }
+
+#[test]
+fn trackfs_serve_etags_follow_a_republish() {
+    // docs/protocol.md §8: a strong ETag changes with its answer, the /library one with
+    // anything in the library, and an old ETag gets 304 only where nothing changed.
+    if !tools_present() {
+        return;
+    }
+    let (dir, music) = music_with_covers_and_playlists();
+    let origin = RustOrigin::start(&music, &[]);
+    let library = origin.library.to_str().unwrap().to_string();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let first = check(
+        &origin.url,
+        &origin.credentials_file,
+        &music,
+        &[
+            "--library",
+            &library,
+            "--max-wait",
+            "0",
+            "--state-out",
+            state,
+        ],
+    );
+    if first.contains("no ETags sent") {
+        eprintln!(
+            "\n!!!!!! trackfs serve sends no ETags yet: revalidation across a publish was NOT \
+             checked !!!!!!\n"
+        );
+        return;
+    }
+    // A track gets new bytes (a new file at its path: the folder holds hard links to the
+    // shared samples, so never write through them) and an album folder goes away.
+    let track = music.join(sources::TRACKS[1].0);
+    std::fs::remove_file(&track).unwrap();
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=880:d=2",
+            "-c:a",
+            "libmp3lame",
+        ])
+        .arg(&track)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let album = Path::new(sources::TRACKS[3].0).parent().unwrap();
+    std::fs::remove_dir_all(music.join(album.parent().unwrap())).unwrap();
+    let published = Command::new(support::TRACKFS)
+        .arg("publish")
+        .arg(&music)
+        .arg(&origin.library)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "publish again: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let second = check(
+        &origin.url,
+        &origin.credentials_file,
+        &music,
+        &[
+            "--library",
+            &library,
+            "--max-wait",
+            "0",
+            "--state-in",
+            state,
+            "--wait-for-change",
+            "30",
+        ],
+    );
+    assert!(second.contains("etag-change "), "{second}");
+}

@@ -26,6 +26,7 @@ import urllib.parse
 
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_change  # noqa: E402
 import check_v11  # noqa: E402
 import pb  # noqa: E402
 from check_support import (  # noqa: E402
@@ -67,6 +68,7 @@ class Checker:
         self.sample = {}            # ids and a signed URL for the 404 probes
         self.heads = collections.Counter()
         self.albums = []            # decoded albums, with "gid" the id asked for
+        self.seen = {}              # catalogue path -> ETag and body hash (check_change)
 
     # ---------------------------------------------------------- HTTP helpers
 
@@ -140,6 +142,7 @@ class Checker:
             resp = self.get(self.origin + path, {"Authorization": "Bearer " + self.token})
             if resp.status != 401 and left > 1:
                 self.r.fail("token", "GET %s: 401 with a token %.0fs before its expiresIn" % (path, left))
+        check_change.record(self.seen, path, resp)
         return resp
 
     def check_bearer_required(self, paths):
@@ -581,6 +584,10 @@ def parse_args(argv):
                    "answers 404 on the rootlist and sends no album images")
     p.add_argument("--etags", choices=["auto", "require"], default="auto",
                    help="ETag/304 checks where ETags are sent; require = /library must send one")
+    p.add_argument("--state-out", help="save the ETags and body hashes seen, for a later --state-in")
+    p.add_argument("--state-in", help="after the library changed: compare with a --state-out file")
+    p.add_argument("--wait-for-change", type=float, default=0, metavar="SECONDS",
+                   help="with --state-in: first wait (up to SECONDS) until /library differs from before")
     p.add_argument("-v", "--verbose", action="store_true", help="print every passed check")
     args = p.parse_args(argv)
     if not args.credentials and not args.library:
@@ -597,10 +604,16 @@ def main(argv=None):
     try:
         checker.check_token_errors()
         checker.renew_token()
+        if args.state_in and args.wait_for_change:
+            check_change.wait_for_change(checker, args.state_in, args.wait_for_change)
         checker.walk()
         checker.check_not_found()
         checker.check_coverage()
         check_v11.V11(checker).run()
+        if args.state_in:
+            check_change.compare(checker, args.state_in)
+        if args.state_out:
+            check_change.save(checker, args.state_out)
         if report.verbose or checker.heads:
             report.note("head files: %d present, %d absent (404)" % (checker.heads["present"], checker.heads["absent"]))
         checker.check_expiry_waits()
