@@ -247,3 +247,56 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A picture made by ffmpeg (`.jpg` or `.png` by the name), `w`x`h` pixels of one colour.
+pub fn make_picture(path: &Path, w: u32, h: u32) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=red:s={w}x{h}"))
+        .args(["-frames:v", "1", "-update", "1"])
+        .arg(path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg failed for {}", path.display());
+}
+
+/// Copies the MP3 `audio` to `out` with `picture` embedded as its front cover.
+pub fn embed_cover(audio: &Path, picture: &Path, out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(audio)
+        .arg("-i")
+        .arg(picture)
+        .args([
+            "-map",
+            "0:a",
+            "-map",
+            "1",
+            "-c",
+            "copy",
+            "-id3v2_version",
+            "3",
+        ])
+        .args(["-metadata:s:v", "comment=Cover (front)"])
+        .arg(out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg failed for {}", out.display());
+}
+
+/// Publishes with options.
+pub fn publish_with(
+    src: &Path,
+    lib: &Path,
+    tune: impl FnOnce(&mut PublishOptions),
+) -> Result<origin::PublishSummary, origin::publish::PublishError> {
+    let mut options = PublishOptions {
+        no_progress: true,
+        ..Default::default()
+    };
+    tune(&mut options);
+    origin::publish(src, lib, &options)
+}
