@@ -73,20 +73,20 @@ fn trackfs_serve_passes_the_independent_client() {
     let (_dir, music) = music_with_covers_and_playlists();
     let origin = RustOrigin::start(&music, &["--url-ttl", "4", "--token-ttl", "4"]);
     let library = origin.library.to_str().unwrap().to_string();
-    // v1.1 (covers, playlists) and ETags are checked wherever the origin offers them; an origin
-    // answering 404 on the rootlist with no album images is v1, and then they are skipped.
-    let report = check(
+    // trackfs serve speaks v1.1 and sends ETags: covers, playlists and 304s are required.
+    check(
         &origin.url,
         &origin.credentials_file,
         &music,
-        &["--library", &library, "--v11", "auto", "--etags", "auto"],
+        &[
+            "--library",
+            &library,
+            "--v11",
+            "require",
+            "--etags",
+            "require",
+        ],
     );
-    if report.contains("SKIPPING the v1.1 checks") {
-        eprintln!(
-            "\n!!!!!! trackfs serve does not speak protocol v1.1 yet: covers and playlists \
-             were NOT checked (see the report above) !!!!!!\n"
-        );
-    }
 }
 
 #[test]
@@ -128,26 +128,14 @@ fn trackfs_serve_etags_follow_a_republish() {
     let library = origin.library.to_str().unwrap().to_string();
     let state = dir.path().join("state.json");
     let state = state.to_str().unwrap();
-    let first = check(
+    let strict = ["--v11", "require", "--etags", "require", "--max-wait", "0"];
+    let first = ["--library", &library, "--state-out", state];
+    check(
         &origin.url,
         &origin.credentials_file,
         &music,
-        &[
-            "--library",
-            &library,
-            "--max-wait",
-            "0",
-            "--state-out",
-            state,
-        ],
+        &[&first[..], &strict].concat(),
     );
-    if first.contains("no ETags sent") {
-        eprintln!(
-            "\n!!!!!! trackfs serve sends no ETags yet: revalidation across a publish was NOT \
-             checked !!!!!!\n"
-        );
-        return;
-    }
     // A track gets new bytes (a new file at its path: the folder holds hard links to the
     // shared samples, so never write through them) and an album folder goes away.
     let track = music.join(sources::TRACKS[1].0);
@@ -180,20 +168,19 @@ fn trackfs_serve_etags_follow_a_republish() {
         "publish again: {}",
         String::from_utf8_lossy(&published.stderr)
     );
+    let again = [
+        "--library",
+        &library,
+        "--state-in",
+        state,
+        "--wait-for-change",
+        "30",
+    ];
     let second = check(
         &origin.url,
         &origin.credentials_file,
         &music,
-        &[
-            "--library",
-            &library,
-            "--max-wait",
-            "0",
-            "--state-in",
-            state,
-            "--wait-for-change",
-            "30",
-        ],
+        &[&again[..], &strict].concat(),
     );
     assert!(second.contains("etag-change "), "{second}");
 }
