@@ -235,11 +235,12 @@ impl FsCore {
         let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
         let data = match &node.kind {
             NodeKind::Dir { .. } => return Err(FsError::IsDir),
+            // Not counted as served: reading the counters must not move them.
             NodeKind::Stats => {
                 let text = Bytes::from(self.render_stats());
                 let start = (offset as usize).min(text.len());
                 let end = (start + size as usize).min(text.len());
-                text.slice(start..end)
+                return Ok(text.slice(start..end));
             }
             NodeKind::Track { file, header } => self
                 .reader
