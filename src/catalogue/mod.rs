@@ -7,6 +7,8 @@ use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt};
 
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;

@@ -8,6 +8,9 @@ pub mod fuse;
 pub mod names;
 pub mod tree;
 
+#[cfg(test)]
+mod tests;
+
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
 use crate::readpath::block_cache::BlockCache;
@@ -76,6 +79,7 @@ pub enum OpenMode {
     Direct,
 }
 
+#[derive(Debug)]
 pub struct DirEntry {
     pub ino: Ino,
     pub kind: Kind,

@@ -47,3 +47,57 @@ impl KeyStore {
             .cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::doubles::{MemoryControlPlane, TrackSpec};
+    use crate::protocol::model::AudioFormat;
+    use std::sync::atomic::Ordering;
+
+    fn control_with_one_file() -> (Arc<MemoryControlPlane>, FileId) {
+        let control = Arc::new(MemoryControlPlane::new());
+        let spec = TrackSpec::new(1, "T", AudioFormat::Mp3_320, vec![0u8; 64]);
+        let (_, files) = control.add_album("A", "B", &[spec]);
+        (control, files[0])
+    }
+
+    #[tokio::test]
+    async fn a_key_is_fetched_once_per_file_however_many_ask() {
+        let (control, file) = control_with_one_file();
+        let keys = Arc::new(KeyStore::new(Keys::new(), control.clone()));
+        assert!(keys.cached(file).is_none());
+        let asks: Vec<_> = (0..8)
+            .map(|_| {
+                let keys = keys.clone();
+                tokio::spawn(async move { keys.get(file).await })
+            })
+            .collect();
+        for ask in asks {
+            assert_eq!(ask.await.unwrap().unwrap(), control.key(file).unwrap());
+        }
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 1);
+        assert_eq!(keys.cached(file), control.key(file));
+    }
+
+    #[tokio::test]
+    async fn a_local_key_wins_without_asking_the_origin() {
+        let (control, file) = control_with_one_file();
+        let local = Keys::from([(file, AudioKey([7; 16]))]);
+        let keys = KeyStore::new(local, control.clone());
+        assert_eq!(keys.get(file).await.unwrap(), AudioKey([7; 16]));
+        assert_eq!(keys.cached(file), Some(AudioKey([7; 16])));
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_asked_again() {
+        let (control, file) = control_with_one_file();
+        control.fail(&file.0);
+        let keys = KeyStore::new(Keys::new(), control.clone());
+        assert!(keys.get(file).await.is_err());
+        assert!(keys.cached(file).is_none());
+        assert!(keys.get(file).await.is_err());
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 2);
+    }
+}

@@ -414,3 +414,5 @@ fn assemble(blocks: &[Block], skip: u64, len: u64) -> Bytes {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_readahead;
