@@ -89,7 +89,9 @@ async fn serve_and_mount(work: &Path, mountpoint: &Path) -> Result<(), DemoError
     let origin = origin::start(ServeConfig::new(library))
         .await
         .map_err(|e| prepare_error(work, e))?;
-    let config = MountConfig::new(origin.base_url(), mountpoint, credentials);
+    let mut config = MountConfig::new(origin.base_url(), mountpoint, credentials);
+    // Inside the work folder, so it goes with it: the demo leaves no cache behind.
+    config.disk_cache = Some(work.join("cache"));
     let mounted = tokio::select! {
         mounted = mount::mount(config) => mounted?,
         () = stop.received() => return Err(mount::MountError::Interrupted.into()),

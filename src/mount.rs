@@ -4,22 +4,26 @@
 use crate::client::api::{Api, Credentials};
 use crate::client::cdn::{Cdn, CdnConfig};
 use crate::client::http1::Http1Transport;
+use crate::client::seams::{ControlPlane, RangeSource};
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
 use crate::fs::fuse;
 use crate::fs::tree::{pick_file, AlbumEntry, Tree};
 use crate::fs::FsCore;
 use crate::protocol::keyfile::Keys;
-use crate::protocol::model::{AudioFormat, Track};
+use crate::protocol::model::{AudioFormat, FileId, Track};
 use crate::readpath::block_cache::BlockCache;
 use crate::readpath::heads::HeadStore;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod disk;
 
 /// Everything a mount needs, as plain data (built from flags by `cli`, or by `demo`).
 #[derive(Debug, Clone)]
@@ -37,6 +41,9 @@ pub struct MountConfig {
     pub reader: ReaderConfig,
     /// The kernel's read-ahead for this mount, in KiB (raised as root; 0 leaves it alone).
     pub kernel_read_ahead_kb: u32,
+    /// Root of the disk cache (the origin gets a folder in it); `None` = no disk cache.
+    pub disk_cache: Option<PathBuf>,
+    pub disk_cache_size: u64,
 }
 
 impl MountConfig {
@@ -54,6 +61,9 @@ impl MountConfig {
             cdn: CdnConfig::default(),
             reader: ReaderConfig::default(),
             kernel_read_ahead_kb: DEFAULT_KERNEL_READ_AHEAD_KB,
+            // Off unless asked for: `trackfs mount` asks for the XDG default.
+            disk_cache: None,
+            disk_cache_size: DEFAULT_DISK_CACHE_SIZE,
         }
     }
 }
@@ -82,6 +92,9 @@ pub enum MountError {
 
 /// 64–256 MiB suits a desktop (README, "Cache sizing").
 pub const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
+
+/// What `--disk-cache-size` defaults to.
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 4 << 30;
 
 /// Larger kernel read-ahead means fewer, larger FUSE reads for sequential readers.
 pub const DEFAULT_KERNEL_READ_AHEAD_KB: u32 = 1024;
@@ -166,6 +179,8 @@ pub struct Mounted {
     auto_unmount: bool,
     pub tracks: usize,
     pub mountpoint: PathBuf,
+    /// Closed once the session is over, so the next mount can take its lock.
+    disk: Option<Arc<disk::Disk>>,
 }
 
 impl Mounted {
@@ -178,6 +193,14 @@ impl Mounted {
     /// a file open (EBUSY), the mount is detached lazily: it vanishes from the tree now and
     /// the kernel lets go when the last file is closed.
     fn unmount_inner(&mut self) -> Result<(), MountError> {
+        let result = self.end_session();
+        if let Some(disk) = self.disk.take() {
+            disk.close();
+        }
+        result
+    }
+
+    fn end_session(&mut self) -> Result<(), MountError> {
         self.shutdown.cancel();
         let Some(session) = self.session.take() else {
             return Ok(());
@@ -277,14 +300,23 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         )
         .with_attempts(config.cdn.attempts),
     );
-    // A token first: bad credentials or a dead origin fail here, once, with a clear message.
-    api.token().await?;
-    let albums = catalogue::load(api.as_ref()).await?;
+    // A token first: bad credentials or a dead origin fail here, once, with a clear message
+    // (unless the disk cache has a catalogue to start from).
+    let online = async {
+        api.token().await?;
+        catalogue::load(api.as_ref()).await
+    };
+    let disk = disk::open(&config, stats.clone())?.map(Arc::new);
+    let (albums, sizes) = match &disk {
+        Some(disk) => disk.catalogue(online).await?,
+        None => (online.await?, Default::default()),
+    };
     let tree = Tree::build(&albums, &config.formats);
     let tracks = tree.track_count();
     check_formats(&albums, &config.formats, tracks)?;
 
-    let core = Arc::new(build_core(&config, tree, http, api, stats));
+    let parts = Parts { http, api, stats };
+    let core = Arc::new(build_core(&config, tree, parts, disk.as_deref(), &sizes));
     let shutdown = CancellationToken::new();
     let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current(), shutdown.clone());
     let session =
@@ -299,18 +331,26 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         auto_unmount: config.allow_other,
         tracks,
         mountpoint: config.mountpoint,
+        disk,
     })
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a mount made before the read path: the HTTP client, the control plane, the counters.
+struct Parts {
+    http: reqwest::Client,
+    api: Arc<Api>,
+    stats: Arc<Stats>,
+}
+
 /// The read path: block cache, CDN client, keys and heads behind one filesystem core.
 fn build_core(
     config: &MountConfig,
     tree: Tree,
-    http: reqwest::Client,
-    api: Arc<Api>,
-    stats: Arc<Stats>,
+    Parts { http, api, stats }: Parts,
+    disk: Option<&disk::Disk>,
+    sizes: &HashMap<FileId, u64>,
 ) -> FsCore {
     let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
     let transport = Arc::new(Http1Transport::new(
@@ -323,18 +363,27 @@ fn build_core(
         config.cdn.clone(),
         stats.clone(),
     ));
-    let keys = Arc::new(KeyStore::new(config.keys.clone(), api.clone()));
+    // With a disk cache: ciphertext and keys kept across mounts, and offline known at once.
+    let (control, source): (Arc<dyn ControlPlane>, Arc<dyn RangeSource>) = match disk {
+        Some(disk) => (disk.gate(api), disk.wrap(cdn)),
+        None => (api, cdn),
+    };
+    let keys = KeyStore::new(config.keys.clone(), control.clone());
+    let keys = Arc::new(keys.with_disk(disk.and_then(|d| d.keys.clone())));
     let spare = spare_memory(config.cache_size);
     crate::readpath::buffers::limit_idle_bytes(spare);
-    let heads = HeadStore::new(api, spare);
+    let heads = HeadStore::new(control, spare);
     let reader = Arc::new(Reader::new(
         cache.clone(),
-        cdn,
+        source,
         keys,
         heads,
         stats.clone(),
         fit_to_budget(&config.reader, config.cache_size),
     ));
+    if let Some(disk) = disk {
+        disk.attach(reader.clone(), sizes);
+    }
     FsCore::new(tree, reader, cache, stats)
 }
 

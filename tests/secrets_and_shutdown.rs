@@ -124,6 +124,7 @@ fn no_secret_reaches_the_log_at_the_most_verbose_level() {
         .arg(&creds)
         .args(["--log-level", "trace"])
         .env("RUST_LOG", "trace")
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
@@ -235,6 +236,7 @@ fn sigint_while_the_origin_does_not_answer_stops_the_start_at_once() {
         .arg(&mountpoint)
         .arg("--credentials")
         .arg(&creds)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -46,6 +46,13 @@ pub(crate) struct MountArgs {
     /// Only these formats, first preferred (e.g. FLAC_FLAC,OGG_VORBIS_320); tracks with none are hidden. Default: every track, best quality.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse::format)]
     format: Vec<AudioFormat>,
+    /// Keep what is read across mounts (ciphertext, wrapped keys, the catalogue) in DIR, a
+    /// folder per origin; `off` for none. Default: $XDG_CACHE_HOME/trackfs, else ~/.cache/trackfs.
+    #[arg(long, value_name = "DIR")]
+    disk_cache: Option<PathBuf>,
+    /// Disk cache bound, in human units (4GiB, 500MiB); pinned tracks stay even beyond it.
+    #[arg(long, value_name = "SIZE", default_value_t = Size(mount::DEFAULT_DISK_CACHE_SIZE), value_parser = parse::cache_size)]
+    disk_cache_size: Size,
     /// Let other users read the mount (kernel permission checks on).
     #[arg(long)]
     allow_other: bool,
@@ -153,6 +160,8 @@ impl MountArgs {
             reader,
             // At most 64MiB by the value parser, so the KiB fit a u32.
             kernel_read_ahead_kb: u32::try_from(self.kernel_read_ahead.0 >> 10).unwrap_or(0),
+            disk_cache: trackfs::readpath::disk::dir::cache_root(self.disk_cache.as_deref()),
+            disk_cache_size: self.disk_cache_size.0,
         })
     }
 }

@@ -1,11 +1,13 @@
 //! Where a file's AES key comes from: a local key file owned by the user first, then the
-//! origin's `/audiokey`, fetched once per file and kept for the session.
+//! origin's `/audiokey`, fetched once per file and kept for the session, and kept wrapped in
+//! the disk cache (when there is one) for the next mount, also offline.
 
 use crate::client::error::FetchError;
 use crate::client::seams::ControlPlane;
 use crate::protocol::crypto::AudioKey;
 use crate::protocol::keyfile::Keys;
 use crate::protocol::model::FileId;
+use crate::readpath::disk::keys::WrappedKeys;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
@@ -14,6 +16,7 @@ pub struct KeyStore {
     local: Keys,
     fetched: Mutex<HashMap<FileId, Arc<OnceCell<AudioKey>>>>,
     control: Arc<dyn ControlPlane>,
+    disk: Option<Arc<WrappedKeys>>,
 }
 
 impl KeyStore {
@@ -22,7 +25,27 @@ impl KeyStore {
             local,
             fetched: Mutex::new(HashMap::new()),
             control,
+            disk: None,
         }
+    }
+
+    /// Keys are also looked for in, and kept in, `disk`.
+    pub fn with_disk(mut self, disk: Option<Arc<WrappedKeys>>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    async fn fetch(&self, file: FileId) -> Result<AudioKey, FetchError> {
+        if let Some(key) = self.disk.as_ref().and_then(|d| d.get(file)) {
+            return Ok(key);
+        }
+        let key = self.control.audio_key(file).await?;
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.put(file, &key) {
+                tracing::debug!(%file, "disk cache: cannot keep the key: {e}");
+            }
+        }
+        Ok(key)
     }
 
     /// The key if it is already known, without I/O.
@@ -42,9 +65,7 @@ impl KeyStore {
             let mut map = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(file).or_default().clone()
         };
-        cell.get_or_try_init(|| self.control.audio_key(file))
-            .await
-            .cloned()
+        cell.get_or_try_init(|| self.fetch(file)).await.cloned()
     }
 }
 

@@ -106,6 +106,13 @@ impl Reader {
         self.with_state(file, |s| s.total)
     }
 
+    /// A size learned elsewhere (the catalogue snapshot), used until a fetch says otherwise.
+    pub fn learn_size(&self, file: FileId, total: u64) {
+        self.with_state(file, |s| {
+            s.total.get_or_insert(total);
+        });
+    }
+
     /// The stored file's size, from `Content-Range`. Learning it fetches block 0, which stays
     /// in the cache, so the first read after it costs nothing.
     pub async fn size(self: &Arc<Self>, file: FileRef) -> Result<u64, FetchError> {

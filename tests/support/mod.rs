@@ -239,6 +239,8 @@ impl Mount {
             .arg("--credentials")
             .arg(credentials)
             .args(extra)
+            // The default disk cache goes with the guard: a test never sees another's.
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("mount.out")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())

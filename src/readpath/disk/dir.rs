@@ -56,9 +56,10 @@ fn default_root(xdg: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> 
     }
 }
 
-/// The subfolder for one origin: readable (scheme, host, port) plus a hash of the whole URL,
-/// so `http://a/x` and `http://a/y` stay apart while a user can still tell folders apart.
-pub fn origin_folder(origin: &str) -> String {
+/// The subfolder for one origin and account: readable (scheme, host, port) plus a hash of the
+/// whole URL and the user name, so `http://a/x` and `http://a/y` stay apart, and so do two
+/// accounts' catalogues, while a person can still tell folders apart.
+pub fn origin_folder(origin: &str, user: &str) -> String {
     use sha2::Digest;
     let normal = origin.trim().trim_end_matches('/');
     let readable: String = match url::Url::parse(normal) {
@@ -76,7 +77,7 @@ pub fn origin_folder(origin: &str) -> String {
         _ => '_',
     })
     .collect();
-    let hash = sha2::Sha256::digest(normal.as_bytes());
+    let hash = sha2::Sha256::digest(format!("{normal}\n{user}").as_bytes());
     format!("{readable}-{}", hex::encode(&hash[..4]))
 }
 
@@ -144,12 +145,13 @@ mod tests {
 
     #[test]
     fn origins_get_folders_of_their_own() {
-        let a = origin_folder("http://127.0.0.1:8080");
+        let a = origin_folder("http://127.0.0.1:8080", "u");
         assert!(a.starts_with("http-127.0.0.1-8080-"), "{a}");
-        assert_eq!(a, origin_folder("http://127.0.0.1:8080/"));
-        assert_ne!(a, origin_folder("http://127.0.0.1:8081"));
-        assert_ne!(a, origin_folder("http://127.0.0.1:8080/other"));
-        assert!(!origin_folder("not a url/../..").contains('/'));
+        assert_eq!(a, origin_folder("http://127.0.0.1:8080/", "u"));
+        assert_ne!(a, origin_folder("http://127.0.0.1:8080", "v"));
+        assert_ne!(a, origin_folder("http://127.0.0.1:8081", "u"));
+        assert_ne!(a, origin_folder("http://127.0.0.1:8080/other", "u"));
+        assert!(!origin_folder("not a url/../..", "../..").contains('/'));
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! The mount's side of the disk cache (docs/design.md, "Disk cache"): opening the origin's
+//! cache folder, starting from the catalogue snapshot when the origin cannot be reached,
+//! saving the snapshot, and closing it all at unmount so the next mount can take the lock.
+
+use super::{MountConfig, MountError};
+use crate::catalogue::snapshot::{self, Snapshot};
+use crate::client::error::FetchError;
+use crate::client::seams::{ControlPlane, RangeSource};
+use crate::client::stats::Stats;
+use crate::fs::tree::AlbumEntry;
+use crate::protocol::model::FileId;
+use crate::readpath::disk::dir::{self, DirError};
+use crate::readpath::disk::keys::WrappedKeys;
+use crate::readpath::disk::offline::{Gated, Reachability};
+use crate::readpath::disk::store::Store;
+use crate::readpath::disk::tier::DiskTier;
+use crate::readpath::reader::Reader;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The disk cache of one mount.
+pub(crate) struct Disk {
+    pub folder: PathBuf,
+    pub store: Arc<Store>,
+    pub keys: Option<Arc<WrappedKeys>>,
+    pub reach: Arc<Reachability>,
+    tier: Mutex<Option<Arc<DiskTier>>>,
+    /// What the next snapshot holds, and where sizes learned meanwhile are found.
+    albums: Mutex<Vec<AlbumEntry>>,
+    reader: Mutex<Option<Arc<Reader>>>,
+}
+
+/// Opens the origin's folder under `config.disk_cache`. `None` when the cache is off or
+/// cannot be used (one warning; the mount goes on from the network); an error only when
+/// another mount holds it.
+pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Disk>, MountError> {
+    let Some(root) = &config.disk_cache else {
+        return Ok(None);
+    };
+    let origin = dir::origin_folder(&config.origin, &config.credentials.user);
+    let folder = root.join(&origin);
+    let store = match Store::open(&folder, config.disk_cache_size, stats) {
+        Ok(store) => Arc::new(store),
+        Err(e @ DirError::Locked { .. }) => return Err(MountError::Setup(e.to_string())),
+        Err(e) => {
+            tracing::warn!("{e}; going on without a disk cache");
+            return Ok(None);
+        }
+    };
+    let keys = match WrappedKeys::open(&folder, &origin, &config.credentials) {
+        Ok(keys) => Some(Arc::new(keys)),
+        Err(e) => {
+            tracing::warn!("disk cache: audio keys will not be kept ({e})");
+            None
+        }
+    };
+    Ok(Some(Disk {
+        folder,
+        store,
+        keys,
+        reach: Arc::new(Reachability::new(&config.origin)),
+        tier: Mutex::new(None),
+        albums: Mutex::new(Vec::new()),
+        reader: Mutex::new(None),
+    }))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a failure to reach the origin at mount time may be answered from the snapshot:
+/// anything but the origin saying no to the credentials.
+fn may_go_offline(error: &FetchError) -> bool {
+    let mut e = error;
+    while let FetchError::GaveUp { last, .. } = e {
+        e = last;
+    }
+    !matches!(e, FetchError::BadCredentials { .. })
+}
+
+impl Disk {
+    /// The catalogue: from the origin, or from the snapshot when the origin cannot be reached
+    /// (then the mount starts offline, with a warning). Returns the learned sizes too.
+    pub async fn catalogue(
+        &self,
+        online: impl std::future::Future<Output = Result<Vec<AlbumEntry>, FetchError>>,
+    ) -> Result<(Vec<AlbumEntry>, HashMap<FileId, u64>), MountError> {
+        let folder = self.folder.clone();
+        let saved = tokio::task::spawn_blocking(move || snapshot::load(&folder))
+            .await
+            .map_err(|e| MountError::Setup(e.to_string()))?;
+        let saved = saved
+            .inspect_err(|e| match e {
+                snapshot::SnapshotError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {}
+                e => tracing::warn!("{e}; it will be replaced"),
+            })
+            .ok();
+        let failed = match (&saved, self.reach.probe().await) {
+            // Not even a connection: no need to wait through the retries.
+            (Some(_), false) => None,
+            _ => match online.await {
+                Ok(albums) => {
+                    let sizes = saved.map(|s| s.sizes).unwrap_or_default();
+                    self.remember(albums.clone());
+                    self.save(sizes.clone());
+                    return Ok((albums, sizes));
+                }
+                Err(e) => Some(e),
+            },
+        };
+        let usable = saved.filter(|_| failed.as_ref().is_none_or(may_go_offline));
+        let Some(saved) = usable else {
+            // `failed` is `None` only when there is a snapshot.
+            return Err(failed.map_or(MountError::Setup("no catalogue".into()), Into::into));
+        };
+        let why = failed.map_or("no connection".to_owned(), |e| e.to_string());
+        tracing::warn!(
+            "the origin cannot be reached ({why}): starting from the catalogue saved in {}; \
+             only what is in the disk cache can be read until it is back",
+            self.folder.display()
+        );
+        self.reach.set_offline();
+        self.remember(saved.albums.clone());
+        Ok((saved.albums, saved.sizes))
+    }
+
+    fn remember(&self, albums: Vec<AlbumEntry>) {
+        *lock(&self.albums) = albums;
+    }
+
+    /// Saves the catalogue with `sizes` and every size the reader has learned since (a small
+    /// file, written at mount and unmount only).
+    fn save(&self, mut sizes: HashMap<FileId, u64>) {
+        let albums = lock(&self.albums).clone();
+        if let Some(reader) = lock(&self.reader).as_ref() {
+            let files = albums.iter().flat_map(|a| &a.tracks).flat_map(|t| &t.files);
+            for file in files {
+                if let Some(size) = reader.known_size(file.id) {
+                    sizes.insert(file.id, size);
+                }
+            }
+        }
+        let snapshot = Snapshot { albums, sizes };
+        if let Err(e) = snapshot::save(&self.folder, &snapshot) {
+            tracing::warn!("disk cache: cannot save the catalogue: {e}");
+        }
+    }
+
+    /// The control plane as the read path sees it: failing at once while offline.
+    pub fn gate(&self, control: Arc<dyn ControlPlane>) -> Arc<dyn ControlPlane> {
+        Arc::new(Gated {
+            inner: control,
+            reach: self.reach.clone(),
+        })
+    }
+
+    /// The disk tier over `cdn`.
+    pub fn wrap(&self, cdn: Arc<dyn RangeSource>) -> Arc<dyn RangeSource> {
+        let tier = Arc::new(DiskTier::new(self.store.clone(), cdn, self.reach.clone()));
+        *lock(&self.tier) = Some(tier.clone());
+        tier
+    }
+
+    /// The reader whose learned sizes go into the snapshot, and who learns the saved ones.
+    pub fn attach(&self, reader: Arc<Reader>, sizes: &HashMap<FileId, u64>) {
+        for (file, size) in sizes {
+            reader.learn_size(*file, *size);
+        }
+        *lock(&self.reader) = Some(reader);
+    }
+
+    /// At unmount: the snapshot with the sizes learned, queued pieces written, lock released.
+    /// Blocking (it writes what is queued): called once the FUSE session is over.
+    pub fn close(&self) {
+        self.save(HashMap::new());
+        match lock(&self.tier).take() {
+            Some(tier) => tier.close(),
+            None => self.store.close(),
+        }
+        lock(&self.reader).take();
+    }
+}
