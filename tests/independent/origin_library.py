@@ -18,13 +18,8 @@ import shutil
 
 import origin_v11 as v11
 from origin_catalogue import (
-    FileEntry, enc_album, enc_library, enc_track, encrypt_all, formats_for, make_header,
+    FileEntry, Track, enc_album, enc_library, enc_track, encrypt_all, formats_for, make_header,
     number_missing_tracks, scan_sources)
-
-
-class Track:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 class Snapshot:
