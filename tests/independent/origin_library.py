@@ -44,7 +44,7 @@ class Library:
         self.images = {}          # image file id hex -> (bytes, mime, path)
         self.track_state = {}     # relative path -> {"index", "decoy"}
         self.generation = 0
-        self.sample_dir = os.path.join(work_dir, "sample")
+        self.sample_root = os.path.join(work_dir, "sample")
 
     # ---------------------------------------------------------- inputs
 
@@ -61,13 +61,15 @@ class Library:
     def scan(self, desc):
         found = scan_sources(self.args.source)
         if self.v11 and desc.get("sample_album", True):
-            if not os.path.isdir(self.sample_dir):
-                for rel, data in v11.sample_album_files():
-                    path = os.path.join(self.sample_dir, rel)
+            artist = desc.get("sample_artist", v11.SAMPLE_ARTIST)
+            sample_dir = os.path.join(self.sample_root, hashlib.sha1(artist.encode()).hexdigest())
+            if not os.path.isdir(sample_dir):
+                for rel, data in v11.sample_album_files(artist):
+                    path = os.path.join(sample_dir, rel)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     with open(path, "wb") as f:
                         f.write(data)
-            found += scan_sources(self.sample_dir)
+            found += scan_sources(sample_dir)
         excluded = [e.strip("/") for e in desc.get("exclude", [])]
         found = [e for e in found if not any(e["rel"] == x or e["rel"].startswith(x + "/") for x in excluded)]
         if not found:
@@ -252,4 +254,4 @@ class Library:
         }
 
     def cleanup(self):
-        shutil.rmtree(self.sample_dir, ignore_errors=True)
+        shutil.rmtree(self.sample_root, ignore_errors=True)

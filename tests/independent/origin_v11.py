@@ -101,7 +101,7 @@ def sample_covers(album_keys):
     (the largest in the middle) and a PNG pair without dimensions (XLARGE wins by size);
     the synthetic album has none."""
     covers = {}
-    real = [k for k in album_keys if k != SAMPLE_ARTIST + "/" + SAMPLE_ALBUM]
+    real = [k for k in album_keys if not k.endswith("/" + SAMPLE_ALBUM)]
     for n, key in enumerate(real):
         if n % 2 == 0:
             covers[key] = [{"type": "jpeg", "width": 64, "height": 64, "size": "SMALL"},
@@ -156,12 +156,13 @@ def playlists_from_m3u(source):
 
 # ================================================================ sample album and playlists
 
-def sample_album_files():
-    """(relative path, bytes) of the synthetic album: two silent MP3s with ID3 tags."""
+def sample_album_files(artist=SAMPLE_ARTIST):
+    """(relative path, bytes) of the synthetic album: two silent MP3s with ID3 tags, by
+    `artist` (e.g. "Playlists", to make the mount's playlist folder clash with it)."""
     out = []
     for n, (title, seconds) in enumerate([("Quiet Start", 3), ("Quiet Ending", 4)], 1):
-        data = media.silent_mp3(seconds, title, SAMPLE_ARTIST, SAMPLE_ALBUM, n)
-        out.append(("%s/%s/%02d %s.mp3" % (SAMPLE_ARTIST, SAMPLE_ALBUM, n, title), data))
+        data = media.silent_mp3(seconds, title, artist, SAMPLE_ALBUM, n)
+        out.append(("%s/%s/%02d %s.mp3" % (artist, SAMPLE_ALBUM, n, title), data))
     return out
 
 
