@@ -71,20 +71,15 @@ const FALLBACK_TIME: u64 = 946_684_800;
 fn album_time(date: Option<Date>) -> SystemTime {
     let secs = date
         .filter(|d| d.year > 1900)
-        .map(|d| days_from_civil(d.year, d.month.clamp(1, 12), d.day.clamp(1, 31)) as u64 * 86_400)
+        .and_then(|d| {
+            let month = time::Month::try_from(d.month.clamp(1, 12) as u8).ok()?;
+            let last = time::util::days_in_month(month, d.year);
+            let day =
+                time::Date::from_calendar_date(d.year, month, d.day.clamp(1, last.into()) as u8);
+            u64::try_from(day.ok()?.midnight().assume_utc().unix_timestamp()).ok()
+        })
         .unwrap_or(FALLBACK_TIME);
     UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i32, month: i32, day: i32) -> i64 {
-    let y = (if month <= 2 { year - 1 } else { year }) as i64;
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 impl Tree {

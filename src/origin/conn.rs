@@ -45,15 +45,9 @@ impl GuardedListener {
 /// Each connection costs a socket and, while it downloads, an open file: half the descriptors
 /// left after a margin for everything else.
 fn connection_cap() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given and nothing else.
-    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
-        0 => limit.rlim_cur,
-        _ => 1024,
-    };
+    use rustix::process::{getrlimit, Resource};
+    // `None` is "unlimited".
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
     (soft.min(1 << 20) as usize).saturating_sub(64).max(64) / 2
 }
 

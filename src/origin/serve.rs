@@ -42,17 +42,12 @@ pub enum ServeError {
 
 /// A started origin. Dropping it stops it; `shutdown` stops it and waits.
 pub struct RunningOrigin {
-    addr: SocketAddr,
     base_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningOrigin {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://<addr>`, e.g. `http://127.0.0.1:8700`.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -132,7 +127,6 @@ pub async fn start(config: ServeConfig) -> Result<RunningOrigin, ServeError> {
             .await
     });
     Ok(RunningOrigin {
-        addr,
         base_url,
         stop: Some(stop),
         task: Some(task),
