@@ -321,3 +321,49 @@ fn a_dry_run_into_a_new_folder_creates_nothing() {
     assert!(dry.bytes_encrypted > 0, "what it would encrypt");
     assert!(!lib.exists());
 }
+
+#[tokio::test]
+async fn a_publish_killed_half_way_leaves_one_library_or_the_other_never_a_mix() {
+    let f = fixture!(|_| {});
+    let token = f.token().await;
+    let before = seen(&f, &token).await;
+    let src = f.src.path();
+    std::fs::remove_file(src.join(MP3)).unwrap();
+    for i in 1..=12 {
+        // Each at its own volume, so each has its own content.
+        let volume = format!("volume={}", 0.3 + f64::from(i) * 0.05);
+        let path = src.join(format!("Noise/Many/{i:02} N{i}.flac"));
+        make_audio(&path, "flac", &["-af", &volume]);
+    }
+    let audio = f.lib.path().join("audio");
+    let count = || std::fs::read_dir(&audio).unwrap().count();
+    let stored = count();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackfs"))
+        .args(["publish", "--no-progress"])
+        .arg(src)
+        .arg(f.lib.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as it has stored its first new file (or after it finished, if it was
+    // quicker than this loop): either way the origin must show one whole library.
+    while count() == stored && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let now = seen(&f, &token).await;
+    let finished = now != before;
+    eprintln!("killed after the commit: {finished}");
+    if finished {
+        assert_eq!(now.tracks.len(), 2 + 12, "{now:?}");
+        assert!(!now.names.iter().any(|n| n.1 == "What's up?"));
+    } else {
+        assert_eq!(now, before);
+    }
+    // The next publish completes it, whatever the kill left behind.
+    let summary = publish(src, f.lib.path());
+    let after = seen(&f, &token).await;
+    assert_eq!(after.tracks.len(), 14, "{summary}");
+    assert!(!after.names.iter().any(|n| n.1 == "What's up?"));
+}

@@ -22,6 +22,7 @@ pub mod serve;
 mod snapshot;
 mod state;
 mod store;
+mod summary;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
