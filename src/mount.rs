@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod control;
 mod disk;
+mod pins;
 
 /// Everything a mount needs, as plain data (built from flags by `cli`, or by `demo`).
 #[derive(Debug, Clone)]
@@ -164,7 +166,7 @@ fn unusable_mountpoint(shown: &str, e: &std::io::Error) -> MountError {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(text: &str) -> String {
+pub(crate) fn unescape_mountinfo(text: &str) -> String {
     text.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")
@@ -318,13 +320,25 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let parts = Parts { http, api, stats };
     let core = Arc::new(build_core(&config, tree, parts, disk.as_deref(), &sizes));
     let shutdown = CancellationToken::new();
-    let fs = fuse::TrackFs::new(core, tokio::runtime::Handle::current(), shutdown.clone());
+    let fs = fuse::TrackFs::new(
+        core.clone(),
+        tokio::runtime::Handle::current(),
+        shutdown.clone(),
+    );
     let session =
         fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
             path: config.mountpoint.display().to_string(),
             reason: e.to_string(),
         })?;
     set_kernel_read_ahead(&config.mountpoint, config.kernel_read_ahead_kb);
+    if let Some(disk) = &disk {
+        let listening = control::serve(&config.mountpoint, disk.clone(), core, shutdown.clone());
+        if let Err(e) = listening {
+            tracing::warn!(
+                "no control socket (trackfs pin and cache will not reach this mount): {e}"
+            );
+        }
+    }
     Ok(Mounted {
         session: Some(session),
         shutdown,
@@ -370,6 +384,7 @@ fn build_core(
     };
     let keys = KeyStore::new(config.keys.clone(), control.clone());
     let keys = Arc::new(keys.with_disk(disk.and_then(|d| d.keys.clone())));
+    let reader_keys = keys.clone();
     let spare = spare_memory(config.cache_size);
     crate::readpath::buffers::limit_idle_bytes(spare);
     let heads = HeadStore::new(control, spare);
@@ -382,7 +397,7 @@ fn build_core(
         fit_to_budget(&config.reader, config.cache_size),
     ));
     if let Some(disk) = disk {
-        disk.attach(reader.clone(), sizes);
+        disk.attach(reader.clone(), reader_keys, sizes);
     }
     FsCore::new(tree, reader, cache, stats)
 }

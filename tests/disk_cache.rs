@@ -448,3 +448,64 @@ fn big_mounted_name(source: &Path) -> String {
     let relative = source.strip_prefix(big_music()).unwrap();
     mounted_name(relative.to_str().unwrap())
 }
+
+#[test]
+fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    copy_dir(sources::music(), source.path());
+    copy_dir(big_music(), source.path());
+    let cache = tempfile::tempdir().unwrap();
+    let mut flags = cache_flag(cache.path());
+    flags.extend(["--disk-cache-size".into(), "3MiB".into()]);
+    let origin = RustOrigin::start(source.path(), &[]);
+    let creds = tempfile::tempdir().unwrap();
+    let creds = creds.path().join("credentials");
+    std::fs::copy(&origin.credentials_file, &creds).unwrap();
+    let album: Vec<_> = sources::TRACKS.iter().filter(|(r, _)| r.starts_with("Björk/")).collect();
+    let album_dir = Path::new(album[0].0).parent().unwrap();
+    let mount = Mount::start(&origin.url, &creds, &args(&flags));
+    let out = support::run(
+        std::process::Command::new(support::TRACKFS)
+            .arg("pin")
+            .arg(mount.path().join(album_dir)),
+        Duration::from_secs(120),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("pinned {} track(s)", album.len())), "{said}");
+    // Pressure: three times the bound read through other albums.
+    for file in big_tracks() {
+        std::fs::read(mount.path().join(big_mounted_name(&file))).unwrap();
+    }
+    let out = support::run(
+        std::process::Command::new(support::TRACKFS).arg("cache").arg(mount.path()),
+        Duration::from_secs(30),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = report.lines().find(|l| l.contains("Vespertine")).unwrap_or_default();
+    assert!(line.contains("100.0 %") && line.contains("(pinned)"), "{report}");
+    drop(mount);
+    let url = origin.url.clone();
+    drop(origin);
+    let mount = Mount::start(&url, &creds, &args(&flags));
+    mount.assert_logged("cannot be reached");
+    for (relative, _) in &album {
+        let data = std::fs::read(mount.path().join(mounted_name(relative))).unwrap();
+        assert!(data == std::fs::read(sources::music().join(relative)).unwrap());
+    }
+    assert_eq!(mount.stat("cdn_requests"), 0);
+    // Unpinned, the album may go: the bound holds again.
+    let out = support::run(
+        std::process::Command::new(support::TRACKFS)
+            .arg("unpin")
+            .arg(mount.path().join(album_dir)),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(mount);
+    assert!(stored_bytes(cache.path()) <= 3 << 20);
+}

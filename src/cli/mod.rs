@@ -7,6 +7,7 @@
 mod demo;
 mod mount;
 mod parse;
+mod pin;
 mod publish;
 mod serve;
 mod stats;
@@ -51,6 +52,17 @@ enum Command {
     /// Print a mount's live counters as a table.
     #[command(after_help = "Example:\n  trackfs stats ~/tracks")]
     Stats(stats::StatsArgs),
+    /// Download tracks, albums or artists into a mount's disk cache and keep them there.
+    #[command(
+        after_help = "Examples:\n  trackfs pin ~/tracks/Björk/Vespertine     # returns when the album is on disk\n  trackfs pin ~/tracks/Björk                # every album of an artist"
+    )]
+    Pin(pin::PinArgs),
+    /// Let pinned tracks be evicted again.
+    #[command(after_help = "Example:\n  trackfs unpin ~/tracks/Björk/Vespertine")]
+    Unpin(pin::PinArgs),
+    /// Print a mount's disk cache use: total, pinned, hits and misses, each album's share.
+    #[command(after_help = "Example:\n  trackfs cache ~/tracks")]
+    Cache(pin::CacheArgs),
     /// Serve a published library: control plane and CDN, as docs/protocol.md describes.
     #[command(
         after_help = "Examples:\n  trackfs serve ./library\n  trackfs serve ./library --listen 0.0.0.0:8700 --cdn-base http://cdn.example:8080\n  trackfs serve ./library --latency 20 --fault-rate 0.15 --seed 7   # a hostile CDN for tests"
@@ -111,6 +123,9 @@ pub(crate) fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
         Command::Stats(args) => stats::run(args),
+        Command::Pin(args) => pin::pin(args),
+        Command::Unpin(args) => pin::unpin(args),
+        Command::Cache(args) => pin::cache(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => runtime().and_then(|rt| {
             rt.block_on(trackfs::origin::serve::run(args.into_config()))

@@ -14,6 +14,7 @@ use crate::readpath::disk::keys::WrappedKeys;
 use crate::readpath::disk::offline::{Gated, Reachability};
 use crate::readpath::disk::store::Store;
 use crate::readpath::disk::tier::DiskTier;
+use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::Reader;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub(crate) struct Disk {
     /// What the next snapshot holds, and where sizes learned meanwhile are found.
     albums: Mutex<Vec<AlbumEntry>>,
     reader: Mutex<Option<Arc<Reader>>>,
+    key_store: Mutex<Option<Arc<KeyStore>>>,
 }
 
 /// Opens the origin's folder under `config.disk_cache`. `None` when the cache is off or
@@ -63,6 +65,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         tier: Mutex::new(None),
         albums: Mutex::new(Vec::new()),
         reader: Mutex::new(None),
+        key_store: Mutex::new(None),
     }))
 }
 
@@ -163,12 +166,22 @@ impl Disk {
         tier
     }
 
-    /// The reader whose learned sizes go into the snapshot, and who learns the saved ones.
-    pub fn attach(&self, reader: Arc<Reader>, sizes: &HashMap<FileId, u64>) {
+    /// The reader whose learned sizes go into the snapshot, and who learns the saved ones;
+    /// the keys, which pinning fetches and keeps.
+    pub fn attach(&self, reader: Arc<Reader>, keys: Arc<KeyStore>, sizes: &HashMap<FileId, u64>) {
         for (file, size) in sizes {
             reader.learn_size(*file, *size);
         }
         *lock(&self.reader) = Some(reader);
+        *lock(&self.key_store) = Some(keys);
+    }
+
+    /// What pinning works with; `None` once closed.
+    pub fn parts(&self) -> Option<(Arc<DiskTier>, Arc<Reader>, Arc<KeyStore>)> {
+        let tier = lock(&self.tier).clone()?;
+        let reader = lock(&self.reader).clone()?;
+        let keys = lock(&self.key_store).clone()?;
+        Some((tier, reader, keys))
     }
 
     /// At unmount: the snapshot with the sizes learned, queued pieces written, lock released.
@@ -180,5 +193,6 @@ impl Disk {
             None => self.store.close(),
         }
         lock(&self.reader).take();
+        lock(&self.key_store).take();
     }
 }
