@@ -183,6 +183,7 @@ pub struct Mounted {
     pub mountpoint: PathBuf,
     /// Closed once the session is over, so the next mount can take its lock.
     disk: Option<Arc<disk::Disk>>,
+    control: Option<control::Socket>,
 }
 
 impl Mounted {
@@ -196,6 +197,7 @@ impl Mounted {
     /// the kernel lets go when the last file is closed.
     fn unmount_inner(&mut self) -> Result<(), MountError> {
         let result = self.end_session();
+        self.control.take();
         if let Some(disk) = self.disk.take() {
             disk.close();
         }
@@ -331,14 +333,12 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
             reason: e.to_string(),
         })?;
     set_kernel_read_ahead(&config.mountpoint, config.kernel_read_ahead_kb);
-    if let Some(disk) = &disk {
+    let control = disk.as_ref().and_then(|disk| {
         let listening = control::serve(&config.mountpoint, disk.clone(), core, shutdown.clone());
-        if let Err(e) = listening {
-            tracing::warn!(
-                "no control socket (trackfs pin and cache will not reach this mount): {e}"
-            );
-        }
-    }
+        listening
+            .inspect_err(|e| tracing::warn!("no control socket (trackfs pin cannot reach it): {e}"))
+            .ok()
+    });
     Ok(Mounted {
         session: Some(session),
         shutdown,
@@ -346,6 +346,7 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         tracks,
         mountpoint: config.mountpoint,
         disk,
+        control,
     })
 }
 

@@ -464,7 +464,10 @@ fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
     let creds = tempfile::tempdir().unwrap();
     let creds = creds.path().join("credentials");
     std::fs::copy(&origin.credentials_file, &creds).unwrap();
-    let album: Vec<_> = sources::TRACKS.iter().filter(|(r, _)| r.starts_with("Björk/")).collect();
+    let album: Vec<_> = sources::TRACKS
+        .iter()
+        .filter(|(r, _)| r.starts_with("Björk/"))
+        .collect();
     let album_dir = Path::new(album[0].0).parent().unwrap();
     let mount = Mount::start(&origin.url, &creds, &args(&flags));
     let out = support::run(
@@ -474,20 +477,39 @@ fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
         Duration::from_secs(120),
     );
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains(&format!("pinned {} track(s)", album.len())), "{said}");
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("pinned {} track(s)", album.len())),
+        "{said}"
+    );
     // Pressure: three times the bound read through other albums.
     for file in big_tracks() {
         std::fs::read(mount.path().join(big_mounted_name(&file))).unwrap();
     }
     let out = support::run(
-        std::process::Command::new(support::TRACKFS).arg("cache").arg(mount.path()),
+        std::process::Command::new(support::TRACKFS)
+            .arg("cache")
+            .arg(mount.path()),
         Duration::from_secs(30),
     );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = report.lines().find(|l| l.contains("Vespertine")).unwrap_or_default();
-    assert!(line.contains("100.0 %") && line.contains("(pinned)"), "{report}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = report
+        .lines()
+        .find(|l| l.contains("Vespertine"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("100.0 %") && line.contains("(pinned)"),
+        "{report}"
+    );
     drop(mount);
     let url = origin.url.clone();
     drop(origin);
@@ -505,7 +527,11 @@ fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
             .arg(mount.path().join(album_dir)),
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(mount);
     assert!(stored_bytes(cache.path()) <= 3 << 20);
 }

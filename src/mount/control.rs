@@ -60,18 +60,31 @@ fn runtime_dir() -> PathBuf {
     }
 }
 
-/// Listens until `stop`; the socket file is removed then.
+/// The socket file, removed on drop (with its folder, when nothing else is in it).
+pub(crate) struct Socket(PathBuf);
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Listens until `stop`.
 pub(crate) fn serve(
     mountpoint: &Path,
     disk: Arc<Disk>,
     core: Arc<FsCore>,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<Socket> {
     let path = socket_path(mountpoint);
     crate::readpath::disk::dir::make_private(&runtime_dir())?;
     // A socket left by a mount that was killed: nobody listens on it any more.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    let socket = Socket(path);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -87,9 +100,8 @@ pub(crate) fn serve(
                 }
             }
         }
-        let _ = std::fs::remove_file(&path);
     });
-    Ok(())
+    Ok(socket)
 }
 
 async fn send(
