@@ -16,64 +16,21 @@ use trackfs::protocol::proto::library::Library;
 use trackfs::protocol::proto::metadata as pb;
 use trackfs::protocol::proto::playlist4::SelectedListContent;
 
-/// Like `Fixture`, over a library the test made.
-struct Fixture2 {
-    lib: std::path::PathBuf,
-    origin: trackfs::origin::RunningOrigin,
-    http: reqwest::Client,
+/// Every album, by name.
+async fn albums(f: &Fixture, token: &str) -> BTreeMap<String, model::Album> {
+    let library: Library = f.get_pb(token, "/library").await;
+    let mut out = BTreeMap::new();
+    for gid in library.album_gid {
+        let path = format!("/metadata/4/album/{}", hex::encode(&gid));
+        let album = model::Album::try_from(f.get_pb::<pb::Album>(token, &path).await).unwrap();
+        out.insert(album.name.clone(), album);
+    }
+    out
 }
 
-impl Fixture2 {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.origin.base_url())
-    }
-
-    async fn token(&self) -> String {
-        let text = std::fs::read_to_string(self.lib.join("credentials")).unwrap();
-        let (user, password) = text.trim_end().split_once(':').unwrap();
-        let resp = self
-            .http
-            .post(self.url("/keymaster/token"))
-            .header("Authorization", basic(user, password))
-            .send()
-            .await
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-        json["accessToken"].as_str().unwrap().to_string()
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (u16, Vec<u8>) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
-    }
-
-    /// Every album, by name.
-    async fn albums(&self, token: &str) -> BTreeMap<String, model::Album> {
-        let (status, body) = self.get(token, "/library").await;
-        assert_eq!(status, 200);
-        let mut out = BTreeMap::new();
-        for gid in Library::decode(body.as_slice()).unwrap().album_gid {
-            let path = format!("/metadata/4/album/{}", hex::encode(&gid));
-            let (status, body) = self.get(token, &path).await;
-            assert_eq!(status, 200);
-            let album = model::Album::try_from(pb::Album::decode(body.as_slice()).unwrap());
-            let album = album.unwrap();
-            out.insert(album.name.clone(), album);
-        }
-        out
-    }
-
-    async fn track(&self, token: &str, id: &TrackId) -> model::Track {
-        let (status, body) = self.get(token, &format!("/metadata/4/track/{id}")).await;
-        assert_eq!(status, 200);
-        model::Track::try_from(pb::Track::decode(body.as_slice()).unwrap()).unwrap()
-    }
+async fn track(f: &Fixture, token: &str, id: &TrackId) -> model::Track {
+    let path = format!("/metadata/4/track/{id}");
+    model::Track::try_from(f.get_pb::<pb::Track>(token, &path).await).unwrap()
 }
 
 fn mp3(path: &Path) {
@@ -113,14 +70,10 @@ async fn covers_come_from_folder_files_or_tags_and_are_served_as_they_are() {
     assert_eq!((summary.albums, summary.covers), (4, 3), "{summary}");
     assert!(summary.to_string().contains("3 covers"), "{summary}");
     assert_eq!(summary.ignored, vec![s.join("Art/A/front.png")]);
-    let origin = serve(lib.path(), |_| {}).await;
-    let f = Fixture2 {
-        lib: lib.path().to_path_buf(),
-        origin,
-        http: reqwest::Client::new(),
-    };
+    let f = Fixture::over(src, lib).await;
+    let s = f.src.path();
     let token = f.token().await;
-    let albums = f.albums(&token).await;
+    let albums = albums(&f, &token).await;
     let expect = [
         (
             "A",
@@ -166,7 +119,7 @@ async fn covers_come_from_folder_files_or_tags_and_are_served_as_they_are() {
 }
 
 /// Every playlist of the rootlist, by name, checking the answer's shape on the way.
-async fn playlists(f: &Fixture2, token: &str) -> BTreeMap<String, Playlist> {
+async fn playlists(f: &Fixture, token: &str) -> BTreeMap<String, Playlist> {
     let (status, body) = f.get(token, "/playlist/v2/user/trackfs/rootlist").await;
     assert_eq!(status, 200);
     let root = SelectedListContent::decode(body.as_slice()).unwrap();
@@ -223,12 +176,7 @@ async fn playlists_are_read_from_m3u_files_and_served_with_base62_ids() {
     let summary = publish(s, lib.path());
     assert_eq!(summary.playlists, 3, "{summary}");
     assert!(summary.to_string().contains("3 playlists"), "{summary}");
-    let origin = serve(lib.path(), |_| {}).await;
-    let f = Fixture2 {
-        lib: lib.path().to_path_buf(),
-        origin,
-        http: reqwest::Client::new(),
-    };
+    let f = Fixture::over(src, lib).await;
     let token = f.token().await;
     let lists = playlists(&f, &token).await;
     assert_eq!(
@@ -237,7 +185,7 @@ async fn playlists_are_read_from_m3u_files_and_served_with_base62_ids() {
     );
     let mut names = Vec::new();
     for id in &lists["Road: trip"].tracks {
-        names.push(f.track(&token, id).await.name);
+        names.push(track(&f, &token, id).await.name);
     }
     assert_eq!(
         names,

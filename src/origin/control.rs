@@ -4,6 +4,7 @@
 //! catalog for the grace period, so readers that hold a file open finish it.
 
 use super::auth;
+use super::snapshot::{Answer, Snapshot};
 use super::state::{conditional, content_type, parse_id, typed, ApiError, Origin};
 use crate::protocol::model::{AlbumId, FileId, PlaylistId, TrackId};
 use crate::protocol::proto::storage::{
@@ -16,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prost::Message;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -57,15 +59,25 @@ pub(super) async fn library(State(origin): State<Arc<Origin>>, headers: HeaderMa
     conditional(&headers, &origin.live.get().await.library)
 }
 
+/// The answer of `id` in one of the snapshot's maps (chosen by `pick`), or `404`.
+async fn lookup<K: Eq + std::hash::Hash>(
+    origin: &Origin,
+    headers: &HeaderMap,
+    id: K,
+    pick: impl FnOnce(&Snapshot) -> &HashMap<K, Answer>,
+) -> Result<Response, ApiError> {
+    let snapshot = origin.live.get().await;
+    let answer = pick(&snapshot).get(&id).ok_or(ApiError::NotFound)?;
+    Ok(conditional(headers, answer))
+}
+
 pub(super) async fn album(
     State(origin): State<Arc<Origin>>,
     gid: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(gid, AlbumId::from_hex)?;
-    let snapshot = origin.live.get().await;
-    let answer = snapshot.albums.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(conditional(&headers, answer))
+    lookup(&origin, &headers, id, |s| &s.albums).await
 }
 
 pub(super) async fn track(
@@ -74,9 +86,7 @@ pub(super) async fn track(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(gid, TrackId::from_hex)?;
-    let snapshot = origin.live.get().await;
-    let answer = snapshot.tracks.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(conditional(&headers, answer))
+    lookup(&origin, &headers, id, |s| &s.tracks).await
 }
 
 /// `GET /playlist/v2/user/<username>/rootlist`: `404` for another user or no playlists.
@@ -101,9 +111,7 @@ pub(super) async fn playlist(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id, PlaylistId::from_base62)?;
-    let snapshot = origin.live.get().await;
-    let answer = snapshot.playlists.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(conditional(&headers, answer))
+    lookup(&origin, &headers, id, |s| &s.playlists).await
 }
 
 pub(super) async fn storage_resolve(

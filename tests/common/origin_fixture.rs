@@ -121,8 +121,26 @@ impl Fixture {
         })
     }
 
+    /// A running origin over a library the test published itself.
+    pub async fn over(src: TempDir, lib: TempDir) -> Fixture {
+        let origin = serve(lib.path(), |_| {}).await;
+        Fixture {
+            src,
+            lib,
+            origin,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin.base_url())
+    }
+
+    /// A control-plane protobuf answer, which must be `200`.
+    pub async fn get_pb<M: Message + Default>(&self, token: &str, path: &str) -> M {
+        let (status, body) = self.get(token, path).await;
+        assert_eq!(status, 200, "{path}");
+        M::decode(body.as_slice()).unwrap()
     }
 
     pub fn password(&self) -> String {
