@@ -14,6 +14,7 @@ use crate::protocol::keyfile::Keys;
 use crate::protocol::model::{AudioFormat, FileId, Track};
 use crate::readpath::block_cache::BlockCache;
 use crate::readpath::heads::HeadStore;
+use crate::readpath::images::ImageStore;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client};
@@ -315,12 +316,26 @@ pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         Some(disk) => disk.catalogue(online).await?,
         None => (online.await?, Default::default()),
     };
-    let tree = Tree::build(&albums, &config.formats);
+    // Covers and playlists (v1.1): an origin without them, or one that cannot be reached
+    // (the gate of the disk cache fails at once then), mounts with neither.
+    let images = Arc::new(ImageStore::new(
+        match &disk {
+            Some(disk) => disk.gate(api.clone()),
+            None => api.clone(),
+        },
+        stats.clone(),
+        spare_memory(config.cache_size) / 2,
+    ));
+    let control = images.control();
+    let extras =
+        catalogue::library::load(control.as_ref(), &albums, &HashMap::new(), &images).await;
+    let tree = Tree::build_with(&albums, &extras, &config.formats);
     let tracks = tree.track_count();
     check_formats(&albums, &config.formats, tracks)?;
 
     let parts = Parts { http, api, stats };
-    let core = Arc::new(build_core(&config, tree, parts, disk.as_deref(), &sizes));
+    let core = build_core(&config, tree, parts, disk.as_deref(), &sizes);
+    let core = Arc::new(core.with_images(images));
     let shutdown = CancellationToken::new();
     let fs = fuse::TrackFs::new(
         core.clone(),

@@ -6,6 +6,7 @@ use crate::client::seams::ControlPlane;
 use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt};
 
+pub mod library;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use super::seams::{BoxFuture, ControlPlane};
 use super::stats::Stats;
 use super::transport::{describe, parse_retry_after, transport_error};
 use crate::protocol::crypto::AudioKey;
-use crate::protocol::model::{Album, AlbumId, FileId, Track, TrackId};
+use crate::protocol::model::{Album, AlbumId, FileId, Playlist, PlaylistId, Track, TrackId};
 use crate::protocol::proto;
 use crate::redact;
 use bytes::{Bytes, BytesMut};
@@ -373,6 +373,15 @@ impl ControlPlane for Api {
     fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>> {
         Box::pin(Api::head(self, file))
     }
+    fn rootlist(&self) -> BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
+        Box::pin(Api::rootlist(self))
+    }
+    fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>> {
+        Box::pin(Api::playlist(self, id))
+    }
+    fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {
+        Box::pin(Api::image(self, file))
+    }
 }
 
 fn malformed(what: &'static str, url: &str, reason: impl ToString) -> FetchError {
@@ -420,3 +429,4 @@ async fn read_capped(
 
 #[cfg(test)]
 mod tests;
+mod v11;

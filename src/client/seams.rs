@@ -19,14 +19,12 @@
 use super::error::FetchError;
 pub use super::transport::BoxFuture;
 use crate::protocol::crypto::AudioKey;
-use crate::protocol::model::{Album, AlbumId, FileId, Track, TrackId};
+use crate::protocol::model::{Album, AlbumId, FileId, Playlist, PlaylistId, Track, TrackId};
 use bytes::{Bytes, BytesMut};
 
 /// The origin's control plane (DESIGN.md §1). Each call is one whole answer, retried by the
 /// implementation as its policy says (`Api`: the shared retry bound), except `resolve`, which
 /// makes one attempt: it runs inside a range fetch, whose attempts retry it.
-///
-/// Playlists and images (issue 17) will be added here as methods of their own.
 pub trait ControlPlane: Send + Sync + 'static {
     /// The library's album ids; an entry that is not a valid id is an error of its own, so
     /// the caller can skip it like an album that fails to load.
@@ -39,6 +37,12 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// The plaintext head file, unauthenticated, in one attempt: `Ok(None)` when the origin has
     /// none; `Err` when asking failed and may work later.
     fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>>;
+    /// The user's playlists, in order (docs/protocol.md §7). An origin without playlists, or
+    /// one that predates them (v1), answers `404`: that is `Ok` of an empty list.
+    fn rootlist(&self) -> BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>>;
+    fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>>;
+    /// A picture's bytes, unauthenticated and unencrypted (docs/protocol.md §6).
+    fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>>;
 }
 
 /// Bytes `first..=last` of a stored file, clipped at its end. `known_total` is the size learned

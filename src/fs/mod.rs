@@ -6,6 +6,7 @@
 
 pub mod fuse;
 pub mod names;
+pub(crate) mod playlists;
 pub mod tree;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod tests;
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
 use crate::readpath::block_cache::BlockCache;
+use crate::readpath::images::ImageStore;
 use crate::readpath::reader::{FileRef, Reader};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -99,6 +101,8 @@ pub struct FsCore {
     cache: Arc<BlockCache>,
     stats: Arc<Stats>,
     probes: Arc<Semaphore>,
+    /// Cover pictures; `None` for a core without covers (then the tree has none either).
+    images: Option<Arc<ImageStore>>,
 }
 
 impl FsCore {
@@ -109,7 +113,14 @@ impl FsCore {
             cache,
             stats,
             probes: Arc::new(Semaphore::new(PROBES_AT_ONCE)),
+            images: None,
         }
+    }
+
+    /// The same, reading covers' bytes from `images`.
+    pub fn with_images(mut self, images: Arc<ImageStore>) -> Self {
+        self.images = Some(images);
+        self
     }
 
     pub fn tree(&self) -> &Tree {
@@ -134,6 +145,8 @@ impl FsCore {
             NodeKind::Track { file, header } => {
                 (Kind::File, self.track_size(*file, *header).await?, true)
             }
+            NodeKind::Cover { size, .. } => (Kind::File, *size, true),
+            NodeKind::Playlist { text } => (Kind::File, text.len() as u64, true),
         };
         Ok(Attr {
             ino,
@@ -230,7 +243,9 @@ impl FsCore {
         match node.kind {
             NodeKind::Dir { .. } => Err(FsError::IsDir),
             NodeKind::Stats => Ok(OpenMode::Direct),
-            NodeKind::Track { .. } => Ok(OpenMode::Cached),
+            NodeKind::Track { .. } | NodeKind::Cover { .. } | NodeKind::Playlist { .. } => {
+                Ok(OpenMode::Cached)
+            }
         }
     }
 
@@ -240,11 +255,14 @@ impl FsCore {
         let data = match &node.kind {
             NodeKind::Dir { .. } => return Err(FsError::IsDir),
             // Not counted as served: reading the counters must not move them.
-            NodeKind::Stats => {
-                let text = Bytes::from(self.render_stats());
-                let start = (offset as usize).min(text.len());
-                let end = (start + size as usize).min(text.len());
-                return Ok(text.slice(start..end));
+            NodeKind::Stats => return Ok(slice(Bytes::from(self.render_stats()), offset, size)),
+            NodeKind::Playlist { text } => slice(text.clone(), offset, size),
+            NodeKind::Cover { image, size: len } => {
+                let images = self.images.as_ref().ok_or(FsError::NotFound)?;
+                let bytes = images.get(*image, Some(*len)).await.inspect_err(|e| {
+                    tracing::warn!(image = %image, "cover read failed: {e}");
+                })?;
+                slice(bytes, offset, size)
             }
             NodeKind::Track { file, header } => self
                 .reader
@@ -263,3 +281,14 @@ impl FsCore {
         self.stats.render(self.cache.bytes(), self.cache.budget())
     }
 }
+
+/// Bytes `offset..offset+size` of a file held whole, short at its end.
+fn slice(whole: Bytes, offset: u64, size: u32) -> Bytes {
+    let start = offset.min(whole.len() as u64) as usize;
+    let end = (start + size as usize).min(whole.len());
+    whole.slice(start..end)
+}
+
+#[cfg(test)]
+#[path = "library_tests.rs"]
+mod library_tests;

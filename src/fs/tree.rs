@@ -1,5 +1,6 @@
-//! The directory tree, built once from the catalogue: `<Artist>/<Album>/<NN> - <Title>.<ext>`
-//! (`<D>-<NN> - …` on multi-disc albums) and `.trackfs/stats`.
+//! The directory tree, built from the catalogue: `<Artist>/<Album>/<NN> - <Title>.<ext>`
+//! (`<D>-<NN> - …` on multi-disc albums), `<Artist>/<Album>/cover.jpg` (or `.png`),
+//! `Playlists/<Name>.m3u8` and `.trackfs/stats`.
 //!
 //! Inode numbers come from what a node is (its path, and a track's file id), not from where
 //! it falls in the catalogue: an album published later must not renumber every file after it,
@@ -7,8 +8,11 @@
 //! the whole library through the CDN again after a remount.
 
 use super::names::unique_name;
-use crate::protocol::model::{Album, AudioFile, AudioFormat, Date, Track};
+use super::playlists;
+use crate::catalogue::library::Extras;
+use crate::protocol::model::{Album, AudioFile, AudioFormat, Date, FileId, Image, Track, TrackId};
 use crate::readpath::reader::FileRef;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,12 +21,28 @@ pub type Ino = u64;
 pub const ROOT: Ino = 1;
 /// trackfs's own directory (`.trackfs/stats`) at the root.
 const META_DIR: &str = ".trackfs";
+/// The folder of playlist files at the root (a suffix when an artist has the name).
+const PLAYLISTS_DIR: &str = "Playlists";
 
 #[derive(Debug, Clone)]
 pub enum NodeKind {
-    Dir { children: BTreeMap<String, Ino> },
-    Track { file: FileRef, header: u64 },
+    Dir {
+        children: BTreeMap<String, Ino>,
+    },
+    Track {
+        file: FileRef,
+        header: u64,
+    },
     Stats,
+    /// The album's picture, `size` bytes (learned when the catalogue was loaded).
+    Cover {
+        image: FileId,
+        size: u64,
+    },
+    /// A playlist file, its whole text made when the tree was built.
+    Playlist {
+        text: Bytes,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +59,13 @@ pub struct Tree {
     nodes: Vec<Node>,
     /// Where each inode's node is in `nodes`.
     index: HashMap<Ino, usize>,
+}
+
+/// A track as shown in the tree, for the playlists that list it.
+struct Placed<'a> {
+    ino: Ino,
+    track: &'a Track,
+    album_artist: &'a str,
 }
 
 /// An album and its tracks, as fetched.
@@ -84,6 +111,11 @@ fn album_time(date: Option<Date>) -> SystemTime {
 
 impl Tree {
     pub fn build(albums: &[AlbumEntry], preferences: &[AudioFormat]) -> Tree {
+        Tree::build_with(albums, &Extras::default(), preferences)
+    }
+
+    /// The tree with covers and playlists too.
+    pub fn build_with(albums: &[AlbumEntry], extras: &Extras, preferences: &[AudioFormat]) -> Tree {
         let epoch = UNIX_EPOCH + Duration::from_secs(FALLBACK_TIME);
         let mut tree = Tree {
             nodes: vec![Node {
@@ -98,13 +130,23 @@ impl Tree {
         };
         let meta = tree.add_dir(ROOT, META_DIR, epoch);
         tree.add(meta, "stats".into(), NodeKind::Stats, epoch);
+        let mut placed = HashMap::new();
         for entry in albums {
-            tree.add_album(entry, preferences);
+            tree.add_album(entry, extras, preferences, &mut placed);
         }
+        tree.add_playlists(extras, &placed);
         tree
     }
 
-    fn add_album(&mut self, entry: &AlbumEntry, preferences: &[AudioFormat]) {
+    /// One album's directory: its tracks (each placed in `placed`, the first time a track id
+    /// is shown) and its cover.
+    fn add_album<'a>(
+        &mut self,
+        entry: &'a AlbumEntry,
+        extras: &Extras,
+        preferences: &[AudioFormat],
+        placed: &mut HashMap<TrackId, Placed<'a>>,
+    ) {
         let album = &entry.album;
         let mtime = album_time(album.date);
         let artist = album
@@ -144,9 +186,64 @@ impl Tree {
                     },
                     header: container.hidden_header_len(),
                 };
-                self.add(album_dir, name, kind, mtime);
+                let ino = self.add(album_dir, name, kind, mtime);
+                placed.entry(track.id).or_insert(Placed {
+                    ino,
+                    track,
+                    album_artist: artist,
+                });
             }
         }
+        let cover = Image::largest(&album.covers)
+            .and_then(|i| Some((i.file_id, extras.covers.get(&i.file_id)?)));
+        if let Some((image, info)) = cover {
+            let (stem, ext) = info.picture.file_name().split_at(5);
+            let name = unique_name(self.children(album_dir), stem, ext);
+            let kind = NodeKind::Cover {
+                image,
+                size: info.size,
+            };
+            self.add(album_dir, name, kind, mtime);
+        }
+    }
+
+    /// `Playlists/<Name>.m3u8` for each playlist, listing the tracks the tree shows; no
+    /// folder without playlists. It comes after the artists, so an artist called `Playlists`
+    /// keeps its folder and this one gets a suffix.
+    fn add_playlists(&mut self, extras: &Extras, placed: &HashMap<TrackId, Placed<'_>>) {
+        if extras.playlists.is_empty() {
+            return;
+        }
+        let epoch = UNIX_EPOCH + Duration::from_secs(FALLBACK_TIME);
+        let dir = self.new_unique_dir(ROOT, PLAYLISTS_DIR, epoch);
+        for playlist in &extras.playlists {
+            let entries: Vec<_> = playlist
+                .tracks
+                .iter()
+                .filter_map(|id| placed.get(id))
+                .map(|p| playlists::Entry {
+                    track: p.track,
+                    album_artist: p.album_artist,
+                    path: self.path_of(p.ino),
+                })
+                .collect();
+            let text = Bytes::from(playlists::render(&entries));
+            let name = unique_name(self.children(dir), &playlist.name, ".m3u8");
+            self.add(dir, name, NodeKind::Playlist { text }, epoch);
+        }
+    }
+
+    /// The node's path from the root, `/`-separated.
+    fn path_of(&self, ino: Ino) -> String {
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let Some(node) = self.get(at) else { break };
+            parts.push(node.name.as_str());
+            at = node.parent;
+        }
+        parts.reverse();
+        parts.join("/")
     }
 
     fn children(&self, dir: Ino) -> &BTreeMap<String, Ino> {
@@ -206,8 +303,12 @@ impl Tree {
         let mut hash = Sha256::new();
         hash.update(parent.to_le_bytes());
         hash.update(name.as_bytes());
-        if let NodeKind::Track { file, .. } = kind {
-            hash.update(file.id.0);
+        match kind {
+            NodeKind::Track { file, .. } => hash.update(file.id.0),
+            NodeKind::Cover { image, .. } => hash.update(image.0),
+            // A playlist's text changes with it (and with the tree): new text, new file.
+            NodeKind::Playlist { text } => hash.update(Sha256::digest(text)),
+            _ => {}
         }
         let digest = hash.finalize();
         let mut ino = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) >> 1;

@@ -7,12 +7,14 @@
 //! - `readahead`: per-file sequential streams and how far ahead they fetch.
 //! - `range_set`: the byte ranges already handed to the kernel (so passed blocks can go).
 //! - `keys`, `heads`: audio keys and plaintext head files, cached.
+//! - `images`: cover pictures, fetched whole once and kept within a budget.
 //! - `buffers`: reuse of large response buffers.
 
 pub mod block_cache;
 pub mod buffers;
 pub mod disk;
 pub mod heads;
+pub mod images;
 pub mod keys;
 pub(crate) mod opening;
 pub mod range_set;

@@ -4,7 +4,8 @@ use crate::client::error::FetchError;
 use crate::client::seams::{BoxFuture, ControlPlane};
 use crate::protocol::crypto::{self, AudioKey};
 use crate::protocol::model::{
-    Album, AlbumId, AudioFile, AudioFormat, Disc, FileId, Track, TrackId,
+    Album, AlbumId, AudioFile, AudioFormat, Disc, FileId, Image, ImageSize, Playlist, PlaylistId,
+    Track, TrackId,
 };
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,9 @@ struct Catalogue {
     /// Ids whose metadata or key requests fail (with a 503-like transient error).
     failing: HashSet<Vec<u8>>,
     next_id: u32,
+    /// v1.1: pictures by file id, and the playlists in rootlist order.
+    images: HashMap<FileId, Bytes>,
+    playlists: Vec<Playlist>,
 }
 
 impl Catalogue {
@@ -67,6 +71,7 @@ pub struct Calls {
     pub resolve: AtomicUsize,
     pub audio_key: AtomicUsize,
     pub head: AtomicUsize,
+    pub image: AtomicUsize,
 }
 
 /// A control plane answering from a catalogue built with [`MemoryControlPlane::add_album`].
@@ -208,6 +213,51 @@ impl MemoryControlPlane {
     }
 }
 
+/// v1.1: covers and playlists.
+impl MemoryControlPlane {
+    /// Adds a picture of `album` (its bytes as given) and returns its file id.
+    pub fn add_image(
+        &self,
+        album: AlbumId,
+        bytes: impl Into<Bytes>,
+        size: ImageSize,
+        dims: Option<(u32, u32)>,
+    ) -> FileId {
+        let mut c = self.catalogue();
+        let file_id = FileId(c.id_bytes());
+        c.images.insert(file_id, bytes.into());
+        if let Some(a) = c.albums.get_mut(&album) {
+            a.covers.push(Image {
+                file_id,
+                size,
+                width: dims.map(|d| d.0),
+                height: dims.map(|d| d.1),
+            });
+        }
+        file_id
+    }
+
+    /// Adds a playlist of `tracks` (any ids, known or not) at the end of the rootlist.
+    pub fn add_playlist(&self, name: &str, tracks: &[TrackId]) -> PlaylistId {
+        let mut c = self.catalogue();
+        let id = PlaylistId(c.id_bytes());
+        c.playlists.push(Playlist {
+            id,
+            name: name.to_string(),
+            revision: vec![1],
+            tracks: tracks.to_vec(),
+        });
+        id
+    }
+
+    /// The album's track ids, in order.
+    pub fn track_ids(&self, album: AlbumId) -> Vec<TrackId> {
+        let c = self.catalogue();
+        let discs = c.albums.get(&album).map(|a| a.discs.clone());
+        discs.into_iter().flatten().flat_map(|d| d.tracks).collect()
+    }
+}
+
 impl ControlPlane for MemoryControlPlane {
     fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>> {
         self.calls.library.fetch_add(1, Ordering::Relaxed);
@@ -271,5 +321,38 @@ impl ControlPlane for MemoryControlPlane {
         self.calls.head.fetch_add(1, Ordering::Relaxed);
         let head = self.catalogue().heads.get(&file).cloned();
         Box::pin(async move { Ok(head) })
+    }
+
+    fn rootlist(&self) -> BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
+        let ids = self.catalogue().playlists.iter().map(|p| p.id).collect();
+        Box::pin(async move { Ok(ids) })
+    }
+
+    fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>> {
+        let answer = match self.failing(&id.0) {
+            true => Err(unavailable("playlist")),
+            false => self
+                .catalogue()
+                .playlists
+                .iter()
+                .find(|p| p.id == id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("playlist/{id}"))),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {
+        self.calls.image.fetch_add(1, Ordering::Relaxed);
+        let answer = match self.failing(&file.0) {
+            true => Err(unavailable("image")),
+            false => self
+                .catalogue()
+                .images
+                .get(&file)
+                .cloned()
+                .ok_or_else(|| not_found(format!("image/{file}"))),
+        };
+        Box::pin(async move { answer })
     }
 }

@@ -10,7 +10,7 @@
 use crate::client::error::FetchError;
 use crate::client::seams::{BoxFuture, ControlPlane};
 use crate::protocol::crypto::AudioKey;
-use crate::protocol::model::{Album, AlbumId, FileId, Track, TrackId};
+use crate::protocol::model::{Album, AlbumId, FileId, Playlist, PlaylistId, Track, TrackId};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,6 +146,18 @@ impl ControlPlane for Gated {
 
     fn head(&self, file: FileId) -> BoxFuture<'_, Result<Option<Bytes>, FetchError>> {
         Box::pin(self.gate(self.inner.head(file)))
+    }
+
+    fn rootlist(&self) -> BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
+        Box::pin(self.gate(self.inner.rootlist()))
+    }
+
+    fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>> {
+        Box::pin(self.gate(self.inner.playlist(id)))
+    }
+
+    fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {
+        Box::pin(self.gate(self.inner.image(file)))
     }
 }
 

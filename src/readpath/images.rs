@@ -1,0 +1,182 @@
+//! Cover pictures: fetched whole from the origin's image endpoint (they are small, unencrypted
+//! and content-addressed), kept in memory within a byte budget, and fetched once however many
+//! reads ask at the same time (the kernel sends a file's read-ahead as concurrent READs).
+//!
+//! A picture's size is learned when the catalogue is loaded (getattr must answer it before any
+//! read); a later fetch that brings another size is refused, as a changed audio file would be,
+//! so `cover.jpg` never shows bytes that disagree with its `stat`.
+
+use crate::client::error::FetchError;
+use crate::client::seams::ControlPlane;
+use crate::client::stats::Stats;
+use crate::protocol::model::FileId;
+use bytes::Bytes;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What the mount shows a picture as, by its first bytes: PNG by its signature, else JPEG
+/// (the only other type the image endpoint serves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Picture {
+    Jpeg,
+    Png,
+}
+
+impl Picture {
+    pub fn of(bytes: &[u8]) -> Picture {
+        match bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            true => Picture::Png,
+            false => Picture::Jpeg,
+        }
+    }
+
+    /// The name a media server looks for (mpd, Navidrome, Jellyfin: lowercase `cover.*`).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Picture::Jpeg => "cover.jpg",
+            Picture::Png => "cover.png",
+        }
+    }
+}
+
+/// A picture as the tree needs it: its size in bytes and its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoverInfo {
+    pub size: u64,
+    pub picture: Picture,
+}
+
+type Flight = Arc<tokio::sync::Mutex<()>>;
+
+pub struct ImageStore {
+    control: Arc<dyn ControlPlane>,
+    stats: Arc<Stats>,
+    kept: Mutex<Kept>,
+    /// One lock per picture being fetched, so concurrent misses fetch it once.
+    flights: Mutex<HashMap<FileId, Flight>>,
+}
+
+struct Kept {
+    pictures: LruCache<FileId, Bytes>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl ImageStore {
+    pub fn new(control: Arc<dyn ControlPlane>, stats: Arc<Stats>, budget: usize) -> Self {
+        ImageStore {
+            control,
+            stats,
+            kept: Mutex::new(Kept {
+                pictures: LruCache::unbounded(),
+                bytes: 0,
+                budget,
+            }),
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The control plane pictures come from.
+    pub fn control(&self) -> Arc<dyn ControlPlane> {
+        self.control.clone()
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn cached(&self, file: FileId) -> Option<Bytes> {
+        self.kept().pictures.get(&file).cloned()
+    }
+
+    /// Keeps `bytes` as `file`'s picture, dropping the least recently used beyond the budget
+    /// (a picture larger than the whole budget is not kept).
+    pub fn keep(&self, file: FileId, bytes: Bytes) {
+        let mut kept = self.kept();
+        if bytes.len() > kept.budget {
+            return;
+        }
+        kept.bytes += bytes.len();
+        if let Some(old) = kept.pictures.put(file, bytes) {
+            kept.bytes -= old.len();
+        }
+        while kept.bytes > kept.budget {
+            match kept.pictures.pop_lru() {
+                Some((_, evicted)) => kept.bytes -= evicted.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The picture, from memory or fetched (once for concurrent callers). `expected` is the
+    /// size the mount already shows: an answer of another size is an error.
+    pub async fn get(&self, file: FileId, expected: Option<u64>) -> Result<Bytes, FetchError> {
+        if let Some(bytes) = self.cached(file) {
+            return Ok(bytes);
+        }
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights.entry(file).or_default().clone()
+        };
+        let _turn = flight.lock().await;
+        if let Some(bytes) = self.cached(file) {
+            return Ok(bytes);
+        }
+        let result = self.control.image(file).await;
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&file);
+        let bytes = result.inspect_err(|_| self.stats.errors.incr())?;
+        if let Some(expected) = expected.filter(|&e| e != bytes.len() as u64) {
+            self.stats.errors.incr();
+            return Err(FetchError::WrongLength {
+                file,
+                first: 0,
+                expected,
+                got: bytes.len() as u64,
+            });
+        }
+        self.keep(file, bytes.clone());
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::doubles::{MemoryControlPlane, TrackSpec};
+    use crate::protocol::model::{AudioFormat, ImageSize};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn pictures_are_named_by_their_first_bytes() {
+        assert_eq!(Picture::of(b"\x89PNG\r\n\x1a\nrest"), Picture::Png);
+        assert_eq!(Picture::of(b"\xff\xd8\xff\xe0"), Picture::Jpeg);
+        assert_eq!(Picture::of(b""), Picture::Jpeg);
+        assert_eq!(Picture::Png.file_name(), "cover.png");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_fetch_once_and_a_wrong_size_is_refused() {
+        let control = Arc::new(MemoryControlPlane::new());
+        let spec = TrackSpec::new(1, "T", AudioFormat::Mp3_320, vec![0u8; 10]);
+        let (album, _) = control.add_album("A", "B", &[spec]);
+        let file = control.add_image(album, vec![7u8; 1000], ImageSize::Large, None);
+        let store = Arc::new(ImageStore::new(control.clone(), Arc::default(), 1 << 20));
+        let reads = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get(file, Some(1000)).await })
+        });
+        for read in futures::future::join_all(reads).await {
+            assert_eq!(read.unwrap().unwrap().len(), 1000);
+        }
+        assert_eq!(control.calls.image.load(Ordering::Relaxed), 1);
+
+        let small = ImageStore::new(control.clone(), Arc::default(), 10);
+        let wrong = small.get(file, Some(999)).await.unwrap_err();
+        assert!(matches!(wrong, FetchError::WrongLength { .. }), "{wrong}");
+        assert!(small.cached(file).is_none(), "beyond the budget: not kept");
+    }
+}
