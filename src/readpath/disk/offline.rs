@@ -28,14 +28,16 @@ pub struct Reachability {
     last_probe: Mutex<Option<Instant>>,
 }
 
+/// `host:port` of a URL.
+fn address_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
+}
+
 impl Reachability {
     pub fn new(origin: &str) -> Self {
-        let address = url::Url::parse(origin).ok().and_then(|u| {
-            let host = u.host_str()?.to_owned();
-            Some(format!("{host}:{}", u.port_or_known_default()?))
-        });
         Reachability {
-            address,
+            address: address_of(origin),
             shown: origin.trim_end_matches('/').to_owned(),
             offline: AtomicBool::new(false),
             last_probe: Mutex::new(None),
@@ -95,14 +97,17 @@ impl Reachability {
         })
     }
 
-    /// Takes note of a failed request: one that could not connect means the origin is gone.
+    /// Takes note of a failed request: one that could not connect to the origin means it is
+    /// gone (a CDN on another host that cannot be reached is the CDN's failover's business).
     pub fn note(&self, error: &FetchError) {
         let mut e = error;
         while let FetchError::GaveUp { last, .. } = e {
             e = last;
         }
-        if matches!(e, FetchError::Connect { .. }) {
-            self.set_offline();
+        if let FetchError::Connect { url, .. } = e {
+            if self.address.is_some() && address_of(url) == self.address {
+                self.set_offline();
+            }
         }
     }
 }
@@ -173,14 +178,18 @@ mod tests {
         let reach = Reachability::new(&format!("http://127.0.0.1:{port}/"));
         assert!(reach.check().await.is_ok());
         assert!(!reach.probe().await);
-        reach.note(&FetchError::GaveUp {
+        let refused = |url: String| FetchError::GaveUp {
             what: "x".into(),
             attempts: 3,
             last: Box::new(FetchError::Connect {
-                url: "u".into(),
+                url,
                 reason: "refused".into(),
             }),
-        });
+        };
+        // A CDN elsewhere that cannot be reached says nothing about the origin.
+        reach.note(&refused("http://127.0.0.2:9/audio/x".into()));
+        assert!(!reach.is_offline());
+        reach.note(&refused(format!("http://127.0.0.1:{port}/keymaster/token")));
         assert!(reach.is_offline());
         assert!(reach.check().await.is_err());
         // Back: the next probe (once a second at most) finds it.
