@@ -9,11 +9,11 @@
 pub mod catalogue;
 pub mod client;
 pub mod demo;
-pub mod fs;
+pub(crate) mod fs;
 pub mod mount;
 pub mod origin;
 pub mod protocol;
 pub mod readpath;
-pub mod redact;
+pub(crate) mod redact;
 pub mod stdout;
 pub mod units;

@@ -125,7 +125,7 @@ fn set_kernel_read_ahead(mountpoint: &Path, kb: u32) {
 }
 
 /// Fails early, with a fix in the message, on the common mistakes.
-pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+pub(crate) fn check_mountpoint(path: &Path) -> Result<(), MountError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| unusable_mountpoint(&shown, &e))?;
     if !meta.is_dir() {
@@ -175,7 +175,7 @@ pub(crate) fn unescape_mountinfo(text: &str) -> String {
 }
 
 /// A mounted filesystem; dropping it unmounts.
-pub struct Mounted {
+pub(crate) struct Mounted {
     session: Option<fuse::Session>,
     shutdown: CancellationToken,
     /// Mounted through fusermount3's auto-unmount watcher (`--allow-other`).
@@ -290,7 +290,7 @@ impl Drop for Mounted {
 /// Connects, loads the catalogue and mounts; the filesystem runs on `runtime` and a
 /// background fuser session. Mounting itself blocks (mount(2), or fusermount3 when not root)
 /// on purpose: a mount must not come up after a Ctrl-C was answered with "nothing mounted".
-pub async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
+pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
     let stats = Arc::new(Stats::default());
     let http = client::http_client(config.ca_cert.as_deref(), CONNECT_TIMEOUT)
@@ -490,7 +490,7 @@ pub async fn run(config: MountConfig) -> Result<(), MountError> {
 }
 
 /// SIGINT and SIGTERM, caught from the moment this is created.
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 

@@ -35,7 +35,7 @@ struct TokenSlot {
     failed: Option<(Instant, FetchError)>,
 }
 
-pub struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     credentials: Credentials,
@@ -88,6 +88,7 @@ impl Api {
     }
 
     /// The same with another per-request timeout (tests use short ones).
+    #[cfg(test)]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self

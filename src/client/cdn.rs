@@ -5,12 +5,12 @@
 //! so a read has one retry bound whichever part of the origin fails. It returns ciphertext;
 //! decryption is elsewhere.
 
-pub use super::content_range::{parse_content_range, ContentRange};
+pub(crate) use super::content_range::{parse_content_range, ContentRange};
 use super::error::FetchError;
 use super::expiry::url_expiry;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
 use super::seams::{ControlPlane, RangeRequest, RangeSource};
-pub use super::seams::{Fetched, Transform};
+pub(crate) use super::seams::{Fetched, Transform};
 use super::stats::Stats;
 use super::transport::{BoxFuture, HttpResponse, Transport, TransportError};
 use crate::protocol::model::FileId;
@@ -26,7 +26,7 @@ const PIECE: usize = 256 << 10;
 const MAX_SHORT_ANSWERS: usize = 32;
 
 /// Sizes above this are treated as a lying CDN rather than a track.
-pub const MAX_PLAUSIBLE_SIZE: u64 = 64 << 30;
+pub(crate) const MAX_PLAUSIBLE_SIZE: u64 = 64 << 30;
 
 #[derive(Debug, Clone)]
 pub struct CdnConfig {
@@ -58,7 +58,7 @@ impl Default for CdnConfig {
 
 /// Where CDN URLs come from: storage-resolve on any control plane, or a test double. One
 /// attempt per call: the fetch asking retries it.
-pub trait Resolve: Send + Sync + 'static {
+pub(crate) trait Resolve: Send + Sync + 'static {
     fn resolve(&self, file: FileId) -> BoxFuture<'_, Result<Vec<String>, FetchError>>;
 }
 
@@ -91,7 +91,7 @@ struct Resolved {
     good_until: Option<SystemTime>,
 }
 
-pub struct Cdn {
+pub(crate) struct Cdn {
     transport: Arc<dyn Transport>,
     resolver: Arc<dyn Resolve>,
     config: CdnConfig,
@@ -131,12 +131,8 @@ impl Cdn {
         let fetched = self
             .fetch_pieces(file, first, last, known_total, transform)
             .await;
-        if let Err(error) = &fetched {
+        if fetched.is_err() {
             self.stats.errors.incr();
-            // Said here too: a read-ahead's failure has no reader to report it.
-            if matches!(error, FetchError::GaveUp { .. }) {
-                tracing::warn!("{error}");
-            }
         }
         fetched
     }

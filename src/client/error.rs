@@ -94,8 +94,6 @@ pub enum FetchError {
         expected: u64,
         got: u64,
     },
-    #[error("the mount is shutting down")]
-    Shutdown,
     #[error("file {file}: its first block arrived without its size")]
     SizeUnknown { file: FileId },
     #[error("the fetch of this block ended without an answer (its task failed)")]
@@ -128,6 +126,21 @@ impl FetchError {
                 *status >= 500 || matches!(status, 403 | 404 | 408 | 410 | 429)
             }
             _ => false,
+        }
+    }
+
+    /// How loudly the fs layer logs this failure of a read: `ERROR` for what will not get
+    /// better by itself and needs a person (a wrong key, a file that changed or lies about
+    /// its size, rejected credentials), `WARN` for the rest (the network, the origin).
+    pub fn level(&self) -> tracing::Level {
+        match self {
+            FetchError::WrongKey { .. }
+            | FetchError::BadKey { .. }
+            | FetchError::SizeChanged { .. }
+            | FetchError::AbsurdSize { .. }
+            | FetchError::BadCredentials { .. } => tracing::Level::ERROR,
+            FetchError::GaveUp { last, .. } => last.level(),
+            _ => tracing::Level::WARN,
         }
     }
 

@@ -5,22 +5,22 @@
 
 pub mod api;
 pub mod cdn;
-pub mod content_range;
+pub(crate) mod content_range;
 pub mod doubles;
 pub mod error;
-pub mod expiry;
-pub mod http1;
-pub mod retry;
+pub(crate) mod expiry;
+pub(crate) mod http1;
+pub(crate) mod retry;
 pub mod seams;
 pub mod stats;
 #[cfg(test)]
-pub mod testing;
-pub mod transport;
+pub(crate) mod testing;
+pub(crate) mod transport;
 
 use std::time::Duration;
 
 /// Builds the shared HTTP client: keep-alive pool, rustls, an optional private CA.
-pub fn http_client(
+pub(crate) fn http_client(
     ca_cert: Option<&[u8]>,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, String> {

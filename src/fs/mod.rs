@@ -36,6 +36,10 @@ pub enum FsError {
     IsDir,
     #[error("permission denied")]
     Denied,
+    /// The file changed on the CDN since its size was learned: the kernel's cached pages and
+    /// size no longer describe it (mountpoint-s3 answers the same for a changed object).
+    #[error("stale file: {0}")]
+    Stale(FetchError),
     /// The request was given up: the mount is shutting down, or handling it failed.
     #[error("request abandoned")]
     Abandoned,
@@ -51,7 +55,16 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::Denied => libc::EACCES,
+            FsError::Stale(_) => libc::ESTALE,
             FsError::Abandoned | FsError::Fetch(_) => libc::EIO,
+        }
+    }
+
+    /// A failed read or size lookup: a file that changed is `Stale`, the rest `Fetch`.
+    fn from_fetch(error: FetchError) -> FsError {
+        match error {
+            e @ FetchError::SizeChanged { .. } => FsError::Stale(e),
+            e => FsError::Fetch(e),
         }
     }
 }
@@ -123,6 +136,7 @@ impl FsCore {
         self
     }
 
+    /// The tree, for the control socket (pins name files by path).
     pub fn tree(&self) -> &Tree {
         &self.tree
     }
@@ -142,9 +156,11 @@ impl FsCore {
         let (kind, size, immutable) = match &node.kind {
             NodeKind::Dir { .. } => (Kind::Dir, 0, true),
             NodeKind::Stats => (Kind::File, self.render_stats().len() as u64, false),
-            NodeKind::Track { file, header } => {
-                (Kind::File, self.track_size(*file, *header).await?, true)
-            }
+            NodeKind::Track { file, header } => (
+                Kind::File,
+                self.track_size(ino, *file, *header).await?,
+                true,
+            ),
             NodeKind::Cover { size, .. } => (Kind::File, *size, true),
             NodeKind::Playlist { text } => (Kind::File, text.len() as u64, true),
         };
@@ -158,11 +174,22 @@ impl FsCore {
     }
 
     /// The size the mount shows: the stored size minus the hidden header.
-    async fn track_size(&self, file: FileRef, header: u64) -> Result<u64, FsError> {
-        let total = self.reader.size(file).await.inspect_err(|e| {
-            tracing::warn!(file = %file.id, "cannot learn the size: {e}");
-        })?;
+    async fn track_size(&self, ino: Ino, file: FileRef, header: u64) -> Result<u64, FsError> {
+        let total = self.reader.size(file).await;
+        let total = total.map_err(|e| self.report(ino, file, "cannot learn the size", e))?;
         Ok(total.saturating_sub(header))
+    }
+
+    /// The one place a failed read is logged: naming the track as the user sees it and its
+    /// file id, at the error's own level. Below this, errors are returned, not logged.
+    fn report(&self, ino: Ino, file: FileRef, what: &str, error: FetchError) -> FsError {
+        let path = self.tree.path(ino);
+        let file = file.id;
+        match error.level() {
+            tracing::Level::ERROR => tracing::error!(%file, "{path}: {what}: {error}"),
+            _ => tracing::warn!(%file, "{path}: {what}: {error}"),
+        }
+        FsError::from_fetch(error)
     }
 
     /// Entries of a directory, `.` and `..` first. Also starts learning the sizes of the tracks
@@ -268,9 +295,7 @@ impl FsCore {
                 .reader
                 .read(*file, offset + header, size as u64)
                 .await
-                .inspect_err(|e| {
-                    tracing::warn!(file = %file.id, offset, "read failed: {e}");
-                })?,
+                .map_err(|e| self.report(ino, *file, &format!("read at {offset} failed"), e))?,
         };
         self.stats.bytes_served.add(data.len() as u64);
         self.stats.reads.incr();

@@ -317,3 +317,28 @@ async fn a_cdn_that_keeps_failing_is_eio_after_the_retry_bound() {
     assert_eq!(dead.attempts.load(Ordering::SeqCst), 3);
     assert_eq!(m.core.getattr(file).await.unwrap_err().errno(), libc::EIO);
 }
+
+#[tokio::test]
+async fn a_file_that_changed_on_the_cdn_is_estale() {
+    let m = mount().await;
+    let attr = m.path("Artist/First/01 - Opening.mp3").await.unwrap();
+    let (file, bytes) = m
+        .control
+        .all_ciphertext()
+        .into_iter()
+        .find(|(_, b)| b.len() as u64 == 5 * BLOCK + 7)
+        .unwrap();
+    let mut longer = bytes.to_vec();
+    longer.extend_from_slice(&[0; 100]);
+    m.ranges.add_file(file, longer.into());
+    let error = m.core.read(attr.ino, 3 * BLOCK, 10).await.unwrap_err();
+    assert_eq!(error.errno(), libc::ESTALE, "{error}");
+}
+
+#[tokio::test]
+async fn paths_name_tracks_as_the_user_sees_them() {
+    let m = mount().await;
+    let attr = m.path("Other/Third/07 - Seven.mp3").await.unwrap();
+    assert_eq!(m.core.tree.path(attr.ino), "Other/Third/07 - Seven.mp3");
+    assert_eq!(m.core.tree.path(ROOT), "");
+}

@@ -110,6 +110,8 @@ fn album_time(date: Option<Date>) -> SystemTime {
 }
 
 impl Tree {
+    /// The tree of albums alone (tests; a mount adds covers and playlists: `build_with`).
+    #[cfg(test)]
     pub fn build(albums: &[AlbumEntry], preferences: &[AudioFormat]) -> Tree {
         Tree::build_with(albums, &Extras::default(), preferences)
     }
@@ -320,6 +322,20 @@ impl Tree {
 
     pub fn get(&self, ino: Ino) -> Option<&Node> {
         self.nodes.get(*self.index.get(&ino)?)
+    }
+
+    /// The path as a user sees it below the mountpoint (`Artist/Album/01 - Title.mp3`), for
+    /// messages; empty for the root.
+    pub fn path(&self, ino: Ino) -> String {
+        let mut names = Vec::new();
+        let mut next = ino;
+        while next != ROOT {
+            let Some(node) = self.get(next) else { break };
+            names.push(node.name.as_str());
+            next = node.parent;
+        }
+        names.reverse();
+        names.join("/")
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<Ino> {

@@ -319,7 +319,7 @@ mod tests {
         let Lookup::Pending(p) = cache.lookup(key(1)) else {
             panic!()
         };
-        cache.fulfil(c, Err(FetchError::Shutdown));
+        cache.fulfil(c, Err(FetchError::Abandoned));
         assert!(p.wait().await.is_err());
         assert!(matches!(cache.lookup(key(1)), Lookup::Claimed(_)));
     }

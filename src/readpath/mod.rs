@@ -11,13 +11,13 @@
 //! - `buffers`: reuse of large response buffers.
 
 pub mod block_cache;
-pub mod buffers;
+pub(crate) mod buffers;
 pub mod disk;
-pub mod heads;
-pub mod images;
-pub mod keys;
+pub(crate) mod heads;
+pub(crate) mod images;
+pub(crate) mod keys;
 pub(crate) mod opening;
-pub mod range_set;
+pub(crate) mod range_set;
 pub mod readahead;
 pub mod reader;
 #[cfg(test)]

@@ -40,7 +40,6 @@ pub(super) fn check_head(file: FileRef, plain: &[u8], head: &[u8]) -> Result<(),
     if plain[..n] == head[..n] {
         return Ok(());
     }
-    tracing::error!(file = %file.id, "decrypted data differs from the head file: wrong key or corrupt file");
     Err(FetchError::WrongKey {
         file: file.id,
         expected: "the head file's bytes",
@@ -79,7 +78,6 @@ pub(super) fn check_magic(file: FileRef, plain: &[u8]) -> Result<(), FetchError>
     if ok {
         Ok(())
     } else {
-        tracing::error!(file = %file.id, "decrypted data is not {expected}: wrong key or corrupt file");
         Err(FetchError::WrongKey {
             file: file.id,
             expected,

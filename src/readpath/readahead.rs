@@ -55,25 +55,14 @@ struct Stream {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Streams {
+pub(crate) struct Streams {
     streams: Vec<Stream>,
     clock: u64,
 }
 
 impl Streams {
-    /// Records a read of `offset..end` in a file of `total` bytes and returns the range to
-    /// prefetch now, if any.
-    pub fn on_read(
-        &mut self,
-        config: &ReadAheadConfig,
-        offset: u64,
-        end: u64,
-        total: u64,
-    ) -> Option<Range<u64>> {
-        self.on_read_from(config, 0, offset, end, total)
-    }
-
-    /// The same for a file whose readers start at `start` (an Ogg file's hidden header).
+    /// Records a read of `offset..end` in a file of `total` bytes whose readers start at
+    /// `start` (past an Ogg file's hidden header) and returns the range to prefetch now, if any.
     pub fn on_read_from(
         &mut self,
         config: &ReadAheadConfig,
@@ -170,13 +159,13 @@ mod tests {
         let (c, mut s) = (config(), Streams::default());
         let total = 100 * MIB;
         assert_eq!(
-            s.on_read(&c, 0, 128 << 10, total),
+            s.on_read_from(&c, 0, 0, 128 << 10, total),
             Some((128 << 10)..MIB + (128 << 10))
         );
         let mut offset = 128 << 10;
         let mut widest = 0;
         while offset < 40 * MIB {
-            if let Some(r) = s.on_read(&c, offset, offset + (128 << 10), total) {
+            if let Some(r) = s.on_read_from(&c, 0, offset, offset + (128 << 10), total) {
                 assert!(r.start >= offset, "never prefetch behind the reader");
                 widest = widest.max(r.end - r.start);
             }
@@ -194,15 +183,15 @@ mod tests {
         let total = 100 * MIB;
         let mut offset = 0;
         while offset < 40 * MIB {
-            s.on_read(&c, offset, offset + (128 << 10), total);
+            s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
             offset += 128 << 10;
         }
         assert_eq!(s.streams[0].window, MIB, "never waited, never grew");
         s.note_wait(&c, offset - (128 << 10));
-        s.on_read(&c, offset, offset + (128 << 10), total);
+        s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
         let mut next = offset + (128 << 10);
         while s.streams[0].window == MIB && next < 60 * MIB {
-            s.on_read(&c, next, next + (128 << 10), total);
+            s.on_read_from(&c, 0, next, next + (128 << 10), total);
             next += 128 << 10;
         }
         assert_eq!(s.streams[0].window, 2 * MIB, "one wait, one doubling");
@@ -212,17 +201,20 @@ mod tests {
     fn random_reads_do_not_prefetch() {
         let (c, mut s) = (config(), Streams::default());
         for offset in [50 * MIB, 10 * MIB, 90 * MIB, 30 * MIB, 70 * MIB] {
-            assert_eq!(s.on_read(&c, offset, offset + 4096, 100 * MIB), None);
+            assert_eq!(
+                s.on_read_from(&c, 0, offset, offset + 4096, 100 * MIB),
+                None
+            );
         }
     }
 
     #[test]
     fn out_of_order_kernel_reads_stay_in_the_stream() {
         let (c, mut s) = (config(), Streams::default());
-        s.on_read(&c, 0, 128 << 10, 100 * MIB);
-        s.on_read(&c, 256 << 10, 384 << 10, 100 * MIB);
+        s.on_read_from(&c, 0, 0, 128 << 10, 100 * MIB);
+        s.on_read_from(&c, 0, 256 << 10, 384 << 10, 100 * MIB);
         // The kernel delivers an earlier read-ahead page late: still the same stream.
-        s.on_read(&c, 128 << 10, 256 << 10, 100 * MIB);
+        s.on_read_from(&c, 0, 128 << 10, 256 << 10, 100 * MIB);
         assert_eq!(s.streams.len(), 1);
     }
 
@@ -232,16 +224,16 @@ mod tests {
         let total = 100 * MIB;
         let mut offset = 0;
         while offset < 4 * MIB {
-            s.on_read(&c, offset, offset + (128 << 10), total);
+            s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
             offset += 128 << 10;
         }
         let window_before = s.streams[0].window;
         assert_eq!(
-            s.on_read(&c, total - 4096, total, total),
+            s.on_read_from(&c, 0, total - 4096, total, total),
             None,
             "the tail probe is not prefetched"
         );
-        s.on_read(&c, offset, offset + (128 << 10), total);
+        s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
         assert_eq!(s.streams.len(), 2);
         assert!(
             s.streams[0].window >= window_before,
@@ -254,7 +246,7 @@ mod tests {
     fn streams_are_bounded() {
         let (c, mut s) = (config(), Streams::default());
         for i in 0..10 {
-            s.on_read(&c, i * 10 * MIB + 1, i * 10 * MIB + 4097, 200 * MIB);
+            s.on_read_from(&c, 0, i * 10 * MIB + 1, i * 10 * MIB + 4097, 200 * MIB);
         }
         assert_eq!(s.streams.len(), 4);
     }
@@ -274,7 +266,7 @@ mod tests {
             .first()
             .is_none_or(|s| s.ahead_to + s.window <= total)
         {
-            s.on_read(&c, offset, offset + (128 << 10), total);
+            s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
             s.note_wait(&c, offset);
             offset += 128 << 10;
             assert!(offset < total / 2, "the window never grew");
@@ -284,13 +276,13 @@ mod tests {
             ahead_before + window_before > total,
             "the setup puts the tail in reach"
         );
-        assert_eq!(s.on_read(&c, total - 65536, total, total), None);
+        assert_eq!(s.on_read_from(&c, 0, total - 65536, total, total), None);
         assert_eq!(s.streams.len(), 2, "the probe is a stream of its own");
         assert_eq!(
             s.streams[0].next, offset,
             "the player's stream stayed where it was"
         );
-        let resumed = s.on_read(&c, offset, offset + (128 << 10), total);
+        let resumed = s.on_read_from(&c, 0, offset, offset + (128 << 10), total);
         let resumed = resumed.expect("the resumed read keeps prefetching");
         assert_eq!(
             resumed.start, ahead_before,

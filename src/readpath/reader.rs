@@ -49,7 +49,7 @@ const RELEASE_BEHIND: u64 = 4 << 20;
 
 /// A stored file as the reader sees it: its id and container (to check the first bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileRef {
+pub(crate) struct FileRef {
     pub id: FileId,
     pub container: Container,
 }
@@ -61,7 +61,7 @@ struct FileState {
     served: RangeSet,
 }
 
-pub struct Reader {
+pub(crate) struct Reader {
     cache: Arc<BlockCache>,
     source: Arc<dyn RangeSource>,
     keys: Arc<KeyStore>,
@@ -280,6 +280,12 @@ impl Reader {
             // Closed never: the semaphore lives as long as the reader.
             let _permit = reader.in_flight.clone().acquire_many_owned(kib).await;
             let result = reader.fetch_run(file, first, run.len() as u64).await;
+            if let Err(e) = &result {
+                // Logged where a read fails (the fs layer); read-ahead nobody waits for is not.
+                if run.iter().all(|(_, answer)| answer.is_none()) {
+                    tracing::debug!(file = %file.id, first, "read-ahead failed: {e}");
+                }
+            }
             for (i, (claim, answer)) in run.into_iter().enumerate() {
                 let block = result
                     .as_ref()
