@@ -405,7 +405,7 @@ fn a_cdn_that_lies_about_ranges_gives_eio_not_wrong_bytes() {
 }
 
 #[test]
-fn a_file_whose_size_changes_is_eio_never_mixed_versions() {
+fn a_file_whose_size_changes_is_estale_never_mixed_versions() {
     if !support::fuse_usable() {
         return;
     }
@@ -423,7 +423,7 @@ fn a_file_whose_size_changes_is_eio_never_mixed_versions() {
     let mut buf = vec![0u8; 4096];
     assert_eq!(
         file.read_at(&mut buf, 600_000).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
+        Some(libc::ESTALE)
     );
     mount.assert_logged("changed on the CDN");
 }
