@@ -116,8 +116,11 @@ if cargo nextest --version >/dev/null 2>&1; then
   # doctests, so those go first: nextest's summary stays the closing line.
   doc_status=0
   if (($# == 0)) && [[ -f src/lib.rs ]]; then
+    # Shown only when they fail: a passing run of (so far no) doctests is noise.
     log "cargo test --doc"
-    cargo test --doc --quiet || doc_status=$?
+    doc_log=$(mktemp)
+    cargo test --doc --quiet >"$doc_log" 2>&1 || { doc_status=$?; cat "$doc_log" >&2; }
+    rm -f "$doc_log"
   fi
   log "cargo nextest run --all-targets $*"
   test_status=0
