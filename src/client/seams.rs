@@ -22,7 +22,7 @@ use crate::protocol::crypto::AudioKey;
 use crate::protocol::model::{Album, AlbumId, FileId, Playlist, PlaylistId, Track, TrackId};
 use bytes::{Bytes, BytesMut};
 
-/// The origin's control plane (DESIGN.md §1). Each call is one whole answer, retried by the
+/// The origin's control plane (docs/protocol.md §2). Each call is one whole answer, retried by the
 /// implementation as its policy says (`Api`: the shared retry bound), except `resolve`, which
 /// makes one attempt: it runs inside a range fetch, whose attempts retry it.
 pub trait ControlPlane: Send + Sync + 'static {

@@ -2,7 +2,7 @@
 //! sent it. The header names what the piece is (file id, offset, length, the file's total
 //! size) and carries a CRC32C of the data and one of itself, so a file that was torn by a
 //! crash, flipped on disk, or renamed onto the wrong name is recognised and never believed.
-//! The same scheme as mountpoint-s3's block files (DESIGN.md §5, NOTES.md).
+//! The same scheme as mountpoint-s3's block files (docs/design.md, "Disk cache").
 
 use crate::protocol::model::FileId;
 

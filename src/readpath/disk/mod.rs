@@ -1,5 +1,5 @@
 //! The disk tier: ciphertext by file id, kept across mounts in the cache directory,
-//! checksummed, bounded, least recently used first, pinned files last (DESIGN.md §5).
+//! checksummed, bounded, least recently used first, pinned files last (docs/design.md, "Disk cache").
 //!
 //! - `dir`: where the cache lives (per origin, 0700) and its one-mount-at-a-time lock.
 //! - `block`: the checked on-disk form of one stored piece.
