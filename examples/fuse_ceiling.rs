@@ -122,24 +122,57 @@ impl Filesystem for Ceiling {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let direct = match args.get(3).map(String::as_str) {
-        None => false,
-        Some("direct") => true,
-        Some(_) => usage(),
-    };
-    let (Some(mountpoint), Some(Ok(size))) = (args.get(1), args.get(2).map(|s| s.parse())) else {
+/// How it is mounted; the defaults are trackfs's own settings.
+struct Options {
+    mountpoint: String,
+    size: u64,
+    direct: bool,
+    threads: usize,
+    clone_fd: bool,
+    read_ahead_kb: u32,
+}
+
+fn parse_args() -> Options {
+    let mut args = std::env::args().skip(1);
+    let (Some(mountpoint), Some(Ok(size))) = (args.next(), args.next().map(|s| s.parse())) else {
         usage();
     };
+    let mut options = Options {
+        mountpoint,
+        size,
+        direct: false,
+        threads: 8,
+        clone_fd: false,
+        read_ahead_kb: 1024,
+    };
+    while let Some(arg) = args.next() {
+        let mut number = || match args.next().map(|s| s.parse()) {
+            Some(Ok(n)) if n > 0 => n,
+            _ => usage(),
+        };
+        match arg.as_str() {
+            "direct" => options.direct = true,
+            "--threads" => options.threads = number() as usize,
+            "--clone-fd" => options.clone_fd = true,
+            "--read-ahead-kb" => options.read_ahead_kb = number(),
+            _ => usage(),
+        }
+    }
+    options
+}
+
+fn main() {
+    let options = parse_args();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("fuse_ceiling".into()),
         fuser::MountOption::RO,
     ];
-    config.n_threads = Some(8);
+    config.n_threads = Some(options.threads);
+    config.clone_fd = options.clone_fd;
+    let mountpoint = &options.mountpoint;
     let session = match fuser::Session::new(
-        Ceiling::new(size, direct),
+        Ceiling::new(options.size, options.direct),
         std::path::Path::new(mountpoint),
         &config,
     )
@@ -151,7 +184,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    set_read_ahead(mountpoint);
+    set_read_ahead(mountpoint, options.read_ahead_kb);
     // Serve until someone unmounts it (the benchmark does, then waits for this process).
     while !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
@@ -159,12 +192,16 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: fuse_ceiling MOUNTPOINT SIZE_BYTES [direct]");
+    eprintln!(
+        "usage: fuse_ceiling MOUNTPOINT SIZE_BYTES [direct] [--threads N] [--clone-fd] \
+         [--read-ahead-kb KB]"
+    );
     std::process::exit(2);
 }
 
-/// The same 1 MiB mount read-ahead trackfs sets (needs root; otherwise the default stays).
-fn set_read_ahead(mountpoint: &str) {
+/// The mount's read-ahead, as trackfs sets it (needs root; otherwise the default stays).
+/// fuser answers INIT inside `Session::new`, so this write is not undone by the INIT reply.
+fn set_read_ahead(mountpoint: &str, kb: u32) {
     use std::os::linux::fs::MetadataExt;
     if let Ok(meta) = std::fs::metadata(mountpoint) {
         let dev = meta.st_dev();
@@ -173,6 +210,6 @@ fn set_read_ahead(mountpoint: &str) {
             libc::major(dev),
             libc::minor(dev)
         );
-        let _ = std::fs::write(path, "1024");
+        let _ = std::fs::write(path, kb.to_string());
     }
 }

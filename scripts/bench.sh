@@ -2,10 +2,10 @@
 # trackfs side by side with `rclone mount` of an rclone-crypt remote and with raw `curl`,
 # all on loopback through one private nginx; prints a table of figures, ratios and targets.
 #
-# Usage: scripts/bench.sh [--quick] [--rows 1,2,3,4,5,6] [--trackfs BIN] [--skip-trackfs] [--keep]
+# Usage: scripts/bench.sh [--quick] [--rows 1,2,3,4,5,6,7] [--trackfs BIN] [--skip-trackfs] [--keep]
 #   --quick          smaller data (64 MiB + 8 x 8 MiB, 200-track listing) for a smoke run
 #   --rows LIST      only these rows (1 cold seq, 2 warm, 3 random, 4 first byte/seek,
-#                    5 eight readers, 6 ls -lR); default all
+#                    5 eight readers, 6 ls -lR, 7 WAN path); default all
 #   --trackfs BIN    use this binary (default: `cargo build --release` of this repo)
 #   --skip-trackfs   only the rclone/curl/local figures (trackfs still publishes the data)
 #   --keep           keep the work folder (libraries, logs, nginx access log) afterwards
@@ -14,7 +14,8 @@
 # Rows (the targets of issues 5 and 18):
 #   1. cold sequential read of the 256 MiB track, 1 MiB reads: trackfs, rclone-crypt, curl;
 #      median of 5 cold runs each (3 with --quick); also the machine's busy CPU-seconds per
-#      read, and the same read from a FUSE file that does no work (examples/fuse_ceiling.rs)
+#      read, and the same read from a FUSE file that does no work (examples/fuse_ceiling.rs);
+#      every FUSE contender is also read (cold, 5 more times) by `dd bs=1M`
 #   2. warm re-read (same mount, nothing dropped) vs the plaintext from local page cache;
 #      median of 3 re-reads each
 #   3. fio randread 4 KiB psync, 10 s, cold: IOPS trackfs vs rclone
@@ -23,6 +24,11 @@
 #   5. eight 24 MiB tracks read at once, cold: aggregate MB/s, and trackfs peak RSS (VmHWM)
 #      with --cache-size 64MiB
 #   6. `ls -lR` of a 2,000-track library with `serve --latency 20`: cold and warm seconds
+#   7. the big track cold through a WAN-like path in front of the same nginx
+#      (scripts/wan_proxy.py: a 100 MB/s link shared by all connections, 16 MB/s for each
+#      TCP connection, 10 ms each way): trackfs (median of 3, and how many connections
+#      carried its bytes), rclone-crypt and curl once each (they are paced, so they vary little), and
+#      8 parallel curl ranges (median of 3), which shows the path itself reaches its link rate
 # "Cold" = page cache dropped (echo 3 > /proc/sys/vm/drop_caches, needs root) and a fresh mount.
 # MB/s are decimal megabytes (10^6 bytes) per second, like dd and curl.
 #
@@ -38,8 +44,9 @@ scripts=$repo/scripts
 helper=$scripts/bench_helper.py
 
 BIG_MIB=256 SMALL_MIB=24 N_SMALL=8 N_LIST=2000 LIST_BYTES=8192
-ROWS=1,2,3,4,5,6 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
+ROWS=1,2,3,4,5,6,7 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
 LATENCY_MS=20 CACHE_ROW5=64MiB FIO_SECONDS=10 REPEAT_ROW4=3 REPEAT_ROW1=5 REPEAT_ROW2=3
+WAN_LINK_MBS=100 WAN_CONN_MBS=16 WAN_DELAY_MS=10 REPEAT_ROW7=3
 
 usage() { sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
@@ -90,6 +97,8 @@ NGINX_PID=""
 
 # shellcheck source=scripts/bench_lib.sh
 source "$scripts/bench_lib.sh"
+# shellcheck source=scripts/bench_wan.sh
+source "$scripts/bench_wan.sh"
 
 ROW_PID=""
 cleanup() {
@@ -178,6 +187,7 @@ log "encrypting the same plaintext with rclone-crypt"
 pass=$(rclone obscure "trackfs-bench-password")
 salt=$(rclone obscure "trackfs-bench-salt")
 NGINX_PORT=$(free_port)
+PROXY_PORT=$(free_port)
 cat >"$W/rclone.conf" <<EOF
 [lcrypt]
 type = crypt
@@ -194,6 +204,16 @@ type = crypt
 remote = web:
 password = $pass
 password2 = $salt
+
+[wanweb]
+type = http
+url = http://127.0.0.1:$PROXY_PORT/crypt/
+
+[wancrypt]
+type = crypt
+remote = wanweb:
+password = $pass
+password2 = $salt
 EOF
 mkdir -p "$W/crypt"
 rclone --config "$W/rclone.conf" copy "$SRC" lcrypt: 2>"$W/logs/rclone-copy.log" ||
@@ -203,6 +223,10 @@ log "starting nginx (CDN for LIBRARY/audio, and the rclone-crypt folder at /cryp
 NGINX_PID=$("$scripts/nginx-cdn.sh" "$W/lib" "$NGINX_PORT" --dir /crypt/="$W/crypt" 2>"$W/logs/nginx-start.log") ||
   { cat "$W/logs/nginx-start.log" >&2; die "nginx did not start"; }
 CDN=http://127.0.0.1:$NGINX_PORT
+if row_on 7; then
+  log "starting the WAN-like path in front of nginx (scripts/wan_proxy.py)"
+  start_wan_proxy
+fi
 
 start_serve() { # LIBRARY [serve flags...]: sets SERVE_PORT
   local lib=$1 port lg pid
@@ -225,6 +249,10 @@ if ((TFS)); then
     start_serve "$W/lib-list" --latency "$LATENCY_MS"
     PORT_LIST=$SERVE_PORT
   fi
+  if row_on 7; then
+    start_serve "$W/lib" --cdn-base "$WAN_CDN"
+    PORT_WAN=$SERVE_PORT
+  fi
 fi
 
 # Where a source file appears in a trackfs mount: found by its size (names are the mount's
@@ -238,7 +266,7 @@ tfs_path() { # MOUNTPOINT BYTES [N]
 # neighbours), so each contender is measured REPEAT_ROW1 times, cold each time, and the median
 # is the figure; every run is listed in the log.
 row1_trackfs() {
-  local f runs=()
+  local f runs=() dds=()
   for i in $(seq "$REPEAT_ROW1"); do
     drop_caches
     mount_trackfs "$PORT_FAST" "seq$i" "$W/lib"
@@ -249,27 +277,37 @@ row1_trackfs() {
     if ((i == REPEAT_ROW1)) && row_on 2; then warm_reads tfs_warm_seq "$f"; fi
     "$TRACKFS" stats "$MNT" >"$W/logs/stats-row1.txt" 2>&1 || true
     umount_wait "$MNT" "$MOUNT_PID"
+    drop_caches
+    mount_trackfs "$PORT_FAST" "dd$i" "$W/lib"
+    dds+=("$(dd_read_cpu "$(tfs_path "$MNT" "$BIG_BYTES")")")
+    umount_wait "$MNT" "$MOUNT_PID"
   done
   record_cold trackfs tfs "${runs[@]}"
+  record_cold "trackfs (dd)" tfs_dd "${dds[@]}"
 }
 row1_rclone() {
-  local runs=()
+  local runs=() dds=()
   for i in $(seq "$REPEAT_ROW1"); do
     drop_caches
     mount_rclone "seq$i"
     runs+=("$(seq_read_cpu "$MNT/$BIG_REL")")
     umount_wait "$MNT" "$MOUNT_PID"
+    drop_caches
+    mount_rclone "dd$i"
+    dds+=("$(dd_read_cpu "$MNT/$BIG_REL")")
+    umount_wait "$MNT" "$MOUNT_PID"
   done
   record_cold rclone rclone "${runs[@]}"
+  record_cold "rclone (dd)" rclone_dd "${dds[@]}"
 }
-curl_read() { # prints MB/s of one download of the big ciphertext
-  T 600 curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' "$CDN/audio/$BIG_ID" |
+curl_read() { # [BASE_URL]: prints MB/s of one download of the big ciphertext
+  T 600 curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' "${1:-$CDN}/audio/$BIG_ID" |
     awk '{ printf "%.1f", $1 / $2 / 1e6 }'
 }
 curl_read_cpu() { # prints "MB/s CPU-s", as seq_read_cpu does (awk, not Python: no start-up cost)
   local b0 mbs
   b0=$(busy_jiffies)
-  mbs=$(curl_read)
+  mbs=$(curl_read "$CDN")
   echo "$mbs $(awk -v a="$b0" -v b="$(busy_jiffies)" 'BEGIN { printf "%.2f", (b - a) / 100 }')"
 }
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
@@ -286,19 +324,26 @@ row1_curl() {
 # The same cold read of a FUSE file that does no work: what FUSE itself costs here, a floor
 # under trackfs's CPU time and a ceiling over its speed.
 row1_ceiling() {
-  local runs=() mnt=$W/mnt/ceiling lg=$W/logs/ceiling.log
+  local runs=() dds=() mnt=$W/mnt/ceiling lg=$W/logs/ceiling.log reader
   mkdir -p "$mnt"
   echo "$mnt" >>"$W/mounts"
   for i in $(seq "$REPEAT_ROW1"); do
-    drop_caches
-    "$CEILING" "$mnt" "$BIG_BYTES" >>"$lg" 2>&1 &
-    MOUNT_PID=$!
-    echo "$MOUNT_PID" >>"$W/pids"
-    wait_mounted "$mnt" "$MOUNT_PID" "$lg"
-    runs+=("$(seq_read_cpu "$mnt/file")")
-    umount_wait "$mnt" "$MOUNT_PID"
+    for reader in seq_read_cpu dd_read_cpu; do
+      drop_caches
+      "$CEILING" "$mnt" "$BIG_BYTES" >>"$lg" 2>&1 &
+      MOUNT_PID=$!
+      echo "$MOUNT_PID" >>"$W/pids"
+      wait_mounted "$mnt" "$MOUNT_PID" "$lg"
+      if [[ $reader == seq_read_cpu ]]; then
+        runs+=("$(seq_read_cpu "$mnt/file")")
+      else
+        dds+=("$(dd_read_cpu "$mnt/file")")
+      fi
+      umount_wait "$mnt" "$MOUNT_PID"
+    done
   done
   record_cold "FUSE ceiling" ceiling "${runs[@]}"
+  record_cold "FUSE ceiling (dd)" ceiling_dd "${dds[@]}"
 }
 # record_cold NAME KEY RUN...: each RUN is "MB/s CPU-s"; records the medians of both.
 record_cold() {
@@ -430,8 +475,15 @@ fi
 if ((TFS)) && row_on 6; then
   run_row "6. trackfs: ls -lR of $N_LIST tracks, ${LATENCY_MS} ms latency" row6_trackfs
 fi
+if row_on 7; then
+  wan="${WAN_LINK_MBS} MB/s link, ${WAN_CONN_MBS} MB/s a connection, $((2 * WAN_DELAY_MS)) ms round trip"
+  run_row "7. the WAN path ($wan): 8 parallel curl ranges" row7_link
+  if ((TFS)); then run_row "7. trackfs through the WAN path, cold" row7_trackfs; fi
+  run_row "7. rclone-crypt through the WAN path, cold" row7_rclone
+  run_row "7. curl through the WAN path" row7_curl
+fi
 
-if [[ -d $repo/benches ]] && ((TFS)); then
+if [[ -d $repo/benches ]] && ((TFS)) && row_on 1; then
   bench_log=${TMPDIR:-/tmp}/trackfs-cargo-bench.log
   log "cargo bench (criterion: decrypt throughput, cache get/put); full output: $bench_log"
   (cd "$repo" && cargo bench) >"$bench_log" 2>&1 || note "cargo bench failed (see $bench_log)"
@@ -486,6 +538,7 @@ line() {
   echo "machine: $MACHINE"
   echo "versions: $VERSIONS"
   echo "data: ${BIG_MIB} MiB track, ${N_SMALL} x ${SMALL_MIB} MiB tracks, ${N_LIST}-track listing; loopback nginx CDN"
+  row_on 7 && echo "WAN path (row 7): ${WAN_LINK_MBS} MB/s link, ${WAN_CONN_MBS} MB/s a connection, ${WAN_DELAY_MS} ms each way"
   ((IS_ROOT)) || echo "NOTE: not root, page cache not dropped: cold figures are fresh-mount only"
   echo
   printf '| %-44s | %10s | %10s | %-17s | %7s | %-27s | %-4s |\n' \
@@ -500,6 +553,10 @@ line() {
     line "1. (a FUSE file that does no work)" MB/s "$(get tfs_cold_seq)" "$(get ceiling_cold_seq)" "FUSE ceiling" info ""
     line "1. busy CPU-seconds per cold read" s "$(get tfs_cold_cpu)" "$(get curl_cold_cpu)" "curl (ciphertext)" info ""
     line "1. (the same, FUSE ceiling)" s "" "$(get ceiling_cold_cpu)" "FUSE ceiling" info ""
+    line "1. cold, dd bs=1M, MB/s" MB/s "$(get tfs_dd_cold_seq)" "$(get rclone_dd_cold_seq)" "rclone-crypt (dd)" info ""
+    line "1. (dd bs=1M, a FUSE file that does no work)" MB/s "$(get tfs_dd_cold_seq)" "$(get ceiling_dd_cold_seq)" "FUSE ceiling (dd)" info ""
+    line "1. busy CPU-seconds, dd bs=1M" s "$(get tfs_dd_cold_cpu)" "$(get ceiling_dd_cold_cpu)" "FUSE ceiling (dd)" info ""
+    line "1. (the same, rclone-crypt)" s "" "$(get rclone_dd_cold_cpu)" "rclone-crypt (dd)" info ""
   fi
   row_on 2 && line "2. warm re-read, MB/s" MB/s "$(get tfs_warm_seq)" "$(get local_warm_seq)" "local page cache" ratio_ge 0.5
   row_on 3 && line "3. random 4 KiB reads (fio, cold), IOPS" IOPS "$(get tfs_rand_iops)" "$(get rclone_rand_iops)" "rclone-crypt" ratio_ge 5
@@ -516,6 +573,13 @@ line() {
     line "6. mount ready, $N_LIST tracks, s" s "$(get tfs_list_mount_s)" "" "" info ""
     line "6. ls -lR cold, $N_LIST tracks, s" s "$(get tfs_ls_cold_s)" "" "" le 3
     line "6. ls -lR warm, $N_LIST tracks, s" s "$(get tfs_ls_warm_s)" "" "" info ""
+  fi
+  if row_on 7; then
+    line "7. WAN path, cold, MB/s" MB/s "$(get tfs_wan_mbs)" "$WAN_LINK_MBS" "the link" ratio_ge 0.8
+    line "7. WAN path, cold, MB/s" MB/s "$(get tfs_wan_mbs)" "$(get curl_wan_mbs)" "curl (ciphertext)" ratio_ge 4
+    line "7. WAN path, cold, MB/s" MB/s "$(get tfs_wan_mbs)" "$(get rclone_wan_mbs)" "rclone-crypt" ratio_ge 4
+    line "7. (8 curl ranges at once: the path's limit)" MB/s "" "$(get link_wan_mbs)" "curl x8 ranges" info ""
+    line "7. connections used / most open at once" n "$(get tfs_wan_conns)" "$(get rclone_wan_conns)" "rclone-crypt" info ""
   fi
   echo
   failed=$(grep -c '^failed_' "$W/results" || true)

@@ -33,6 +33,16 @@ measure() {
   [[ -n $v ]] || die "no figure for $1"
   record "$1" "$v"
 }
+# dd_read_cpu FILE: one `dd bs=1M` of FILE, printing "MB/s CPU-s" as seq_read_cpu does (the
+# whole machine's busy CPU-seconds meanwhile; dd has no start-up worth counting).
+dd_read_cpu() {
+  local b0 out
+  b0=$(busy_jiffies)
+  out=$(LC_ALL=C T 600 dd if="$1" of=/dev/null bs=1M 2>&1) || { echo "$out" >&2; return 1; }
+  awk -v a="$b0" -v b="$(busy_jiffies)" '/ copied, / {
+      for (i = 1; i <= NF; i++) if ($i == "copied,") s = $(i + 1)
+      printf "%.1f %.2f", $1 / s / 1e6, (b - a) / 100 }' <<<"$out"
+}
 free_port() { python3 "$helper" free-port; }
 wait_port() { # PORT PID LOG: until something listens, or the process died
   for _ in $(seq 300); do
@@ -74,13 +84,13 @@ mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from 
   wait_mounted "$mnt" "$MOUNT_PID" "$lg"
   MNT=$mnt
 }
-mount_rclone() { # NAME
-  local mnt=$W/mnt/$1 lg
+mount_rclone() { # NAME [REMOTE]: the crypt remote over nginx, or REMOTE (e.g. wancrypt)
+  local mnt=$W/mnt/$1 lg remote=${2:-wcrypt}
   lg=$W/logs/rclone-$1-$(date +%s%N).log
   mkdir -p "$mnt"
   echo "$mnt" >>"$W/mounts"
   # Defaults on purpose (vfs-cache-mode off, 16 MiB buffer): what a user gets out of the box.
-  rclone --config "$W/rclone.conf" mount wcrypt: "$mnt" >"$lg" 2>&1 &
+  rclone --config "$W/rclone.conf" mount "$remote:" "$mnt" >"$lg" 2>&1 &
   MOUNT_PID=$!
   echo "$MOUNT_PID" >>"$W/pids"
   wait_mounted "$mnt" "$MOUNT_PID" "$lg"
