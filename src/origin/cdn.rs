@@ -6,10 +6,9 @@
 //! request from a seeded plan after the URL's signature checks out, so a given seed and request
 //! sequence always misbehave the same way.
 
-use super::covers::PictureKind;
 use super::faults::{Fault, FaultKind};
 use super::state::{content_type, parse_id, typed, ApiError, Origin};
-use crate::protocol::model::FileId;
+use crate::protocol::model::{FileId, PictureKind};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

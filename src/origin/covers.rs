@@ -4,7 +4,7 @@
 //! `images/<SHA-1 of the bytes>`, with width and height read from their header.
 
 use super::library::{write_atomic, Library, LibraryError};
-use crate::protocol::model::{FileId, Image, ImageSize};
+use crate::protocol::model::{FileId, Image, ImageSize, PictureKind};
 use sha1::{Digest, Sha1};
 use std::io::Write;
 use std::path::Path;
@@ -21,33 +21,6 @@ pub(crate) fn cover_rank(name: &str) -> Option<usize> {
         return None;
     }
     COVER_STEMS.iter().position(|s| *s == stem)
-}
-
-/// The picture formats the protocol serves, by magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PictureKind {
-    Jpeg,
-    Png,
-}
-
-impl PictureKind {
-    pub(crate) fn sniff(bytes: &[u8]) -> Option<PictureKind> {
-        if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-            Some(PictureKind::Jpeg)
-        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            Some(PictureKind::Png)
-        } else {
-            None
-        }
-    }
-
-    /// The one place the origin names an image's content type.
-    pub(crate) fn content_type(self) -> &'static str {
-        match self {
-            PictureKind::Jpeg => "image/jpeg",
-            PictureKind::Png => "image/png",
-        }
-    }
 }
 
 /// Why a picture is not used as a cover.

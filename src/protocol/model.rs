@@ -9,7 +9,7 @@ mod image;
 mod playlist;
 
 pub use base62::{base62_to_gid, gid_to_base62, SpotifyUri, BASE62_LEN};
-pub use image::{Image, ImageSize};
+pub use image::{Image, ImageSize, PictureKind};
 pub use playlist::{rootlist_from_wire, rootlist_to_wire, Playlist};
 
 use crate::protocol::proto::metadata as pb;

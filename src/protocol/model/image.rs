@@ -47,6 +47,43 @@ impl ImageSize {
     }
 }
 
+/// The picture formats `/image/<file id>` answers, told apart by their magic bytes (not by
+/// the `Content-Type`, which a CDN may get wrong): the mount names a cover `cover.jpg` or
+/// `cover.png` by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PictureKind {
+    Jpeg,
+    Png,
+}
+
+impl PictureKind {
+    pub fn sniff(bytes: &[u8]) -> Option<PictureKind> {
+        if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            Some(PictureKind::Jpeg)
+        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(PictureKind::Png)
+        } else {
+            None
+        }
+    }
+
+    /// `image/jpeg` or `image/png`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PictureKind::Jpeg => "image/jpeg",
+            PictureKind::Png => "image/png",
+        }
+    }
+
+    /// `jpg` or `png`, as in `cover.jpg`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            PictureKind::Jpeg => "jpg",
+            PictureKind::Png => "png",
+        }
+    }
+}
+
 /// One picture of an album, in one size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Image {
@@ -207,6 +244,19 @@ mod tests {
         assert_eq!(images[1].width, None, "negative width");
         let back = pb::Image::from(&images[0]);
         assert_eq!(Image::try_from(&back).unwrap(), images[0]);
+    }
+
+    #[test]
+    fn pictures_are_told_apart_by_magic_bytes() {
+        let jpeg = PictureKind::sniff(&[0xff, 0xd8, 0xff, 0xe0]).unwrap();
+        assert_eq!(
+            (jpeg.extension(), jpeg.content_type()),
+            ("jpg", "image/jpeg")
+        );
+        let png = PictureKind::sniff(b"\x89PNG\r\n\x1a\n....").unwrap();
+        assert_eq!((png.extension(), png.content_type()), ("png", "image/png"));
+        assert_eq!(PictureKind::sniff(b"GIF89a"), None);
+        assert_eq!(PictureKind::sniff(&[]), None);
     }
 
     #[test]
