@@ -55,11 +55,12 @@ fn a_hostile_independent_cdn_still_gives_exact_bytes() {
         return;
     }
     let origin = PythonOrigin::start(sources::music(), HOSTILE);
-    // A small cache, so blocks are fetched again (and again meet faults) during the test.
+    // A small cache and no disk cache, so blocks are fetched again (and again meet faults,
+    // expired URLs and tokens) during the test.
     let mount = Mount::start(
         &origin.url,
         &origin.credentials_file,
-        &["--cache-size", "1MiB"],
+        &["--cache-size", "1MiB", "--disk-cache", "off"],
     );
     let started = Instant::now();
     for round in 0..2 {
