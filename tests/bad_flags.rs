@@ -209,8 +209,10 @@ fn out_of_range_flag_values_are_refused_with_the_range() {
         assert!(err.contains(expected), "{extra:?}: {err}");
     }
     // The boundaries themselves are accepted: the mount then fails later, on the origin
-    // (nothing listens on port 9), not on the flag.
+    // (nothing listens on port 9), not on the flag. No disk cache: nothing is left in ~/.cache.
     let (code, err) = mount(&[
+        "--disk-cache",
+        "off",
         "--retries",
         "0",
         "--kernel-read-ahead",
