@@ -13,6 +13,8 @@ use crate::fs::FsCore;
 use crate::protocol::keyfile::Keys;
 use crate::protocol::model::{AudioFormat, FileId, Track};
 use crate::readpath::block_cache::BlockCache;
+use crate::readpath::budget::MemoryBudget;
+use crate::readpath::buffers::Buffers;
 use crate::readpath::heads::HeadStore;
 use crate::readpath::images::ImageStore;
 use crate::readpath::keys::KeyStore;
@@ -324,7 +326,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
             None => api.clone(),
         },
         stats.clone(),
-        spare_memory(config.cache_size) / 2,
+        MemoryBudget::split(config.cache_size).images,
     ));
     let control = images.control();
     let extras =
@@ -382,17 +384,15 @@ fn build_core(
     disk: Option<&disk::Disk>,
     sizes: &HashMap<FileId, u64>,
 ) -> FsCore {
-    let cache = Arc::new(BlockCache::new(config.cache_size, stats.clone()));
+    let budget = MemoryBudget::split(config.cache_size);
+    let cache = Arc::new(BlockCache::new(budget.blocks, stats.clone()));
+    let buffers = Buffers::new(budget.spare_buffers);
     let transport = Arc::new(Http1Transport::new(
         ReqwestTransport::new(http),
         CONNECT_TIMEOUT,
     ));
-    let cdn = Arc::new(Cdn::new(
-        transport,
-        api.clone(),
-        config.cdn.clone(),
-        stats.clone(),
-    ));
+    let cdn = Cdn::new(transport, api.clone(), config.cdn.clone(), stats.clone());
+    let cdn = Arc::new(cdn.with_buffers(buffers.clone()));
     // With a disk cache: ciphertext and keys kept across mounts, and offline known at once.
     let (control, source): (Arc<dyn ControlPlane>, Arc<dyn RangeSource>) = match disk {
         Some(disk) => (disk.gate(api), disk.wrap(cdn)),
@@ -401,39 +401,21 @@ fn build_core(
     let keys = KeyStore::new(config.keys.clone(), control.clone());
     let keys = Arc::new(keys.with_disk(disk.and_then(|d| d.keys.clone())));
     let reader_keys = keys.clone();
-    let spare = spare_memory(config.cache_size);
-    crate::readpath::buffers::limit_idle_bytes(spare);
-    let heads = HeadStore::new(control, spare);
-    let reader = Arc::new(Reader::new(
+    let heads = HeadStore::new(control, budget.heads);
+    let reader_config = budget.fit(&config.reader);
+    let reader = Reader::new(
         cache.clone(),
         source,
         keys,
         heads,
         stats.clone(),
-        fit_to_budget(&config.reader, config.cache_size),
-    ));
+        reader_config,
+    );
+    let reader = Arc::new(reader.with_buffers(buffers));
     if let Some(disk) = disk {
         disk.attach(reader.clone(), reader_keys, sizes);
     }
     FsCore::new(tree, reader, cache, stats)
-}
-
-/// Memory for spare response buffers, and as much again for head files: 16 MiB each, less
-/// with a cache budget under 64 MiB, so a small budget keeps the whole mount small.
-fn spare_memory(cache_size: u64) -> usize {
-    (cache_size / 4).min(16 << 20) as usize
-}
-
-/// Eight sequential readers' windows together fit the cache budget, and responses being
-/// received take at most a quarter of it more: peak memory stays near the budget.
-fn fit_to_budget(reader: &ReaderConfig, cache_size: u64) -> ReaderConfig {
-    let mut fitted = reader.clone();
-    fitted.readahead.max_window = reader
-        .readahead
-        .max_window
-        .min((cache_size / 8).max(1 << 20));
-    fitted.max_in_flight = (cache_size / 4).max(4 << 20);
-    fitted
 }
 
 /// `--format` hides tracks without a file in the formats asked for: say how many, and which

@@ -14,6 +14,7 @@ pub(crate) use super::seams::{Fetched, Transform};
 use super::stats::Stats;
 use super::transport::{BoxFuture, HttpResponse, Transport, TransportError};
 use crate::protocol::model::FileId;
+use crate::readpath::buffers::{Buffers, DEFAULT_SPARE_BUFFERS};
 use crate::redact;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -98,6 +99,7 @@ pub(crate) struct Cdn {
     resolved: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<Option<Resolved>>>>>,
     set_aside: Mutex<HashMap<String, Instant>>,
     stats: Arc<Stats>,
+    buffers: Arc<Buffers>,
 }
 
 impl Cdn {
@@ -114,7 +116,14 @@ impl Cdn {
             resolved: Mutex::new(HashMap::new()),
             set_aside: Mutex::new(HashMap::new()),
             stats,
+            buffers: Buffers::new(DEFAULT_SPARE_BUFFERS),
         }
+    }
+
+    /// The same, filling buffers from `buffers` (the pool the reader shares them from).
+    pub(crate) fn with_buffers(mut self, buffers: Arc<Buffers>) -> Self {
+        self.buffers = buffers;
+        self
     }
 
     /// Fetches ciphertext bytes `first..=last` (clipped at the end of the file). `known_total`
@@ -287,6 +296,7 @@ impl Cdn {
             stall_timeout: self.config.stall_timeout,
             min_rate: self.config.min_rate,
             transform,
+            buffers: &self.buffers,
         };
         let fetched = reading.interpret(response).await?;
         self.stats.bytes_fetched.add(fetched.data.len() as u64);
@@ -304,6 +314,7 @@ struct RangeRead<'a> {
     stall_timeout: Duration,
     min_rate: u64,
     transform: Option<Transform<'a>>,
+    buffers: &'a Buffers,
 }
 
 impl RangeRead<'_> {
@@ -395,7 +406,7 @@ impl RangeRead<'_> {
     /// size. Bounded like `collect`: stalls, the minimum average rate, a plausible size.
     async fn whole_to_the_end(&self, mut response: HttpResponse) -> Result<Fetched, FetchError> {
         let wanted = self.first..self.last.saturating_add(1);
-        let mut kept = crate::readpath::buffers::aligned((wanted.end - wanted.start) as usize);
+        let mut kept = self.buffers.aligned((wanted.end - wanted.start) as usize);
         let mut piece = BytesMut::with_capacity(PIECE);
         let (started, mut position) = (Instant::now(), 0u64);
         loop {
@@ -488,7 +499,7 @@ impl RangeRead<'_> {
         len: u64,
         exact: bool,
     ) -> Result<BytesMut, FetchError> {
-        let mut out = crate::readpath::buffers::aligned(len as usize);
+        let mut out = self.buffers.aligned(len as usize);
         // Only a server that ignored `Range` needs room for skipped bytes.
         let mut scratch = BytesMut::new();
         let mut skipped = 0u64;

@@ -10,19 +10,11 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const ALIGN: usize = 4096;
-/// Most memory kept in idle buffers (in addition to the block cache), until
-/// [`limit_idle_bytes`] sets it.
-static MAX_IDLE_BYTES: AtomicUsize = AtomicUsize::new(16 << 20);
-
-/// Keeps at most `bytes` in idle buffers: a mount with a small cache budget should not hold
-/// more memory in spare buffers than the budget allows.
-pub fn limit_idle_bytes(bytes: usize) {
-    MAX_IDLE_BYTES.store(bytes, Ordering::Relaxed);
-}
+/// Idle bytes kept by a pool nobody sized (tests, tools); a mount sizes its own.
+pub(crate) const DEFAULT_SPARE_BUFFERS: usize = 16 << 20;
 /// Capacities are powers of two from this up, so that buffers of similar sizes are reused.
 const MIN_CLASS: usize = 64 << 10;
 
@@ -31,35 +23,53 @@ fn class_of(capacity: usize) -> Option<usize> {
     (capacity >= MIN_CLASS).then(|| 1 << (usize::BITS - 1 - capacity.leading_zeros()))
 }
 
-/// Idle buffers by size class (response sizes repeat: the block size, the largest request).
-static IDLE: Mutex<Option<HashMap<usize, Vec<BytesMut>>>> = Mutex::new(None);
-
-fn idle() -> std::sync::MutexGuard<'static, Option<HashMap<usize, Vec<BytesMut>>>> {
-    IDLE.lock().unwrap_or_else(|p| p.into_inner())
+/// Idle buffers by size class (response sizes repeat: the block size, the largest request),
+/// holding at most `max_idle` bytes: a mount's memory budget (`readpath::budget`) gives the
+/// CDN tier, which fills buffers, and the reader, which shares them, the same pool.
+pub(crate) struct Buffers {
+    idle: Mutex<HashMap<usize, Vec<BytesMut>>>,
+    max_idle: usize,
 }
 
-/// An empty buffer with room for at least `capacity` bytes, starting on a page boundary: a
-/// recycled one when there is one of that size class.
-pub fn aligned(capacity: usize) -> BytesMut {
-    let class = capacity.next_power_of_two().max(MIN_CLASS);
-    if let Some(buffer) = idle().as_mut().and_then(|map| map.get_mut(&class)?.pop()) {
-        return buffer;
+impl Buffers {
+    pub(crate) fn new(max_idle: usize) -> Arc<Buffers> {
+        Arc::new(Buffers {
+            idle: Mutex::default(),
+            max_idle,
+        })
     }
-    let mut buffer = BytesMut::with_capacity(class + ALIGN);
-    let pad = buffer.as_ptr().align_offset(ALIGN);
-    buffer.resize(pad, 0);
-    buffer.advance(pad);
-    buffer
-}
 
-/// Freezes a buffer from [`aligned`] into shareable bytes; when the last slice of them is
-/// dropped, the buffer goes back for reuse.
-pub fn share(buffer: BytesMut) -> Bytes {
-    Bytes::from_owner(Recycled { buffer })
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Vec<BytesMut>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes, starting on a page boundary:
+    /// a recycled one when there is one of that size class.
+    pub(crate) fn aligned(&self, capacity: usize) -> BytesMut {
+        let class = capacity.next_power_of_two().max(MIN_CLASS);
+        if let Some(buffer) = self.idle().get_mut(&class).and_then(Vec::pop) {
+            return buffer;
+        }
+        let mut buffer = BytesMut::with_capacity(class + ALIGN);
+        let pad = buffer.as_ptr().align_offset(ALIGN);
+        buffer.resize(pad, 0);
+        buffer.advance(pad);
+        buffer
+    }
+
+    /// Freezes a buffer (from [`Buffers::aligned`], or any other) into shareable bytes; when
+    /// the last slice of them is dropped, an aligned buffer comes back here for reuse.
+    pub(crate) fn share(self: &Arc<Self>, buffer: BytesMut) -> Bytes {
+        Bytes::from_owner(Recycled {
+            buffer,
+            pool: self.clone(),
+        })
+    }
 }
 
 struct Recycled {
     buffer: BytesMut,
+    pool: Arc<Buffers>,
 }
 
 impl AsRef<[u8]> for Recycled {
@@ -78,11 +88,10 @@ impl Drop for Recycled {
             return;
         }
         buffer.clear();
-        let mut idle = idle();
-        let map = idle.get_or_insert_with(HashMap::new);
-        let held: usize = map.iter().map(|(size, list)| size * list.len()).sum();
-        if held + class <= MAX_IDLE_BYTES.load(Ordering::Relaxed) {
-            map.entry(class).or_default().push(buffer);
+        let mut idle = self.pool.idle();
+        let held: usize = idle.iter().map(|(size, list)| size * list.len()).sum();
+        if held + class <= self.pool.max_idle {
+            idle.entry(class).or_default().push(buffer);
         }
     }
 }
@@ -96,19 +105,19 @@ mod tests {
         assert_eq!(class_of(100), None);
         assert_eq!(class_of(MIN_CLASS), Some(MIN_CLASS));
         assert_eq!(class_of((2 << 20) + 4000), Some(2 << 20));
-        assert!(aligned(1).capacity() >= MIN_CLASS);
+        assert!(Buffers::new(0).aligned(1).capacity() >= MIN_CLASS);
     }
 
     #[test]
     fn buffers_are_page_aligned_and_come_back_when_the_last_slice_goes() {
-        // A size class no other test uses, so parallel tests cannot take this buffer.
         const SIZE: usize = (4 << 20) + 4096;
-        let mut buffer = aligned(SIZE);
+        let pool = Buffers::new(16 << 20);
+        let mut buffer = pool.aligned(SIZE);
         assert_eq!(buffer.as_ptr().align_offset(ALIGN), 0);
         assert!(buffer.capacity() >= SIZE && buffer.is_empty());
         buffer.extend_from_slice(&[7; SIZE]);
         let address = buffer.as_ptr();
-        let bytes = share(buffer);
+        let bytes = pool.share(buffer);
         let slice = bytes.slice(100..200);
         drop(bytes);
         assert_eq!(
@@ -117,12 +126,22 @@ mod tests {
             "a slice outlives its parent"
         );
         drop(slice);
-        let again = aligned((4 << 20) + 1);
+        let again = pool.aligned((4 << 20) + 1);
         assert_eq!(again.as_ptr(), address, "the same memory, reused");
         assert!(
             again.is_empty() && again.capacity() >= SIZE,
             "handed out empty"
         );
         assert_eq!(again.as_ptr().align_offset(ALIGN), 0);
+    }
+
+    #[test]
+    fn a_pool_keeps_no_more_idle_bytes_than_allowed() {
+        let pool = Buffers::new(MIN_CLASS);
+        let (a, b) = (pool.aligned(MIN_CLASS), pool.aligned(MIN_CLASS));
+        drop(pool.share(a));
+        drop(pool.share(b));
+        let idle: usize = pool.idle().values().map(Vec::len).sum();
+        assert_eq!(idle, 1, "the second buffer went back to the allocator");
     }
 }

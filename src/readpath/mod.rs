@@ -9,8 +9,10 @@
 //! - `keys`, `heads`: audio keys and plaintext head files, cached.
 //! - `images`: cover pictures, fetched whole once and kept within a budget.
 //! - `buffers`: reuse of large response buffers.
+//! - `budget`: `--cache-size` split into the parts' limits.
 
 pub mod block_cache;
+pub(crate) mod budget;
 pub(crate) mod buffers;
 pub mod disk;
 pub(crate) mod heads;

@@ -12,6 +12,7 @@ use crate::client::stats::Stats;
 use crate::protocol::crypto;
 use crate::protocol::model::{Container, FileId};
 use crate::readpath::block_cache::{Block, BlockCache, Claim, Lookup, Pending};
+use crate::readpath::buffers::{Buffers, DEFAULT_SPARE_BUFFERS};
 use crate::readpath::heads::HeadStore;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::range_set::RangeSet;
@@ -67,6 +68,7 @@ pub(crate) struct Reader {
     keys: Arc<KeyStore>,
     heads: HeadStore,
     stats: Arc<Stats>,
+    buffers: Arc<Buffers>,
     config: ReaderConfig,
     files: Mutex<HashMap<FileId, FileState>>,
     /// Permits in KiB for response bytes in flight.
@@ -88,12 +90,19 @@ impl Reader {
             keys,
             heads,
             stats,
+            buffers: Buffers::new(DEFAULT_SPARE_BUFFERS),
             in_flight: Arc::new(Semaphore::new(
                 (config.max_in_flight / 1024).clamp(1, u32::MAX as u64 / 2) as usize,
             )),
             config,
             files: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, sharing response buffers through `buffers` (the CDN tier's pool).
+    pub(crate) fn with_buffers(mut self, buffers: Arc<Buffers>) -> Self {
+        self.buffers = buffers;
+        self
     }
 
     fn with_state<T>(&self, file: FileId, f: impl FnOnce(&mut FileState) -> T) -> T {
@@ -365,7 +374,7 @@ impl Reader {
             checked.inspect_err(|_| self.stats.errors.incr())?;
         }
         self.with_state(file.id, |s| s.total = Some(fetched.total));
-        let run = crate::readpath::buffers::share(data);
+        let run = self.buffers.share(data);
         Ok((0..count)
             .map(|i| {
                 let from = ((i * bs) as usize).min(run.len());
