@@ -7,6 +7,7 @@ use crate::client::http1::Http1Transport;
 use crate::client::seams::{ControlPlane, RangeSource};
 use crate::client::stats::Stats;
 use crate::client::transport::ReqwestTransport;
+use crate::client::Timeouts;
 use crate::fs::fuse;
 use crate::fs::tree::{pick_file, AlbumEntry, Tree};
 use crate::fs::FsCore;
@@ -43,6 +44,7 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub ca_cert: Option<Vec<u8>>,
     pub cdn: CdnConfig,
+    pub timeouts: Timeouts,
     pub reader: ReaderConfig,
     /// The kernel's read-ahead for this mount, in KiB (raised as root; 0 leaves it alone).
     pub kernel_read_ahead_kb: u32,
@@ -64,6 +66,7 @@ impl MountConfig {
             allow_other: false,
             ca_cert: None,
             cdn: CdnConfig::default(),
+            timeouts: Timeouts::default(),
             reader: ReaderConfig::default(),
             kernel_read_ahead_kb: DEFAULT_KERNEL_READ_AHEAD_KB,
             // Off unless asked for: `trackfs mount` asks for the XDG default.
@@ -295,7 +298,7 @@ impl Drop for Mounted {
 pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     check_mountpoint(&config.mountpoint)?;
     let stats = Arc::new(Stats::default());
-    let http = client::http_client(config.ca_cert.as_deref(), CONNECT_TIMEOUT)
+    let http = client::http_client(config.ca_cert.as_deref(), config.timeouts.connect)
         .map_err(MountError::Setup)?;
     // The control plane gets the same retry bound as the CDN.
     let api = Arc::new(
@@ -305,7 +308,8 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
             config.credentials.clone(),
             stats.clone(),
         )
-        .with_attempts(config.cdn.attempts),
+        .with_attempts(config.cdn.attempts)
+        .with_request_timeout(config.timeouts.control_request),
     );
     // A token first: bad credentials or a dead origin fail here, once, with a clear message
     // (unless the disk cache has a catalogue to start from).
@@ -367,8 +371,6 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     })
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// What a mount made before the read path: the HTTP client, the control plane, the counters.
 struct Parts {
     http: reqwest::Client,
@@ -389,7 +391,7 @@ fn build_core(
     let buffers = Buffers::new(budget.spare_buffers);
     let transport = Arc::new(Http1Transport::new(
         ReqwestTransport::new(http),
-        CONNECT_TIMEOUT,
+        config.timeouts.connect,
     ));
     let cdn = Cdn::new(transport, api.clone(), config.cdn.clone(), stats.clone());
     let cdn = Arc::new(cdn.with_buffers(buffers.clone()));

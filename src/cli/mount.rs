@@ -157,6 +157,7 @@ impl MountArgs {
             allow_other: self.allow_other,
             ca_cert,
             cdn,
+            timeouts: Default::default(),
             reader,
             // At most 64MiB by the value parser, so the KiB fit a u32.
             kernel_read_ahead_kb: u32::try_from(self.kernel_read_ahead.0 >> 10).unwrap_or(0),

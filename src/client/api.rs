@@ -58,9 +58,6 @@ struct TokenAnswer {
 /// Longest token lifetime believed (a year), so renewal times stay within the clock's range.
 const MAX_TOKEN_LIFETIME_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
-/// Control-plane answers are small protobufs; a healthy origin sends them in well under this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// The largest answers read. A token (JSON) or a key (16 bytes) is tiny.
 const MAX_SMALL_ANSWER: usize = 64 << 10;
 /// Metadata and storage-resolve answers are a few KiB; a large library's list a few MiB.
@@ -82,13 +79,12 @@ impl Api {
             credentials,
             token: Mutex::default(),
             stats,
-            request_timeout: REQUEST_TIMEOUT,
+            request_timeout: super::Timeouts::default().control_request,
             attempts: DEFAULT_ATTEMPTS,
         }
     }
 
-    /// The same with another per-request timeout (tests use short ones).
-    #[cfg(test)]
+    /// The same with another per-request timeout (`Timeouts::control_request`).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self

@@ -19,6 +19,26 @@ pub(crate) mod transport;
 
 use std::time::Duration;
 
+/// The client's timeouts besides the CDN's own (`cdn::CdnConfig`: stalls, response heads), in
+/// one place, so a mount passes them as configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a TCP (and TLS) connection, to the origin or a CDN host.
+    pub connect: Duration,
+    /// One control-plane request, body included (token, metadata, storage-resolve, key,
+    /// head): answers are small protobufs a healthy origin sends in well under this.
+    pub control_request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            control_request: Duration::from_secs(15),
+        }
+    }
+}
+
 /// Builds the shared HTTP client: keep-alive pool, rustls, an optional private CA.
 pub(crate) fn http_client(
     ca_cert: Option<&[u8]>,
