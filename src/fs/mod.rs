@@ -279,6 +279,7 @@ impl FsCore {
     /// Reads bytes of the file as the mount shows it: exactly `size` bytes except at the end.
     pub async fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        tracing::trace!(ino, offset, size, "read");
         let data = match &node.kind {
             NodeKind::Dir { .. } => return Err(FsError::IsDir),
             // Not counted as served: reading the counters must not move them.

@@ -6,6 +6,14 @@
 //! other read starts a new stream. Because old streams survive, a player that jumps to the tail
 //! of a file (to find its duration) and back resumes its stream instead of starting over.
 //!
+//! A stream earns read-ahead by reading: until it has read `probe_bytes` (2 MiB) in a row, only
+//! what is asked for is fetched. Media scanners (ffprobe, mpd's database update, Jellyfin,
+//! Navidrome) open each file, read its start, perhaps its tail, and close it: a window started
+//! at the first read would fetch megabytes per track that nobody reads (issue 17: at most 1 MiB
+//! per track). mpd reads 512 KiB at the start, which the kernel's 1 MiB read-ahead makes 1.5
+//! MiB: the threshold lies past that. A player or `cp` passes it within its first reads (the
+//! kernel's own read-ahead, 1 MiB READs, keeps them fed meanwhile) and then streams as before.
+//!
 //! A window grows only while its reader has to wait for data: on a slow or distant CDN it
 //! widens until fetches keep ahead; on a fast one it stays small, so data goes from the
 //! socket through decryption to the page cache while still in the CPU's cache (measured:
@@ -27,6 +35,8 @@ pub struct ReadAheadConfig {
     /// kernel's own read-ahead runs a little ahead of the reader). Further is a jump, such as
     /// a player probing the file's tail, and must not move the stream there.
     pub forward_slack: u64,
+    /// Bytes a stream reads in a row before anything is fetched ahead of it (0: at once).
+    pub probe_bytes: u64,
 }
 
 impl Default for ReadAheadConfig {
@@ -37,12 +47,15 @@ impl Default for ReadAheadConfig {
             max_streams: 4,
             back_slack: 2 << 20,
             forward_slack: 1 << 20,
+            probe_bytes: 2 << 20,
         }
     }
 }
 
 #[derive(Debug, Clone)]
 struct Stream {
+    /// Where the stream's first read began.
+    began: u64,
     /// End of the furthest read so far.
     next: u64,
     /// Prefetched (or requested) up to here.
@@ -85,7 +98,7 @@ impl Streams {
                 i
             }
             None => {
-                self.start_stream(config, end);
+                self.start_stream(config, offset, end);
                 self.streams.len() - 1
             }
         };
@@ -94,6 +107,10 @@ impl Streams {
         // A random reader is not prefetched for; a stream from the file's start is (players,
         // cp), and so is any stream after its second sequential read.
         if stream.sequential_reads == 0 && offset != start {
+            return None;
+        }
+        // Not yet read far enough to be more than a scanner's look at the file.
+        if stream.next - stream.began.min(stream.next) < config.probe_bytes {
             return None;
         }
         let refill_below = stream.next + stream.window / 2;
@@ -120,7 +137,7 @@ impl Streams {
         }
     }
 
-    fn start_stream(&mut self, config: &ReadAheadConfig, end: u64) {
+    fn start_stream(&mut self, config: &ReadAheadConfig, offset: u64, end: u64) {
         if self.streams.len() >= config.max_streams {
             if let Some(oldest) = (0..self.streams.len()).min_by_key(|&i| self.streams[i].last_used)
             {
@@ -128,6 +145,7 @@ impl Streams {
             }
         }
         self.streams.push(Stream {
+            began: offset,
             next: end,
             ahead_to: end,
             window: config.initial_window,
@@ -151,6 +169,7 @@ mod tests {
             max_streams: 4,
             back_slack: 2 * MIB,
             forward_slack: MIB,
+            probe_bytes: 0,
         }
     }
 
@@ -296,7 +315,10 @@ mod tests {
 
     #[test]
     fn a_read_from_where_readers_start_is_prefetched_for() {
-        let config = ReadAheadConfig::default();
+        let config = ReadAheadConfig {
+            probe_bytes: 0,
+            ..ReadAheadConfig::default()
+        };
         let mut ogg = Streams::default();
         assert!(ogg
             .on_read_from(&config, 167, 167, 167 + 4096, 100 * MIB)
@@ -305,5 +327,52 @@ mod tests {
         assert!(random
             .on_read_from(&config, 167, 5 * MIB, 6 * MIB, 100 * MIB)
             .is_none());
+    }
+
+    #[test]
+    fn a_scanner_reading_the_start_and_the_tail_gets_no_read_ahead() {
+        let (c, mut s) = (ReadAheadConfig::default(), Streams::default());
+        let total = 12 * MIB;
+        // ffprobe: 32 KiB reads up to 320 KiB (the kernel asks in 128 KiB pieces), then the
+        // last 64 KiB for the duration, then a little of the start again.
+        let mut offset = 0;
+        while offset < 320 << 10 {
+            assert_eq!(s.on_read(&c, offset, offset + (128 << 10), total), None);
+            offset += 128 << 10;
+        }
+        let tail = total - (64 << 10);
+        assert_eq!(s.on_read(&c, tail, tail + (32 << 10), total), None);
+        assert_eq!(s.on_read(&c, tail + (32 << 10), total, total), None);
+        assert_eq!(s.on_read(&c, 4096, 8192, total), None);
+    }
+
+    #[test]
+    fn players_and_copies_earn_the_full_window_within_their_first_reads() {
+        let (c, mut s) = (ReadAheadConfig::default(), Streams::default());
+        let total = 100 * MIB;
+        // cp: 1 MiB reads (the kernel's read-ahead). Prefetch starts at the second.
+        assert_eq!(s.on_read(&c, 0, MIB, total), None);
+        let second = s.on_read(&c, MIB, 2 * MIB, total).expect("a copy streams");
+        assert_eq!(second, 2 * MIB..3 * MIB);
+        // A player: 128 KiB reads; prefetch starts once `probe_bytes` were read in a row.
+        let mut player = Streams::default();
+        let mut offset = 0;
+        let started = loop {
+            if let Some(r) = player.on_read(&c, offset, offset + (128 << 10), total) {
+                break r;
+            }
+            offset += 128 << 10;
+            assert!(offset < 4 * MIB, "never prefetched");
+        };
+        assert_eq!(started.start, c.probe_bytes);
+        assert_eq!(started.end - started.start, c.initial_window);
+        // A seek to the middle: the same, from there.
+        let mid = 50 * MIB;
+        assert_eq!(player.on_read(&c, mid, mid + (128 << 10), total), None);
+        let mut at = mid + (128 << 10);
+        while player.on_read(&c, at, at + (128 << 10), total).is_none() {
+            at += 128 << 10;
+            assert!(at < mid + 4 * MIB, "never prefetched after the seek");
+        }
     }
 }

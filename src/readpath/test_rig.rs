@@ -41,6 +41,7 @@ pub(crate) fn config() -> ReaderConfig {
             max_streams: 4,
             back_slack: 8 * BLOCK,
             forward_slack: 4 * BLOCK,
+            probe_bytes: 0,
         },
     }
 }
