@@ -70,6 +70,10 @@ async fn covers_come_from_folder_files_or_tags_and_are_served_as_they_are() {
     assert_eq!((summary.albums, summary.covers), (4, 3), "{summary}");
     assert!(summary.to_string().contains("3 covers"), "{summary}");
     assert_eq!(summary.ignored, vec![s.join("Art/A/front.png")]);
+    // Published again unchanged: nothing is read again, and the covers stay as they were
+    // (the embedded one from what the catalog remembers of it).
+    let again = publish(s, lib.path());
+    assert_eq!((again.covers, again.changes.len()), (3, 0), "{again}");
     let f = Fixture::over(src, lib).await;
     let s = f.src.path();
     let token = f.token().await;

@@ -47,7 +47,7 @@ pub(crate) struct Built {
     pub copies: Vec<(String, String)>,
     /// Playlist entries that name no published track: (playlist, entry).
     pub unresolved: Vec<(String, String)>,
-    /// Audio files and pictures the catalog needs.
+    /// Audio files and pictures the catalog needs (every embedded picture included).
     pub referenced: BTreeSet<FileId>,
 }
 
@@ -149,6 +149,11 @@ pub(crate) fn build(entries: &[Entry], playlists: &[PlaylistFile], cx: &Context<
         built.track_of.insert(e.rel.clone(), id);
         built.tracks.insert(id, track_pb(&id, &album, e));
         built.referenced.insert(e.file_id);
+        // Kept even when another picture is the album's cover: an unchanged file is not read
+        // again, so its picture must stay for the day it becomes the cover.
+        if let Some(cover) = e.embedded_cover {
+            built.referenced.insert(cover.file_id);
+        }
         members.entry(album).or_default().push(e);
     }
     for (id, tracks) in members {

@@ -72,21 +72,10 @@ pub(crate) fn store(lib: &Library, bytes: &[u8], dry_run: bool) -> Result<Image,
     Ok(image)
 }
 
-/// The stored picture's description, read back from its header (for covers of unchanged
-/// files, which are not read again).
-pub(crate) fn stored(lib: &Library, id: &FileId) -> Option<Image> {
-    let path = lib.image(id);
-    let mut head = Vec::with_capacity(64 * 1024);
-    use std::io::Read;
-    std::fs::File::open(&path)
-        .ok()?
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .ok()?;
-    let size = imagesize::blob_size(&head).ok()?;
-    let (width, height) = (size.width as u32, size.height as u32);
-    PictureKind::sniff(&head)?;
-    Some(Image {
+/// A stored picture's description from what the catalog remembers of it (for covers of
+/// unchanged files, which are not read again); `None` when the picture is no longer stored.
+pub(crate) fn stored(lib: &Library, id: &FileId, width: u32, height: u32) -> Option<Image> {
+    lib.image(id).is_file().then_some(Image {
         file_id: *id,
         size: size_class(width, height),
         width: Some(width).filter(|&w| w > 0),

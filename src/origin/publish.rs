@@ -225,6 +225,8 @@ fn source(e: &Entry, track_of: &BTreeMap<String, crate::protocol::model::TrackId
             .embedded_cover
             .map(|c| c.file_id.0.to_vec())
             .unwrap_or_default(),
+        cover_width: e.embedded_cover.and_then(|c| c.width).unwrap_or(0),
+        cover_height: e.embedded_cover.and_then(|c| c.height).unwrap_or(0),
     }
 }
 
@@ -332,7 +334,12 @@ impl Run<'_> {
             return None;
         }
         let embedded_cover = match FileId::from_bytes(&s.embedded_cover) {
-            Ok(id) => Some(covers::stored(self.lib, &id)?),
+            Ok(id) => Some(covers::stored(
+                self.lib,
+                &id,
+                s.cover_width,
+                s.cover_height,
+            )?),
             Err(_) => None,
         };
         Some(Entry {
