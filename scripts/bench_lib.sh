@@ -73,6 +73,8 @@ wait_mounted() { # MOUNTPOINT PID LOG
 mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from LIBRARY)
   local port=$1 name=$2 lib=$3
   shift 3
+  # Cold means cold: no disk cache (on by default, in ~/.cache) unless a row asks for one.
+  [[ " $* " == *" --disk-cache "* ]] || set -- --disk-cache off "$@"
   local mnt=$W/mnt/$name lg
   lg=$W/logs/mount-$name-$(date +%s%N).log
   mkdir -p "$mnt"
