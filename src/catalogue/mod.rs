@@ -7,6 +7,7 @@ use crate::fs::tree::AlbumEntry;
 use futures::stream::{self, StreamExt};
 
 pub mod library;
+pub mod refresh;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;

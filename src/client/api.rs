@@ -8,7 +8,7 @@
 
 use super::error::FetchError;
 use super::retry::{Retry, DEFAULT_ATTEMPTS};
-use super::seams::{BoxFuture, ControlPlane};
+use super::seams::{BoxFuture, ControlPlane, Fresh, Library, Revalidated};
 use super::stats::Stats;
 use super::transport::{describe, parse_retry_after, transport_error};
 use crate::protocol::crypto::AudioKey;
@@ -181,6 +181,25 @@ impl Api {
         what: &'static str,
         cap: usize,
     ) -> Result<Bytes, FetchError> {
+        match self.send_fresh(request, url, what, cap).await? {
+            Fresh::New(body, _) => Ok(body),
+            // Only an answer to `If-None-Match`, which this request did not send.
+            Fresh::Unchanged => Err(FetchError::Status {
+                url: redact::url(url),
+                status: 304,
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// `send`, where `304 Not Modified` is `Unchanged` and an answer carries its `ETag`.
+    async fn send_fresh(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        what: &'static str,
+        cap: usize,
+    ) -> Revalidated<Bytes> {
         let url = redact::url(url);
         tracing::debug!(%url, "origin request");
         let response = match request.timeout(self.request_timeout).send().await {
@@ -188,7 +207,19 @@ impl Api {
             Err(e) => return Err(FetchError::from_transport(url, transport_error(&e))),
         };
         match response.status().as_u16() {
-            200..=299 => read_capped(response, url, what, cap).await,
+            200..=299 => {
+                let etag = response
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = read_capped(response, url, what, cap).await?;
+                Ok(Fresh::New(body, etag))
+            }
+            304 => {
+                self.stats.not_modified.incr();
+                Ok(Fresh::Unchanged)
+            }
             401 => Err(FetchError::BadCredentials { url }),
             404 => Err(FetchError::NotFound { url }),
             status => Err(FetchError::Status {
@@ -210,8 +241,28 @@ impl Api {
         what: &'static str,
         cap: usize,
     ) -> Result<Bytes, FetchError> {
+        match self.get_authed_once_if(url, what, cap, None).await? {
+            Fresh::New(body, _) => Ok(body),
+            Fresh::Unchanged => unreachable_unchanged(url),
+        }
+    }
+
+    /// `get_authed_once` with `If-None-Match: etag` when there is one.
+    async fn get_authed_once_if(
+        &self,
+        url: &str,
+        what: &'static str,
+        cap: usize,
+        etag: Option<&str>,
+    ) -> Revalidated<Bytes> {
         let token = self.token_other_than(None).await?;
-        let get = |token: &str| self.send(self.http.get(url).bearer_auth(token), url, what, cap);
+        let get = |token: &str| {
+            let mut request = self.http.get(url).bearer_auth(token);
+            if let Some(etag) = etag {
+                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            self.send_fresh(request, url, what, cap)
+        };
         match get(&token).await {
             Err(FetchError::BadCredentials { .. }) => {
                 let token = self.token_other_than(Some(&token)).await?;
@@ -228,23 +279,44 @@ impl Api {
         what: &'static str,
         cap: usize,
     ) -> Result<Bytes, FetchError> {
+        match self.get_authed_if(path, what, cap, None).await? {
+            Fresh::New(body, _) => Ok(body),
+            Fresh::Unchanged => unreachable_unchanged(path),
+        }
+    }
+
+    /// `get_authed_once_if`, retried.
+    async fn get_authed_if(
+        &self,
+        path: &str,
+        what: &'static str,
+        cap: usize,
+        etag: Option<&str>,
+    ) -> Revalidated<Bytes> {
         let url = format!("{}{}", self.base, path);
         let mut retry = self.retry(what);
         loop {
-            match self.get_authed_once(&url, what, cap).await {
-                Ok(body) => return Ok(body),
+            match self.get_authed_once_if(&url, what, cap, etag).await {
+                Ok(answer) => return Ok(answer),
                 Err(e) => retry.after(e).await?,
             }
         }
     }
 
-    async fn get_proto<M: Message + Default>(
+    /// A protobuf answer revalidated against `etag`.
+    async fn get_proto_if<M: Message + Default>(
         &self,
         path: &str,
         what: &'static str,
-    ) -> Result<M, FetchError> {
-        let body = self.get_authed(path, what, MAX_METADATA_ANSWER).await?;
-        self.decode(body, path, what)
+        etag: Option<&str>,
+    ) -> Revalidated<M> {
+        match self
+            .get_authed_if(path, what, MAX_METADATA_ANSWER, etag)
+            .await?
+        {
+            Fresh::New(body, etag) => Ok(Fresh::New(self.decode(body, path, what)?, etag)),
+            Fresh::Unchanged => Ok(Fresh::Unchanged),
+        }
     }
 
     fn decode<M: Message + Default>(
@@ -262,30 +334,61 @@ impl Api {
 
     /// The library's album ids. An entry that is not a valid id is an error of its own, so
     /// the caller can skip it like an album that fails to load.
-    pub async fn library(&self) -> Result<Vec<Result<AlbumId, FetchError>>, FetchError> {
-        let lib: proto::library::Library = self.get_proto("/library", "the library").await?;
-        Ok(lib
+    pub async fn library(&self) -> Result<Library, FetchError> {
+        new_only(self.library_if(None).await, "/library")
+    }
+
+    /// `library`, revalidated against `etag` (docs/protocol.md §8).
+    pub async fn library_if(&self, etag: Option<&str>) -> Revalidated<Library> {
+        let what = "the library";
+        let (lib, etag) = match self.get_proto_if("/library", what, etag).await? {
+            Fresh::New(lib, etag) => (lib, etag),
+            Fresh::Unchanged => return Ok(Fresh::Unchanged),
+        };
+        let lib: proto::library::Library = lib;
+        let ids = lib
             .album_gid
             .iter()
-            .map(|g| {
-                AlbumId::from_bytes(g).map_err(|e| self.malformed("the library", "/library", e))
-            })
-            .collect())
+            .map(|g| AlbumId::from_bytes(g).map_err(|e| self.malformed(what, "/library", e)))
+            .collect();
+        Ok(Fresh::New(ids, etag))
     }
 
     pub async fn album(&self, id: AlbumId) -> Result<Album, FetchError> {
+        new_only(self.album_if(id, None).await, "an album")
+    }
+
+    /// `album`, revalidated against `etag`.
+    pub async fn album_if(&self, id: AlbumId, etag: Option<&str>) -> Revalidated<Album> {
         let path = format!("/metadata/4/album/{id}");
-        let mut pb: proto::metadata::Album = self.get_proto(&path, "album metadata").await?;
+        let (mut pb, etag) = match self.get_proto_if(&path, "album metadata", etag).await? {
+            Fresh::New(pb, etag) => (pb, etag),
+            Fresh::Unchanged => return Ok(Fresh::Unchanged),
+        };
+        let pb: &mut proto::metadata::Album = &mut pb;
         // `gid` is optional on the wire (docs/protocol.md §9); the id asked for is the album's.
         pb.gid.get_or_insert_with(|| id.0.to_vec());
-        Album::try_from(pb).map_err(|e| self.malformed("album metadata", &path, e))
+        let album = Album::try_from(std::mem::take(pb))
+            .map_err(|e| self.malformed("album metadata", &path, e))?;
+        Ok(Fresh::New(album, etag))
     }
 
     pub async fn track(&self, id: TrackId) -> Result<Track, FetchError> {
+        new_only(self.track_if(id, None).await, "a track")
+    }
+
+    /// `track`, revalidated against `etag`.
+    pub async fn track_if(&self, id: TrackId, etag: Option<&str>) -> Revalidated<Track> {
         let path = format!("/metadata/4/track/{id}");
-        let mut pb: proto::metadata::Track = self.get_proto(&path, "track metadata").await?;
+        let (mut pb, etag) = match self.get_proto_if(&path, "track metadata", etag).await? {
+            Fresh::New(pb, etag) => (pb, etag),
+            Fresh::Unchanged => return Ok(Fresh::Unchanged),
+        };
+        let pb: &mut proto::metadata::Track = &mut pb;
         pb.gid.get_or_insert_with(|| id.0.to_vec());
-        Track::try_from(pb).map_err(|e| self.malformed("track metadata", &path, e))
+        let track = Track::try_from(std::mem::take(pb))
+            .map_err(|e| self.malformed("track metadata", &path, e))?;
+        Ok(Fresh::New(track, etag))
     }
 
     /// The file's CDN URLs, in the origin's order of preference. One attempt: the CDN fetch
@@ -352,8 +455,17 @@ impl Api {
 }
 
 impl ControlPlane for Api {
-    fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>> {
+    fn library(&self) -> BoxFuture<'_, Result<Library, FetchError>> {
         Box::pin(Api::library(self))
+    }
+    fn library_if(&self, etag: Option<String>) -> BoxFuture<'_, Revalidated<Library>> {
+        Box::pin(async move { Api::library_if(self, etag.as_deref()).await })
+    }
+    fn album_if(&self, id: AlbumId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Album>> {
+        Box::pin(async move { Api::album_if(self, id, etag.as_deref()).await })
+    }
+    fn track_if(&self, id: TrackId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Track>> {
+        Box::pin(async move { Api::track_if(self, id, etag.as_deref()).await })
     }
     fn album(&self, id: AlbumId) -> BoxFuture<'_, Result<Album, FetchError>> {
         Box::pin(Api::album(self, id))
@@ -379,6 +491,24 @@ impl ControlPlane for Api {
     fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {
         Box::pin(Api::image(self, file))
     }
+}
+
+/// The answer of a request sent without `If-None-Match`, which cannot be `304`.
+fn new_only<T>(answer: Revalidated<T>, what: &str) -> Result<T, FetchError> {
+    match answer? {
+        Fresh::New(value, _) => Ok(value),
+        Fresh::Unchanged => unreachable_unchanged(what),
+    }
+}
+
+/// A `304` to a request without `If-None-Match` (`send` already refuses one): an error, not a
+/// panic, should that ever change.
+fn unreachable_unchanged<T>(what: &str) -> Result<T, FetchError> {
+    Err(FetchError::Status {
+        url: redact::url(what),
+        status: 304,
+        retry_after: None,
+    })
 }
 
 fn malformed(what: &'static str, url: &str, reason: impl ToString) -> FetchError {

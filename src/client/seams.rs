@@ -43,7 +43,39 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>>;
     /// A picture's bytes, unauthenticated and unencrypted (docs/protocol.md §6).
     fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>>;
+
+    /// `library`, revalidated (docs/protocol.md §8): `etag` is the one the last answer came
+    /// with; `Unchanged` when the origin answered `304`. Without an ETag the answer is always
+    /// `New` (the default, for control planes that know nothing of ETags).
+    fn library_if(&self, etag: Option<String>) -> BoxFuture<'_, Revalidated<Library>> {
+        let _ = etag;
+        Box::pin(async move { Ok(Fresh::New(self.library().await?, None)) })
+    }
+    /// `album`, revalidated as `library_if` is.
+    fn album_if(&self, id: AlbumId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Album>> {
+        let _ = etag;
+        Box::pin(async move { Ok(Fresh::New(self.album(id).await?, None)) })
+    }
+    /// `track`, revalidated as `library_if` is.
+    fn track_if(&self, id: TrackId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Track>> {
+        let _ = etag;
+        Box::pin(async move { Ok(Fresh::New(self.track(id).await?, None)) })
+    }
 }
+
+/// The library's album ids, each checked on its own (see [`ControlPlane::library`]).
+pub type Library = Vec<Result<AlbumId, FetchError>>;
+
+/// What a conditional request learned.
+#[derive(Debug, Clone)]
+pub enum Fresh<T> {
+    /// `304 Not Modified`: what the ETag stands for is still current.
+    Unchanged,
+    /// A whole answer, with its ETag when the origin sent one.
+    New(T, Option<String>),
+}
+
+pub type Revalidated<T> = Result<Fresh<T>, FetchError>;
 
 /// Bytes `first..=last` of a stored file, clipped at its end. `known_total` is the size learned
 /// earlier, if any: a source that finds another size must fail with `SizeChanged`.

@@ -62,12 +62,27 @@ pub struct Stats {
     pub disk_bytes_written: Counter,
     pub disk_evictions: Counter,
     pub disk_checksum_failures: Counter,
+    /// Library refreshes (`catalogue::refresh`) done, and those that could not reach the origin.
+    pub refreshes: Counter,
+    pub refresh_failures: Counter,
+    /// Conditional requests answered `304 Not Modified`.
+    pub not_modified: Counter,
+    pub albums_added: Counter,
+    pub albums_removed: Counter,
+    /// When the catalogue the mount shows was last confirmed by the origin, or saved when
+    /// the mount started from its snapshot (Unix seconds; 0: never).
+    pub catalogue_confirmed: Counter,
 }
 
 impl Stats {
     /// `name value` per line: easy for people and for `awk`.
     pub fn render(&self, cache_bytes: u64, cache_budget: u64) -> String {
-        let rows: [(&str, i128); 23] = [
+        let confirmed = self.catalogue_confirmed.get();
+        let catalogue_age = match confirmed {
+            0 => -1,
+            at => unix_now().saturating_sub(at) as i128,
+        };
+        let rows: [(&str, i128); 29] = [
             ("cache_hits", self.cache_hits.get() as i128),
             ("cache_misses", self.cache_misses.get() as i128),
             ("cache_evictions", self.cache_evictions.get() as i128),
@@ -93,10 +108,23 @@ impl Stats {
                 "disk_checksum_failures",
                 self.disk_checksum_failures.get() as i128,
             ),
+            ("refreshes", self.refreshes.get() as i128),
+            ("refresh_failures", self.refresh_failures.get() as i128),
+            ("not_modified", self.not_modified.get() as i128),
+            ("albums_added", self.albums_added.get() as i128),
+            ("albums_removed", self.albums_removed.get() as i128),
+            ("snapshot_age_seconds", catalogue_age),
             ("version", 1),
         ];
         rows.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
     }
+}
+
+/// Seconds since 1970, for ages shown in stats.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What `trackfs stats` prints: the lines of [`Stats::render`] as a table people can read.

@@ -215,3 +215,49 @@ async fn an_unknown_id_is_a_final_answer() {
     assert!(matches!(error, FetchError::NotFound { .. }), "{error}");
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_library_revalidated_with_its_etag_is_unchanged_on_304() {
+    let library = proto::library::Library {
+        album_gid: vec![vec![1; 16]],
+    }
+    .encode_to_vec();
+    let base = routed_origin(move |head| {
+        let lower = head.to_ascii_lowercase();
+        if head.starts_with("POST") {
+            return response("200 OK", TOKEN);
+        }
+        if lower.contains("if-none-match: \"v1\"\r\n") {
+            return b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\nconnection: close\r\n\r\n"
+                .to_vec();
+        }
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\netag: \"v1\"\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            library.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(&library);
+        answer
+    })
+    .await;
+    let stats = Arc::new(Stats::default());
+    let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
+    let credentials = Credentials::from_text("user:secret").unwrap();
+    let api = Api::new(http, &base, credentials, stats.clone());
+    match api.library_if(None).await.unwrap() {
+        Fresh::New(ids, etag) => {
+            assert_eq!(ids.len(), 1);
+            assert_eq!(etag.as_deref(), Some("\"v1\""));
+        }
+        Fresh::Unchanged => panic!("no ETag was sent"),
+    }
+    assert!(matches!(
+        api.library_if(Some("\"v1\"")).await.unwrap(),
+        Fresh::Unchanged
+    ));
+    assert!(matches!(
+        api.library_if(Some("\"v0\"")).await.unwrap(),
+        Fresh::New(_, Some(_))
+    ));
+    assert_eq!(stats.not_modified.get(), 1);
+}

@@ -1,7 +1,7 @@
 //! An in-memory control plane: the catalogue a test builds, answered without a network.
 
 use crate::client::error::FetchError;
-use crate::client::seams::{BoxFuture, ControlPlane};
+use crate::client::seams::{BoxFuture, ControlPlane, Fresh, Library, Revalidated};
 use crate::protocol::crypto::{self, AudioKey};
 use crate::protocol::model::{
     Album, AlbumId, AudioFile, AudioFormat, Disc, FileId, Image, ImageSize, Playlist, PlaylistId,
@@ -50,6 +50,8 @@ struct Catalogue {
     /// v1.1: pictures by file id, and the playlists in rootlist order.
     images: HashMap<FileId, Bytes>,
     playlists: Vec<Playlist>,
+    /// Whether answers carry ETags (docs/protocol.md §8); off, like a v1 origin.
+    etags: bool,
 }
 
 impl Catalogue {
@@ -72,6 +74,8 @@ pub struct Calls {
     pub audio_key: AtomicUsize,
     pub head: AtomicUsize,
     pub image: AtomicUsize,
+    /// Conditional requests answered "unchanged" (a `304`).
+    pub not_modified: AtomicUsize,
 }
 
 /// A control plane answering from a catalogue built with [`MemoryControlPlane::add_album`].
@@ -258,7 +262,132 @@ impl MemoryControlPlane {
     }
 }
 
+/// Mutations, as a publish would make them, and ETags.
+impl MemoryControlPlane {
+    /// Answers carry ETags from now on (or no longer).
+    pub fn set_etags(&self, on: bool) {
+        self.catalogue().etags = on;
+    }
+
+    /// Takes the album out of the library (its tracks' keys and files stay, as an origin's do
+    /// for a grace period).
+    pub fn remove_album(&self, id: AlbumId) {
+        let mut c = self.catalogue();
+        c.library.retain(|a| *a != id);
+        c.albums.remove(&id);
+    }
+
+    /// Gives the track a new file (new bytes under a new file id, as a retagged file gets),
+    /// keeping the track id. Returns the new file id.
+    pub fn replace_file(&self, track: TrackId, plaintext: impl Into<Bytes>) -> Option<FileId> {
+        let mut c = self.catalogue();
+        let file = FileId(c.id_bytes());
+        let key = AudioKey(c.id_bytes());
+        let plaintext: Bytes = plaintext.into();
+        let mut ciphertext = plaintext.to_vec();
+        crypto::apply_keystream(&key, 0, &mut ciphertext);
+        let t = c.tracks.get_mut(&track)?;
+        let format = t
+            .files
+            .first()
+            .map_or(AudioFormat::OggVorbis320, |f| f.format);
+        t.files = vec![AudioFile { id: file, format }];
+        c.ciphertext.insert(file, ciphertext.into());
+        c.plaintext.insert(file, plaintext);
+        c.keys.insert(file, key);
+        Some(file)
+    }
+
+    /// Renames an album in place (same id, new body).
+    pub fn rename_album(&self, id: AlbumId, name: &str) {
+        if let Some(a) = self.catalogue().albums.get_mut(&id) {
+            a.name = name.to_string();
+        }
+    }
+
+    /// The album's track ids, in order.
+    pub fn album_tracks(&self, id: AlbumId) -> Vec<TrackId> {
+        let c = self.catalogue();
+        let discs = c
+            .albums
+            .get(&id)
+            .map(|a| a.discs.clone())
+            .unwrap_or_default();
+        discs.into_iter().flat_map(|d| d.tracks).collect()
+    }
+
+    /// The ETag of an answer: a hash of what it stands for, as an origin's is of its bytes.
+    /// An album's covers its tracks (a track's new file changes it); the library's covers all.
+    fn etag(c: &Catalogue, what: Etagged) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        if !c.etags {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut album = |id: &AlbumId, h: &mut std::collections::hash_map::DefaultHasher| {
+            let a = c.albums.get(id);
+            format!("{a:?}").hash(h);
+            for t in a.iter().flat_map(|a| &a.discs).flat_map(|d| &d.tracks) {
+                format!("{:?}", c.tracks.get(t)).hash(h);
+            }
+        };
+        match what {
+            Etagged::Library => c.library.iter().for_each(|id| {
+                id.0.hash(&mut h);
+                album(id, &mut h);
+            }),
+            Etagged::Album(id) => album(&id, &mut h),
+            Etagged::Track(id) => format!("{:?}", c.tracks.get(&id)).hash(&mut h),
+        }
+        Some(format!("\"{:016x}\"", h.finish()))
+    }
+
+    /// `Unchanged` when `etag` is the answer's current one.
+    fn revalidated<T>(
+        &self,
+        what: Etagged,
+        etag: Option<String>,
+        answer: Result<T, FetchError>,
+    ) -> Revalidated<T> {
+        let current = Self::etag(&self.catalogue(), what);
+        let value = answer?;
+        if etag.is_some() && etag == current {
+            self.calls.not_modified.fetch_add(1, Ordering::Relaxed);
+            return Ok(Fresh::Unchanged);
+        }
+        Ok(Fresh::New(value, current))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Etagged {
+    Library,
+    Album(AlbumId),
+    Track(TrackId),
+}
+
 impl ControlPlane for MemoryControlPlane {
+    fn library_if(&self, etag: Option<String>) -> BoxFuture<'_, Revalidated<Library>> {
+        Box::pin(async move {
+            let answer = self.library().await;
+            self.revalidated(Etagged::Library, etag, answer)
+        })
+    }
+
+    fn album_if(&self, id: AlbumId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Album>> {
+        Box::pin(async move {
+            let answer = self.album(id).await;
+            self.revalidated(Etagged::Album(id), etag, answer)
+        })
+    }
+
+    fn track_if(&self, id: TrackId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Track>> {
+        Box::pin(async move {
+            let answer = self.track(id).await;
+            self.revalidated(Etagged::Track(id), etag, answer)
+        })
+    }
+
     fn library(&self) -> BoxFuture<'_, Result<Vec<Result<AlbumId, FetchError>>, FetchError>> {
         self.calls.library.fetch_add(1, Ordering::Relaxed);
         let ids = self.catalogue().library.iter().map(|id| Ok(*id)).collect();

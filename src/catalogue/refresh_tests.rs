@@ -1,0 +1,141 @@
+//! Revalidation against the in-memory control plane, with and without ETags: what it costs
+//! (requests by kind) and what it finds.
+
+use super::*;
+use crate::client::doubles::{MemoryControlPlane, TrackSpec};
+use crate::protocol::model::AudioFormat;
+use std::sync::atomic::Ordering;
+
+fn spec(n: u32, title: &str) -> TrackSpec {
+    TrackSpec::new(n, title, AudioFormat::OggVorbis320, vec![n as u8; 64])
+}
+
+fn origin(etags: bool) -> (MemoryControlPlane, Vec<AlbumId>) {
+    let api = MemoryControlPlane::new();
+    api.set_etags(etags);
+    let ids = (0..3)
+        .map(|i| {
+            let tracks = [spec(1, "One"), spec(2, "Two")];
+            api.add_album("Band", &format!("Album {i}"), &tracks).0
+        })
+        .collect();
+    (api, ids)
+}
+
+/// Requests since the last call: (library, album, track, not modified).
+fn take_calls(api: &MemoryControlPlane) -> (usize, usize, usize, usize) {
+    let c = &api.calls;
+    (
+        c.library.swap(0, Ordering::Relaxed),
+        c.album.swap(0, Ordering::Relaxed),
+        c.track.swap(0, Ordering::Relaxed),
+        c.not_modified.swap(0, Ordering::Relaxed),
+    )
+}
+
+async fn refreshed(api: &MemoryControlPlane, current: &Catalogue) -> Option<Catalogue> {
+    match revalidate(api, current).await.unwrap() {
+        Outcome::Unchanged => None,
+        Outcome::Revalidated {
+            catalogue,
+            complete,
+        } => {
+            assert!(complete);
+            Some(catalogue)
+        }
+    }
+}
+
+fn names(c: &Catalogue) -> Vec<String> {
+    c.albums.iter().map(|a| a.album.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn with_etags_a_quiet_refresh_is_one_conditional_request() {
+    let (api, _) = origin(true);
+    let first = load(&api).await.unwrap();
+    assert_eq!(take_calls(&api), (1, 3, 6, 0));
+    assert!(first.etags.library.is_some());
+    assert!(refreshed(&api, &first).await.is_none());
+    assert_eq!(take_calls(&api), (1, 0, 0, 1));
+}
+
+#[tokio::test]
+async fn with_etags_only_what_changed_is_fetched() {
+    let (api, ids) = origin(true);
+    let first = load(&api).await.unwrap();
+    take_calls(&api);
+    let new = api.add_album("Other", "Fresh", &[spec(1, "A")]).0;
+    api.remove_album(ids[0]);
+    let retagged = api.album_tracks(ids[1])[1];
+    let file = api.replace_file(retagged, vec![9u8; 80]).unwrap();
+    let after = refreshed(&api, &first).await.expect("changed");
+    assert_eq!(names(&after), ["Album 1", "Album 2", "Fresh"]);
+    // Library; albums 1, 2 (one 304) and the new one; album 1's two tracks (one 304) and the
+    // new album's one.
+    assert_eq!(take_calls(&api), (1, 3, 3, 2));
+    let track = after.albums[0]
+        .tracks
+        .iter()
+        .find(|t| t.id == retagged)
+        .unwrap();
+    assert_eq!(track.files[0].id, file);
+    assert!(after.albums.iter().any(|a| a.album.id == new));
+    // And then it is quiet again.
+    assert!(refreshed(&api, &after).await.is_none());
+    assert_eq!(take_calls(&api), (1, 0, 0, 1));
+}
+
+#[tokio::test]
+async fn without_etags_bodies_are_compared_and_unchanged_albums_keep_their_tracks() {
+    let (api, ids) = origin(false);
+    let first = load(&api).await.unwrap();
+    assert_eq!(first.etags, Etags::default());
+    take_calls(&api);
+    let quiet = refreshed(&api, &first)
+        .await
+        .expect("no ETag: always a new answer");
+    assert_eq!(quiet, first);
+    assert_eq!(take_calls(&api), (1, 3, 0, 0), "no track fetched again");
+    api.rename_album(ids[2], "Renamed");
+    let after = refreshed(&api, &first).await.unwrap();
+    assert_eq!(names(&after), ["Album 0", "Album 1", "Renamed"]);
+    assert_eq!(
+        take_calls(&api),
+        (1, 3, 2, 0),
+        "only the renamed album's tracks"
+    );
+    assert_eq!(after.albums[2].tracks, first.albums[2].tracks);
+}
+
+#[tokio::test]
+async fn what_cannot_be_fetched_is_kept_and_the_library_etag_forgotten() {
+    let (api, ids) = origin(true);
+    let first = load(&api).await.unwrap();
+    api.rename_album(ids[1], "Renamed");
+    api.fail(&ids[1].0);
+    let Outcome::Revalidated {
+        catalogue,
+        complete,
+    } = revalidate(&api, &first).await.unwrap()
+    else {
+        panic!("the library changed");
+    };
+    assert!(!complete);
+    assert_eq!(names(&catalogue), ["Album 0", "Album 1", "Album 2"]);
+    assert_eq!(
+        catalogue.etags.library, None,
+        "the next refresh must look again"
+    );
+    assert_eq!(
+        catalogue.etags.albums.get(&ids[1]),
+        first.etags.albums.get(&ids[1])
+    );
+}
+
+#[tokio::test]
+async fn a_library_whose_albums_all_fail_is_an_error() {
+    let api = MemoryControlPlane::new();
+    api.add_missing_album();
+    assert!(load(&api).await.is_err());
+}
