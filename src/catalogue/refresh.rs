@@ -31,7 +31,9 @@ pub struct Etags {
     pub tracks: HashMap<TrackId, String>,
 }
 
-/// Albums in library order, each with its tracks, and the ETags they came with.
+/// Albums, each with its tracks, and the ETags they came with. The order is the library's
+/// at the first load; later refreshes keep the albums they knew in place and add new ones
+/// after them (see `revalidate`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogue {
     pub albums: Vec<AlbumEntry>,
@@ -215,6 +217,15 @@ pub async fn revalidate(
     for entry in &mut albums {
         sort_tracks(entry);
     }
+    // Albums known before keep their place, new ones follow in library order: the tree settles
+    // clashing names in this order, so an album never loses its name to a newcomer.
+    let place: HashMap<AlbumId, usize> = current
+        .albums
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.album.id, i))
+        .collect();
+    albums.sort_by_key(|a| place.get(&a.album.id).copied().unwrap_or(usize::MAX));
     etags.library = library_etag.filter(|_| complete);
     Ok(Outcome::Revalidated {
         catalogue: Catalogue { albums, etags },

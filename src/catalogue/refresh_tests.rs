@@ -139,3 +139,15 @@ async fn a_library_whose_albums_all_fail_is_an_error() {
     api.add_missing_album();
     assert!(load(&api).await.is_err());
 }
+
+#[tokio::test]
+async fn known_albums_keep_their_place_and_new_ones_follow() {
+    let (api, _) = origin(false);
+    let mut known = load(&api).await.unwrap();
+    // As if the origin had listed them the other way round before.
+    known.albums.reverse();
+    api.add_album("Band", "Album 0", &[spec(1, "Newcomer")]);
+    let after = refreshed(&api, &known).await.unwrap();
+    assert_eq!(names(&after), ["Album 2", "Album 1", "Album 0", "Album 0"]);
+    assert_eq!(after.albums[3].tracks[0].name, "Newcomer");
+}

@@ -4,9 +4,11 @@
 //! driven directly by tests without a mount. Reads are async; the adapter runs them on tokio so
 //! the kernel's request loop never waits on the network.
 
+pub mod diff;
 pub mod fuse;
 pub mod names;
 pub(crate) mod playlists;
+mod swap;
 pub mod tree;
 
 #[cfg(test)]
@@ -14,11 +16,12 @@ mod tests;
 
 use crate::client::error::FetchError;
 use crate::client::stats::Stats;
+use crate::protocol::model::FileId;
 use crate::readpath::block_cache::BlockCache;
 use crate::readpath::images::ImageStore;
 use crate::readpath::reader::{FileRef, Reader};
 use bytes::Bytes;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use tree::{Ino, NodeKind, Tree};
@@ -109,7 +112,12 @@ const PROBE_DEPTH: usize = 1;
 const PROBES_AT_ONCE: usize = 128;
 
 pub struct FsCore {
-    tree: Tree,
+    /// The tree shown now; a refresh swaps in a new one (`swap`).
+    tree: RwLock<Arc<Tree>>,
+    /// Tracks that left the tree, so files still open on them read on (`swap`).
+    retired: Mutex<swap::Retired>,
+    /// `.trackfs/changes` and `.trackfs/refresh` (`swap`).
+    live: swap::Live,
     reader: Arc<Reader>,
     cache: Arc<BlockCache>,
     stats: Arc<Stats>,
@@ -118,10 +126,41 @@ pub struct FsCore {
     images: Option<Arc<ImageStore>>,
 }
 
+/// What a request needs of a node, copied out of the tree (which a refresh may swap meanwhile).
+#[derive(Debug, Clone)]
+enum What {
+    Dir,
+    Stats,
+    Changes,
+    Refresh,
+    Track(FileRef, u64),
+    Cover { image: FileId, size: u64 },
+    Playlist(Bytes),
+}
+
+impl What {
+    fn of(kind: &NodeKind) -> What {
+        match kind {
+            NodeKind::Dir { .. } => What::Dir,
+            NodeKind::Stats => What::Stats,
+            NodeKind::Changes => What::Changes,
+            NodeKind::Refresh => What::Refresh,
+            NodeKind::Track { file, header } => What::Track(*file, *header),
+            NodeKind::Cover { image, size } => What::Cover {
+                image: *image,
+                size: *size,
+            },
+            NodeKind::Playlist { text } => What::Playlist(text.clone()),
+        }
+    }
+}
+
 impl FsCore {
     pub fn new(tree: Tree, reader: Arc<Reader>, cache: Arc<BlockCache>, stats: Arc<Stats>) -> Self {
         FsCore {
-            tree,
+            tree: RwLock::new(Arc::new(tree)),
+            retired: Mutex::default(),
+            live: swap::Live::default(),
             reader,
             cache,
             stats,
@@ -136,39 +175,49 @@ impl FsCore {
         self
     }
 
-    /// The tree, for the control socket (pins name files by path).
-    pub fn tree(&self) -> &Tree {
-        &self.tree
+    /// The tree shown now.
+    pub fn tree(&self) -> Arc<Tree> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The node as the current tree has it, else as it was when it left (an open file).
+    fn what(&self, ino: Ino) -> Option<(What, SystemTime)> {
+        if let Some(node) = self.tree().get(ino) {
+            return Some((What::of(&node.kind), node.mtime));
+        }
+        self.retired_node(ino)
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        match self.tree.get(parent).map(|n| &n.kind) {
+        let tree = self.tree();
+        match tree.get(parent).map(|n| &n.kind) {
             None => return Err(FsError::NotFound),
             Some(NodeKind::Dir { .. }) => {}
             Some(_) => return Err(FsError::NotDir),
         }
-        let ino = self.tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+        let ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
         self.getattr(ino).await
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
-        let (kind, size, immutable) = match &node.kind {
-            NodeKind::Dir { .. } => (Kind::Dir, 0, true),
-            NodeKind::Stats => (Kind::File, self.render_stats().len() as u64, false),
-            NodeKind::Track { file, header } => (
-                Kind::File,
-                self.track_size(ino, *file, *header).await?,
-                true,
-            ),
-            NodeKind::Cover { size, .. } => (Kind::File, *size, true),
-            NodeKind::Playlist { text } => (Kind::File, text.len() as u64, true),
+        let (what, mtime) = self.what(ino).ok_or(FsError::NotFound)?;
+        let (kind, size, immutable) = match what {
+            What::Dir => (Kind::Dir, 0, true),
+            What::Stats => (Kind::File, self.render_stats().len() as u64, false),
+            What::Changes => (Kind::File, self.live.changes_len(), false),
+            // Its contents come into being when it is read.
+            What::Refresh => (Kind::File, 0, false),
+            What::Track(file, header) => {
+                (Kind::File, self.track_size(ino, file, header).await?, true)
+            }
+            What::Cover { size, .. } => (Kind::File, size, true),
+            What::Playlist(text) => (Kind::File, text.len() as u64, true),
         };
         Ok(Attr {
             ino,
             kind,
             size,
-            mtime: node.mtime,
+            mtime,
             immutable,
         })
     }
@@ -183,7 +232,7 @@ impl FsCore {
     /// The one place a failed read is logged: naming the track as the user sees it and its
     /// file id, at the error's own level. Below this, errors are returned, not logged.
     fn report(&self, ino: Ino, file: FileRef, what: &str, error: FetchError) -> FsError {
-        let path = self.tree.path(ino);
+        let path = self.tree().path(ino);
         let file = file.id;
         match error.level() {
             tracing::Level::ERROR => tracing::error!(%file, "{path}: {what}: {error}"),
@@ -195,7 +244,8 @@ impl FsCore {
     /// Entries of a directory, `.` and `..` first. Also starts learning the sizes of the tracks
     /// below it, concurrently, so the `stat` calls of `ls -l` that follow find them known.
     pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
         let NodeKind::Dir { children } = &node.kind else {
             return Err(FsError::NotDir);
         };
@@ -212,7 +262,7 @@ impl FsCore {
             },
         ];
         for (name, &child) in children {
-            let kind = match self.tree.get(child).map(|n| &n.kind) {
+            let kind = match tree.get(child).map(|n| &n.kind) {
                 Some(NodeKind::Dir { .. }) => Kind::Dir,
                 _ => Kind::File,
             };
@@ -222,12 +272,12 @@ impl FsCore {
                 name: name.clone(),
             });
         }
-        self.probe_sizes_below(ino);
+        self.probe_sizes_below(&tree, ino);
         Ok(entries)
     }
 
-    fn probe_sizes_below(&self, ino: Ino) {
-        for file in self.tree.tracks_below(ino, PROBE_DEPTH, PROBE_LIMIT) {
+    fn probe_sizes_below(&self, tree: &Tree, ino: Ino) {
+        for file in tree.tracks_below(ino, PROBE_DEPTH, PROBE_LIMIT) {
             if self.reader.known_size(file.id).is_some() {
                 continue;
             }
@@ -244,59 +294,59 @@ impl FsCore {
     /// `access(2)` without `default_permissions`: everything is readable, directories are
     /// searchable, nothing is writable (the mount is read-only), no file is executable.
     pub fn access(&self, ino: Ino, write: bool, execute: bool) -> Result<(), FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let (what, _) = self.what(ino).ok_or(FsError::NotFound)?;
         if write {
             return Err(FsError::ReadOnly);
         }
-        match node.kind {
-            NodeKind::Dir { .. } => Ok(()),
+        match what {
+            What::Dir => Ok(()),
             _ if execute => Err(FsError::Denied),
             _ => Ok(()),
         }
     }
 
     pub fn opendir(&self, ino: Ino) -> Result<(), FsError> {
-        match self.tree.get(ino).ok_or(FsError::NotFound)?.kind {
+        match self.tree().get(ino).ok_or(FsError::NotFound)?.kind {
             NodeKind::Dir { .. } => Ok(()),
             _ => Err(FsError::NotDir),
         }
     }
 
     pub fn open(&self, ino: Ino, write: bool) -> Result<OpenMode, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let (what, _) = self.what(ino).ok_or(FsError::NotFound)?;
         if write {
             return Err(FsError::ReadOnly);
         }
-        match node.kind {
-            NodeKind::Dir { .. } => Err(FsError::IsDir),
-            NodeKind::Stats => Ok(OpenMode::Direct),
-            NodeKind::Track { .. } | NodeKind::Cover { .. } | NodeKind::Playlist { .. } => {
-                Ok(OpenMode::Cached)
-            }
+        match what {
+            What::Dir => Err(FsError::IsDir),
+            What::Stats | What::Changes | What::Refresh => Ok(OpenMode::Direct),
+            What::Track(..) | What::Cover { .. } | What::Playlist(_) => Ok(OpenMode::Cached),
         }
     }
 
     /// Reads bytes of the file as the mount shows it: exactly `size` bytes except at the end.
     pub async fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let (what, _) = self.what(ino).ok_or(FsError::NotFound)?;
         tracing::trace!(ino, offset, size, "read");
-        let data = match &node.kind {
-            NodeKind::Dir { .. } => return Err(FsError::IsDir),
+        let data = match what {
+            What::Dir => return Err(FsError::IsDir),
             // Not counted as served: reading the counters must not move them.
-            NodeKind::Stats => return Ok(slice(Bytes::from(self.render_stats()), offset, size)),
-            NodeKind::Playlist { text } => slice(text.clone(), offset, size),
-            NodeKind::Cover { image, size: len } => {
+            What::Stats => return Ok(slice(Bytes::from(self.render_stats()), offset, size)),
+            What::Changes => return Ok(slice(self.live.changes(), offset, size)),
+            What::Refresh => return Ok(slice(self.refresh_text(offset).await, offset, size)),
+            What::Playlist(text) => slice(text, offset, size),
+            What::Cover { image, size: len } => {
                 let images = self.images.as_ref().ok_or(FsError::NotFound)?;
-                let bytes = images.get(*image, Some(*len)).await.inspect_err(|e| {
+                let bytes = images.get(image, Some(len)).await.inspect_err(|e| {
                     tracing::warn!(image = %image, "cover read failed: {e}");
                 })?;
                 slice(bytes, offset, size)
             }
-            NodeKind::Track { file, header } => self
+            What::Track(file, header) => self
                 .reader
-                .read(*file, offset + header, size as u64)
+                .read(file, offset + header, size as u64)
                 .await
-                .map_err(|e| self.report(ino, *file, &format!("read at {offset} failed"), e))?,
+                .map_err(|e| self.report(ino, file, &format!("read at {offset} failed"), e))?,
         };
         self.stats.bytes_served.add(data.len() as u64);
         self.stats.reads.incr();

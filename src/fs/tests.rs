@@ -339,6 +339,6 @@ async fn a_file_that_changed_on_the_cdn_is_estale() {
 async fn paths_name_tracks_as_the_user_sees_them() {
     let m = mount().await;
     let attr = m.path("Other/Third/07 - Seven.mp3").await.unwrap();
-    assert_eq!(m.core.tree.path(attr.ino), "Other/Third/07 - Seven.mp3");
-    assert_eq!(m.core.tree.path(ROOT), "");
+    assert_eq!(m.core.tree().path(attr.ino), "Other/Third/07 - Seven.mp3");
+    assert_eq!(m.core.tree().path(ROOT), "");
 }

@@ -1,6 +1,7 @@
 //! The directory tree, built from the catalogue: `<Artist>/<Album>/<NN> - <Title>.<ext>`
 //! (`<D>-<NN> - …` on multi-disc albums), `<Artist>/<Album>/cover.jpg` (or `.png`),
-//! `Playlists/<Name>.m3u8` and `.trackfs/stats`.
+//! `Playlists/<Name>.m3u8` and `.trackfs/{stats,changes,refresh}`. A refresh builds a whole
+//! new tree and swaps it in (`fs::diff` says what the kernel must forget).
 //!
 //! Inode numbers come from what a node is (its path, and a track's file id), not from where
 //! it falls in the catalogue: an album published later must not renumber every file after it,
@@ -43,6 +44,10 @@ pub enum NodeKind {
     Playlist {
         text: Bytes,
     },
+    /// `.trackfs/changes`: what refreshes added, changed and removed.
+    Changes,
+    /// `.trackfs/refresh`: reading it refreshes the library and says how that went.
+    Refresh,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +137,8 @@ impl Tree {
         };
         let meta = tree.add_dir(ROOT, META_DIR, epoch);
         tree.add(meta, "stats".into(), NodeKind::Stats, epoch);
+        tree.add(meta, "changes".into(), NodeKind::Changes, epoch);
+        tree.add(meta, "refresh".into(), NodeKind::Refresh, epoch);
         let mut placed = HashMap::new();
         for entry in albums {
             tree.add_album(entry, extras, preferences, &mut placed);
@@ -248,7 +255,8 @@ impl Tree {
         parts.join("/")
     }
 
-    fn children(&self, dir: Ino) -> &BTreeMap<String, Ino> {
+    /// A directory's entries (none for anything else).
+    pub fn children(&self, dir: Ino) -> &BTreeMap<String, Ino> {
         static EMPTY: BTreeMap<String, Ino> = BTreeMap::new();
         match self.get(dir).map(|n| &n.kind) {
             Some(NodeKind::Dir { children }) => children,

@@ -125,12 +125,12 @@ async fn answer(stream: UnixStream, disk: &Disk, core: &FsCore) -> std::io::Resu
         }
     };
     let result = match request {
-        Request::Cache => Ok(super::pins::report(disk, core.tree())),
-        Request::Unpin { paths } => match files_at(core.tree(), &paths) {
+        Request::Cache => Ok(super::pins::report(disk, &core.tree())),
+        Request::Unpin { paths } => match files_at(&core.tree(), &paths) {
             Ok(files) => super::pins::unpin(disk, &files).await,
             Err(e) => Err(e),
         },
-        Request::Pin { paths } => match files_at(core.tree(), &paths) {
+        Request::Pin { paths } => match files_at(&core.tree(), &paths) {
             Ok(files) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let pinning = super::pins::pin(disk, &files, tx);

@@ -324,7 +324,7 @@ impl MemoryControlPlane {
             return None;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let mut album = |id: &AlbumId, h: &mut std::collections::hash_map::DefaultHasher| {
+        let album = |id: &AlbumId, h: &mut std::collections::hash_map::DefaultHasher| {
             let a = c.albums.get(id);
             format!("{a:?}").hash(h);
             for t in a.iter().flat_map(|a| &a.discs).flat_map(|d| &d.tracks) {
