@@ -1,6 +1,7 @@
 //! `trackfs mount`: check the mountpoint and the origin, load the catalogue, mount, and serve
 //! until unmounted or told to stop (SIGINT/SIGTERM unmount cleanly and exit 0).
 
+use crate::catalogue::library::Extras;
 use crate::client::api::{Api, Credentials};
 use crate::client::cdn::{Cdn, CdnConfig};
 use crate::client::http1::Http1Transport;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub mod control;
 mod disk;
 mod pins;
+mod refresh;
 
 /// Everything a mount needs, as plain data (built from flags by `cli`, or by `demo`).
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct MountConfig {
     /// Root of the disk cache (the origin gets a folder in it); `None` = no disk cache.
     pub disk_cache: Option<PathBuf>,
     pub disk_cache_size: u64,
+    /// How often the catalogue is revalidated (`None`: only on SIGHUP and `trackfs refresh`).
+    pub refresh_interval: Option<Duration>,
 }
 
 impl MountConfig {
@@ -72,6 +76,7 @@ impl MountConfig {
             // Off unless asked for: `trackfs mount` asks for the XDG default.
             disk_cache: None,
             disk_cache_size: DEFAULT_DISK_CACHE_SIZE,
+            refresh_interval: Some(DEFAULT_REFRESH_INTERVAL),
         }
     }
 }
@@ -100,6 +105,9 @@ pub enum MountError {
 
 /// 64–256 MiB suits a desktop (README, "Cache sizing").
 pub const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
+
+/// What `--refresh-interval` defaults to.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What `--disk-cache-size` defaults to.
 pub const DEFAULT_DISK_CACHE_SIZE: u64 = 4 << 30;
@@ -315,15 +323,30 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     // (unless the disk cache has a catalogue to start from).
     let online = async {
         api.token().await?;
-        catalogue::load(api.as_ref()).await
+        catalogue::refresh::load(api.as_ref()).await
     };
+    // From the snapshot when there is one (revalidated at once, in the background).
     let disk = disk::open(&config, stats.clone())?.map(Arc::new);
-    let (albums, sizes) = match &disk {
+    let start = match &disk {
         Some(disk) => disk.catalogue(online).await?,
-        None => (online.await?, Default::default()),
+        None => disk::Start {
+            catalogue: online.await?,
+            sizes: Default::default(),
+            from_snapshot: None,
+        },
     };
+    let confirmed = start
+        .from_snapshot
+        .unwrap_or_else(std::time::SystemTime::now);
+    stats.catalogue_confirmed.set(
+        confirmed
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let albums = &start.catalogue.albums;
     // Covers and playlists (v1.1): an origin without them, or one that cannot be reached
-    // (the gate of the disk cache fails at once then), mounts with neither.
+    // (the gate of the disk cache fails at once then), mounts with neither. A mount from its
+    // snapshot does not wait for them: its first refresh, at once, adds them.
     let images = Arc::new(ImageStore::new(
         match &disk {
             Some(disk) => disk.gate(api.clone()),
@@ -332,16 +355,24 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         stats.clone(),
         MemoryBudget::split(config.cache_size).images,
     ));
-    let control = images.control();
-    let extras =
-        catalogue::library::load(control.as_ref(), &albums, &HashMap::new(), &images).await;
-    let tree = Tree::build_with(&albums, &extras, &config.formats);
+    let extras = match start.from_snapshot {
+        Some(_) => Extras::default(),
+        None => {
+            let control = images.control();
+            catalogue::library::load(control.as_ref(), albums, &HashMap::new(), &images).await
+        }
+    };
+    let tree = Tree::build_with(albums, &extras, &config.formats);
     let tracks = tree.track_count();
-    check_formats(&albums, &config.formats, tracks)?;
+    check_formats(albums, &config.formats, tracks)?;
 
-    let parts = Parts { http, api, stats };
-    let core = build_core(&config, tree, parts, disk.as_deref(), &sizes);
-    let core = Arc::new(core.with_images(images));
+    let parts = Parts {
+        http,
+        api: api.clone(),
+        stats: stats.clone(),
+    };
+    let core = build_core(&config, tree, parts, disk.as_deref(), &start.sizes);
+    let core = Arc::new(core.with_images(images.clone()));
     let shutdown = CancellationToken::new();
     let fs = fuse::TrackFs::new(
         core.clone(),
@@ -355,11 +386,36 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         })?;
     set_kernel_read_ahead(&config.mountpoint, config.kernel_read_ahead_kb);
     let control = disk.as_ref().and_then(|disk| {
-        let listening = control::serve(&config.mountpoint, disk.clone(), core, shutdown.clone());
+        let listening = control::serve(
+            &config.mountpoint,
+            disk.clone(),
+            core.clone(),
+            shutdown.clone(),
+        );
         listening
             .inspect_err(|e| tracing::warn!("no control socket (trackfs pin cannot reach it): {e}"))
             .ok()
     });
+    let refresher = refresh::Refresher {
+        api,
+        core,
+        formats: config.formats.clone(),
+        disk: disk.clone(),
+        stats,
+        catalogue: start.catalogue,
+        images,
+        extras,
+        extras_due: start.from_snapshot.is_some(),
+    };
+    let notifier = session.notifier();
+    let now = start.from_snapshot.is_some();
+    refresh::spawn(
+        refresher,
+        notifier,
+        config.refresh_interval,
+        now,
+        shutdown.clone(),
+    );
     Ok(Mounted {
         session: Some(session),
         shutdown,

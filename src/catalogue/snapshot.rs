@@ -6,8 +6,11 @@
 //! `trackfs-catalogue <version> <crc32c of the body> <body length>`, then the body as JSON.
 //! It is replaced whole (a temporary renamed into place) and checked whole when read, so a
 //! crash or a flipped byte gives "no snapshot", never a wrong catalogue. A new format gets a
-//! new version number; an unknown version is not read.
+//! new version number; an unknown version is not read. Version 2 added the ETags the answers
+//! came with (`refresh`), saved with the catalogue they describe; version 1 is read as having
+//! none.
 
+use super::refresh::Etags;
 use crate::fs::tree::AlbumEntry;
 use crate::protocol::model::{
     Album, AlbumId, AudioFile, AudioFormat, Date, Disc, FileId, Image, ImageSize, Track, TrackId,
@@ -17,7 +20,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 const MAGIC: &str = "trackfs-catalogue";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Older versions this one reads.
+const READS_FROM: u32 = 1;
 pub const FILE_NAME: &str = "catalogue";
 
 /// What is saved and loaded.
@@ -26,6 +31,8 @@ pub struct Snapshot {
     pub albums: Vec<AlbumEntry>,
     /// File sizes learned from `Content-Range`.
     pub sizes: HashMap<FileId, u64>,
+    /// The ETags of the answers `albums` came from.
+    pub etags: Etags,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,56 @@ struct Body {
     albums: Vec<AlbumDto>,
     /// (file id, size).
     sizes: Vec<(String, u64)>,
+    /// Absent before version 2.
+    #[serde(default)]
+    etags: EtagsDto,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct EtagsDto {
+    library: Option<String>,
+    /// (album id, ETag), sorted.
+    albums: Vec<(String, String)>,
+    /// (track id, ETag), sorted.
+    tracks: Vec<(String, String)>,
+}
+
+fn etags_dto(etags: &Etags) -> EtagsDto {
+    let mut albums: Vec<_> = etags
+        .albums
+        .iter()
+        .map(|(id, e)| (id.to_hex(), e.clone()))
+        .collect();
+    let mut tracks: Vec<_> = etags
+        .tracks
+        .iter()
+        .map(|(id, e)| (id.to_hex(), e.clone()))
+        .collect();
+    albums.sort();
+    tracks.sort();
+    EtagsDto {
+        library: etags.library.clone(),
+        albums,
+        tracks,
+    }
+}
+
+fn from_etags_dto(dto: EtagsDto) -> Result<Etags, SnapshotError> {
+    Ok(Etags {
+        library: dto.library,
+        albums: dto
+            .albums
+            .into_iter()
+            .map(|(id, e)| AlbumId::from_hex(&id).map(|id| (id, e)))
+            .collect::<Result<_, _>>()
+            .map_err(malformed)?,
+        tracks: dto
+            .tracks
+            .into_iter()
+            .map(|(id, e)| TrackId::from_hex(&id).map(|id| (id, e)))
+            .collect::<Result<_, _>>()
+            .map_err(malformed)?,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,6 +183,7 @@ fn to_body(snapshot: &Snapshot) -> Body {
     Body {
         albums: albums.collect(),
         sizes,
+        etags: etags_dto(&snapshot.etags),
     }
 }
 
@@ -195,7 +253,12 @@ fn from_body(body: Body) -> Result<Snapshot, SnapshotError> {
         .map(|(f, s)| FileId::from_hex(&f).map(|f| (f, s)))
         .collect::<Result<_, _>>()
         .map_err(malformed)?;
-    Ok(Snapshot { albums, sizes })
+    let etags = from_etags_dto(body.etags)?;
+    Ok(Snapshot {
+        albums,
+        sizes,
+        etags,
+    })
 }
 
 fn from_track_dto(t: TrackDto) -> Result<Track, SnapshotError> {
@@ -254,7 +317,7 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         return Err(SnapshotError::NotASnapshot);
     }
     let version: u32 = version.parse().map_err(|_| SnapshotError::NotASnapshot)?;
-    if version != VERSION {
+    if !(READS_FROM..=VERSION).contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let crc = u32::from_str_radix(crc, 16).map_err(|_| SnapshotError::NotASnapshot)?;

@@ -45,6 +45,11 @@ fn sample() -> Snapshot {
             tracks: vec![track],
         }],
         sizes: [(FileId([5; 20]), 4_000_000)].into_iter().collect(),
+        etags: crate::catalogue::refresh::Etags {
+            library: Some("\"lib\"".into()),
+            albums: [(AlbumId([1; 16]), "\"a\"".into())].into_iter().collect(),
+            tracks: [(TrackId([2; 16]), "W/\"t\"".into())].into_iter().collect(),
+        },
     }
 }
 
@@ -86,6 +91,30 @@ fn a_damaged_snapshot_is_never_believed() {
 #[test]
 fn another_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(FILE_NAME), "trackfs-catalogue 2 0 0\n").unwrap();
-    assert!(matches!(load(dir.path()), Err(SnapshotError::Version(2))));
+    std::fs::write(dir.path().join(FILE_NAME), "trackfs-catalogue 3 0 0\n").unwrap();
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Version(3))));
+}
+
+#[test]
+fn a_version_1_snapshot_reads_as_one_without_etags() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = sample();
+    old.etags = Default::default();
+    save(dir.path(), &old).unwrap();
+    // The same body as version 1 wrote it: no `etags` field.
+    let path = dir.path().join(FILE_NAME);
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let body = text.split_once('\n').unwrap().1;
+    let mut json: serde_json::Value = serde_json::from_str(body).unwrap();
+    json.as_object_mut().unwrap().remove("etags");
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut file = format!(
+        "trackfs-catalogue 1 {:08x} {}\n",
+        crc32c::crc32c(&body),
+        body.len()
+    )
+    .into_bytes();
+    file.extend_from_slice(&body);
+    std::fs::write(&path, file).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), old);
 }

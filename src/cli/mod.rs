@@ -9,6 +9,7 @@ mod mount;
 mod parse;
 mod pin;
 mod publish;
+mod refresh;
 mod serve;
 mod stats;
 
@@ -49,6 +50,11 @@ enum Command {
         after_help = "Examples:\n  trackfs mount http://127.0.0.1:8700 ~/tracks --credentials ./library/credentials\n  trackfs mount https://origin.example ~/tracks --credentials ~/.config/trackfs/credentials --cache-size 1GiB --format FLAC_FLAC,OGG_VORBIS_320\n\nUnmount with Ctrl-C, `kill <pid>` or `fusermount3 -u <MOUNTPOINT>`."
     )]
     Mount(mount::MountArgs),
+    /// Have a running mount look for library changes now; returns when it has.
+    #[command(
+        after_help = "Example:\n  trackfs refresh ~/tracks\n\nA mount also refreshes every --refresh-interval and on SIGHUP; what changed is listed in MOUNTPOINT/.trackfs/changes."
+    )]
+    Refresh(refresh::RefreshArgs),
     /// Print a mount's live counters as a table.
     #[command(after_help = "Example:\n  trackfs stats ~/tracks")]
     Stats(stats::StatsArgs),
@@ -126,6 +132,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Pin(args) => pin::pin(args),
         Command::Unpin(args) => pin::unpin(args),
         Command::Cache(args) => pin::cache(args),
+        Command::Refresh(args) => refresh::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => runtime().and_then(|rt| {
             rt.block_on(trackfs::origin::serve::run(args.into_config()))

@@ -53,6 +53,12 @@ pub(crate) struct MountArgs {
     /// Disk cache bound, in human units (4GiB, 500MiB); pinned tracks stay even beyond it.
     #[arg(long, value_name = "SIZE", default_value_t = Size(mount::DEFAULT_DISK_CACHE_SIZE), value_parser = parse::cache_size)]
     disk_cache_size: Size,
+    /// How often to look for library changes at the origin (30s, 5m, 1h; at least 1s), or
+    /// `off`. SIGHUP and `trackfs refresh MOUNTPOINT` refresh at any time.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = parse::RefreshInterval(Some(mount::DEFAULT_REFRESH_INTERVAL)),
+          value_parser = parse::refresh_interval)]
+    refresh_interval: parse::RefreshInterval,
     /// Let other users read the mount (kernel permission checks on).
     #[arg(long)]
     allow_other: bool,
@@ -163,6 +169,7 @@ impl MountArgs {
             kernel_read_ahead_kb: u32::try_from(self.kernel_read_ahead.0 >> 10).unwrap_or(0),
             disk_cache: trackfs::readpath::disk::dir::cache_root(self.disk_cache.as_deref()),
             disk_cache_size: self.disk_cache_size.0,
+            refresh_interval: self.refresh_interval.0,
         })
     }
 }

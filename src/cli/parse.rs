@@ -112,6 +112,38 @@ pub(crate) fn seconds_below(
     }
 }
 
+/// How often a mount refreshes: a duration (`3s`, `5m`, `1h`, `1h30m`) of at least a second and
+/// at most a year, or `off`.
+pub(crate) fn refresh_interval(text: &str) -> Result<RefreshInterval, String> {
+    const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RefreshInterval(None));
+    }
+    let hint = "a duration like 30s, 5m or 1h (at least 1s), or off";
+    let every =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}; use {hint}"))?;
+    if every < std::time::Duration::from_secs(1) || every > YEAR {
+        return Err(format!(
+            "{text:?} is out of range; use {hint}, at most a year"
+        ));
+    }
+    Ok(RefreshInterval(Some(every)))
+}
+
+/// `--refresh-interval`'s value: `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefreshInterval(pub Option<std::time::Duration>);
+
+impl std::fmt::Display for RefreshInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(every) => write!(f, "{}", humantime::format_duration(every)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// A probability: a number from 0 to 1.
 pub(crate) fn probability(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -180,6 +212,19 @@ pub(crate) fn read_private_file(path: &std::path::Path, what: &str) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_intervals_are_durations_from_a_second_or_off() {
+        let secs = |s: u64| Ok(RefreshInterval(Some(std::time::Duration::from_secs(s))));
+        assert_eq!(refresh_interval("3s"), secs(3));
+        assert_eq!(refresh_interval("5m"), secs(300));
+        assert_eq!(refresh_interval("1h"), secs(3600));
+        assert_eq!(refresh_interval("off"), Ok(RefreshInterval(None)));
+        for bad in ["500ms", "0s", "5", "soon", "", "2years"] {
+            assert!(refresh_interval(bad).is_err(), "{bad}");
+        }
+        assert_eq!(secs(300).unwrap().to_string(), "5m");
+    }
 
     #[test]
     fn sizes_out_of_range_are_refused_with_the_range() {

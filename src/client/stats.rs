@@ -15,6 +15,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// For the few values that are a moment, not a count (`catalogue_confirmed`).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 /// A level that goes up and down (requests in flight).

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// Files are content-addressed and the tree never changes while mounted: cache for long.
+/// Files are content-addressed, and a refresh that changes the tree tells the kernel what to
+/// forget (`Notifier`): cache for long.
 const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct TrackFs {
@@ -469,10 +470,43 @@ pub fn spawn(
         .map(Session)
 }
 
+/// Sends the kernel what to forget after a tree swap. Blocking (a write to `/dev/fuse`), and
+/// never to be called from inside a request handler: the kernel may hold locks while it
+/// waits for that reply (NOTES.md). The refresh task calls it on a blocking thread.
+pub struct Notifier(fuser::Notifier);
+
+impl Notifier {
+    /// Sends each notice; the kernel answers ENOENT for what it had not cached (not an
+    /// error). Returns how many were sent.
+    pub fn forget(&self, notices: &[crate::fs::diff::Forget]) -> usize {
+        use crate::fs::diff::Forget;
+        let mut sent = 0;
+        for notice in notices {
+            let result = match notice {
+                Forget::Entry { parent, name } => {
+                    self.0.inval_entry(INodeNo(*parent), OsStr::new(name))
+                }
+                Forget::Inode(ino) => self.0.inval_inode(INodeNo(*ino), 0, 0),
+            };
+            match result {
+                Ok(()) => sent += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => tracing::debug!("kernel notification {notice:?}: {e}"),
+            }
+        }
+        sent
+    }
+}
+
 /// A mounted filesystem's request loop, running on its own threads.
 pub struct Session(fuser::BackgroundSession);
 
 impl Session {
+    /// Tells the kernel what a refresh changed (`fs::diff`).
+    pub fn notifier(&self) -> Notifier {
+        Notifier(self.0.notifier())
+    }
+
     /// True once the kernel side is gone (an unmount from outside).
     pub fn is_finished(&self) -> bool {
         self.0.guard.is_finished()

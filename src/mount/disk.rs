@@ -1,13 +1,14 @@
 //! The mount's side of the disk cache (docs/design.md, "Disk cache"): opening the origin's
-//! cache folder, starting from the catalogue snapshot when the origin cannot be reached,
-//! saving the snapshot, and closing it all at unmount so the next mount can take the lock.
+//! cache folder, starting from the catalogue snapshot (always, when there is one: the refresh
+//! task revalidates it at once, docs/design.md "Refresh"), saving the snapshot after each
+//! refresh that changed it, and closing it all at unmount so the next mount can take the lock.
 
 use super::{MountConfig, MountError};
+use crate::catalogue::refresh::Catalogue;
 use crate::catalogue::snapshot::{self, Snapshot};
 use crate::client::error::FetchError;
 use crate::client::seams::{ControlPlane, RangeSource};
 use crate::client::stats::Stats;
-use crate::fs::tree::AlbumEntry;
 use crate::protocol::model::FileId;
 use crate::readpath::disk::dir::{self, DirError};
 use crate::readpath::disk::keys::WrappedKeys;
@@ -20,6 +21,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// What a mount starts from.
+pub(crate) struct Start {
+    pub catalogue: Catalogue,
+    pub sizes: HashMap<FileId, u64>,
+    /// When the snapshot started from was saved; `None`: fetched from the origin.
+    pub from_snapshot: Option<std::time::SystemTime>,
+}
+
 /// The disk cache of one mount.
 pub(crate) struct Disk {
     pub folder: PathBuf,
@@ -28,7 +37,7 @@ pub(crate) struct Disk {
     pub reach: Arc<Reachability>,
     tier: Mutex<Option<Arc<DiskTier>>>,
     /// What the next snapshot holds, and where sizes learned meanwhile are found.
-    albums: Mutex<Vec<AlbumEntry>>,
+    catalogue: Mutex<Catalogue>,
     reader: Mutex<Option<Arc<Reader>>>,
     key_store: Mutex<Option<Arc<KeyStore>>>,
 }
@@ -63,7 +72,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         keys,
         reach: Arc::new(Reachability::new(&config.origin)),
         tier: Mutex::new(None),
-        albums: Mutex::new(Vec::new()),
+        catalogue: Mutex::default(),
         reader: Mutex::new(None),
         key_store: Mutex::new(None),
     }))
@@ -73,70 +82,74 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether a failure to reach the origin at mount time may be answered from the snapshot:
-/// anything but the origin saying no to the credentials.
-fn may_go_offline(error: &FetchError) -> bool {
-    let mut e = error;
-    while let FetchError::GaveUp { last, .. } = e {
-        e = last;
-    }
-    !matches!(e, FetchError::BadCredentials { .. })
-}
-
 impl Disk {
-    /// The catalogue: from the origin, or from the snapshot when the origin cannot be reached
-    /// (then the mount starts offline, with a warning). Returns the learned sizes too.
+    /// The catalogue to start from: the snapshot when there is one (then `from_snapshot`; a
+    /// warning when the origin cannot even be connected to), else from the origin. Returns
+    /// the learned sizes too.
     pub async fn catalogue(
         &self,
-        online: impl std::future::Future<Output = Result<Vec<AlbumEntry>, FetchError>>,
-    ) -> Result<(Vec<AlbumEntry>, HashMap<FileId, u64>), MountError> {
+        online: impl std::future::Future<Output = Result<Catalogue, FetchError>>,
+    ) -> Result<Start, MountError> {
         let folder = self.folder.clone();
-        let saved = tokio::task::spawn_blocking(move || snapshot::load(&folder))
-            .await
-            .map_err(|e| MountError::Setup(e.to_string()))?;
+        let saved = tokio::task::spawn_blocking(move || {
+            let saved_at = std::fs::metadata(folder.join(snapshot::FILE_NAME))
+                .and_then(|m| m.modified())
+                .ok();
+            snapshot::load(&folder).map(|s| (s, saved_at))
+        })
+        .await
+        .map_err(|e| MountError::Setup(e.to_string()))?;
         let saved = saved
             .inspect_err(|e| match e {
                 snapshot::SnapshotError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {}
                 e => tracing::warn!("{e}; it will be replaced"),
             })
             .ok();
-        let failed = match (&saved, self.reach.probe().await) {
-            // Not even a connection: no need to wait through the retries.
-            (Some(_), false) => None,
-            _ => match online.await {
-                Ok(albums) => {
-                    let sizes = saved.map(|s| s.sizes).unwrap_or_default();
-                    self.remember(albums.clone());
-                    self.save(sizes.clone());
-                    return Ok((albums, sizes));
-                }
-                Err(e) => Some(e),
-            },
-        };
-        let usable = saved.filter(|_| failed.as_ref().is_none_or(may_go_offline));
-        let Some(saved) = usable else {
-            // `failed` is `None` only when there is a snapshot.
-            return Err(failed.map_or(MountError::Setup("no catalogue".into()), Into::into));
-        };
-        let why = failed.map_or("no connection".to_owned(), |e| e.to_string());
-        tracing::warn!(
-            "the origin cannot be reached ({why}): starting from the catalogue saved in {}; \
-             only what is in the disk cache can be read until it is back",
-            self.folder.display()
-        );
-        self.reach.set_offline();
-        self.remember(saved.albums.clone());
-        Ok((saved.albums, saved.sizes))
+        if let Some((saved, saved_at)) = saved {
+            if !self.reach.probe().await {
+                tracing::warn!(
+                    "the origin cannot be reached (no connection): starting from the catalogue \
+                     saved in {}; only what is in the disk cache can be read until it is back",
+                    self.folder.display()
+                );
+                self.reach.set_offline();
+            }
+            let catalogue = Catalogue {
+                albums: saved.albums,
+                etags: saved.etags,
+            };
+            self.remember(catalogue.clone());
+            return Ok(Start {
+                catalogue,
+                sizes: saved.sizes,
+                from_snapshot: Some(saved_at.unwrap_or_else(std::time::SystemTime::now)),
+            });
+        }
+        let catalogue = online.await?;
+        self.remember(catalogue.clone());
+        self.save(HashMap::new());
+        Ok(Start {
+            catalogue,
+            sizes: HashMap::new(),
+            from_snapshot: None,
+        })
     }
 
-    fn remember(&self, albums: Vec<AlbumEntry>) {
-        *lock(&self.albums) = albums;
+    fn remember(&self, catalogue: Catalogue) {
+        *lock(&self.catalogue) = catalogue;
+    }
+
+    /// After a refresh that changed the catalogue: the snapshot holds the new one.
+    /// Blocking (it writes a file).
+    pub fn refreshed(&self, catalogue: Catalogue) {
+        self.remember(catalogue);
+        self.save(HashMap::new());
     }
 
     /// Saves the catalogue with `sizes` and every size the reader has learned since (a small
     /// file, written at mount and unmount only).
     fn save(&self, mut sizes: HashMap<FileId, u64>) {
-        let albums = lock(&self.albums).clone();
+        let Catalogue { albums, etags } = lock(&self.catalogue).clone();
         if let Some(reader) = lock(&self.reader).as_ref() {
             let files = albums.iter().flat_map(|a| &a.tracks).flat_map(|t| &t.files);
             for file in files {
@@ -145,7 +158,11 @@ impl Disk {
                 }
             }
         }
-        let snapshot = Snapshot { albums, sizes };
+        let snapshot = Snapshot {
+            albums,
+            sizes,
+            etags,
+        };
         if let Err(e) = snapshot::save(&self.folder, &snapshot) {
             tracing::warn!("disk cache: cannot save the catalogue: {e}");
         }

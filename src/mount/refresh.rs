@@ -1,0 +1,221 @@
+//! The mount's refresh task (docs/design.md, "Refresh"): one task that revalidates the
+//! catalogue every `--refresh-interval`, on SIGHUP, and when `.trackfs/refresh` is read (what
+//! `trackfs refresh MOUNTPOINT` does), swaps the new tree in, tells the kernel, and saves the
+//! snapshot. One task, so refreshes never overlap; requests that arrive while one runs are
+//! answered together by the next one, which starts after they asked.
+
+use super::disk::Disk;
+use crate::catalogue::library::{self, Extras};
+use crate::catalogue::refresh::{self, Catalogue, Outcome};
+use crate::client::seams::ControlPlane;
+use crate::client::stats::{unix_now, Stats};
+use crate::fs::fuse::Notifier;
+use crate::fs::tree::Tree;
+use crate::fs::FsCore;
+use crate::protocol::model::AudioFormat;
+use crate::readpath::images::ImageStore;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// The answer to one asker: a line saying what changed, or why the origin was not reached.
+type Answer = oneshot::Sender<Result<String, String>>;
+
+/// Everything a refresh touches.
+pub(crate) struct Refresher {
+    pub api: Arc<dyn ControlPlane>,
+    pub core: Arc<FsCore>,
+    pub formats: Vec<AudioFormat>,
+    pub disk: Option<Arc<Disk>>,
+    pub stats: Arc<Stats>,
+    pub catalogue: Catalogue,
+    /// Covers and playlists are loaded again when the library changed (the `/library` ETag
+    /// stands for its playlists too), or when the mount started without them (`extras_due`).
+    pub images: Arc<ImageStore>,
+    pub extras: Extras,
+    pub extras_due: bool,
+}
+
+/// Asks the refresh task for a refresh and waits for its answer.
+#[derive(Clone)]
+pub(crate) struct Asker(mpsc::UnboundedSender<Answer>);
+
+impl Asker {
+    pub async fn refresh(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(tx)
+            .map_err(|_| "the mount is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "the mount is shutting down".to_string())?
+    }
+}
+
+/// Starts the task. `now`: refresh at once (the mount started from its snapshot).
+pub(crate) fn spawn(
+    refresher: Refresher,
+    notifier: Notifier,
+    interval: Option<Duration>,
+    now: bool,
+    shutdown: CancellationToken,
+) -> Asker {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let asker = Asker(tx);
+    let for_reads = asker.clone();
+    refresher.core.set_refresh(Box::new(move || {
+        let asker = for_reads.clone();
+        Box::pin(async move { asker.refresh().await })
+    }));
+    tokio::spawn(run(
+        refresher,
+        Arc::new(notifier),
+        rx,
+        interval,
+        now,
+        shutdown,
+    ));
+    asker
+}
+
+async fn run(
+    mut refresher: Refresher,
+    notifier: Arc<Notifier>,
+    mut asked: mpsc::UnboundedReceiver<Answer>,
+    interval: Option<Duration>,
+    now: bool,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::warn!("SIGHUP will not refresh the library: {e}"))
+        .ok();
+    let mut next = interval.map(|i| tokio::time::Instant::now() + i);
+    let mut first = now;
+    loop {
+        let mut answers = Vec::new();
+        if !first {
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = timer => {}
+                _ = sighup => tracing::info!("SIGHUP: refreshing the library"),
+                asker = asked.recv() => match asker {
+                    Some(answer) => answers.push(answer),
+                    None => return,
+                },
+            }
+        }
+        first = false;
+        // Everyone who asked by now is answered by this refresh, which starts after they did.
+        while let Ok(answer) = asked.try_recv() {
+            answers.push(answer);
+        }
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = refresher.once(&notifier) => result,
+        };
+        for answer in answers {
+            let _ = answer.send(result.clone());
+        }
+        next = interval.map(|i| tokio::time::Instant::now() + i);
+    }
+}
+
+impl Refresher {
+    /// One refresh: revalidate, and when the catalogue changed, swap, notify and save.
+    async fn once(&mut self, notifier: &Arc<Notifier>) -> Result<String, String> {
+        // Offline (the disk cache knows): one connection tried, not the whole retry bound.
+        if let Some(disk) = &self.disk {
+            if disk.reach.is_offline() && !disk.reach.probe().await {
+                self.stats.refresh_failures.incr();
+                return Err("cannot refresh from the origin: no connection".into());
+            }
+        }
+        let outcome = refresh::revalidate(self.api.as_ref(), &self.catalogue).await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.stats.refresh_failures.incr();
+                tracing::warn!("refreshing the library failed: {e}; the mount shows it as it was");
+                return Err(format!("cannot refresh from the origin: {e}"));
+            }
+        };
+        self.stats.refreshes.incr();
+        let (catalogue, complete) = match outcome {
+            Outcome::Unchanged if !self.extras_due => {
+                self.stats.catalogue_confirmed.set(unix_now());
+                return Ok("unchanged".into());
+            }
+            Outcome::Unchanged => (self.catalogue.clone(), true),
+            Outcome::Revalidated {
+                catalogue,
+                complete,
+            } => (catalogue, complete),
+        };
+        if complete {
+            self.stats.catalogue_confirmed.set(unix_now());
+        }
+        let before: HashSet<_> = self.catalogue.albums.iter().map(|a| a.album.id).collect();
+        let after: HashSet<_> = catalogue.albums.iter().map(|a| a.album.id).collect();
+        let (added, removed) = (
+            after.difference(&before).count(),
+            before.difference(&after).count(),
+        );
+        self.stats.albums_added.add(added as u64);
+        self.stats.albums_removed.add(removed as u64);
+
+        let changed_albums = catalogue.albums != self.catalogue.albums;
+        let mut summary = format!("{added} albums added, {removed} removed");
+        let control = self.images.control();
+        let extras = library::load(
+            control.as_ref(),
+            &catalogue.albums,
+            &self.extras.covers,
+            &self.images,
+        )
+        .await;
+        self.extras_due = false;
+        if changed_albums || extras != self.extras {
+            self.extras = extras.clone();
+            let (albums, formats, core) = (
+                catalogue.albums.clone(),
+                self.formats.clone(),
+                self.core.clone(),
+            );
+            let notifier = notifier.clone();
+            let lines = tokio::task::spawn_blocking(move || {
+                let diff = core.swap(Tree::build_with(&albums, &extras, &formats));
+                notifier.forget(&diff.forget);
+                diff.changes.len()
+            })
+            .await
+            .map_err(|e| format!("the refresh failed: {e}"))?;
+            summary = format!("{summary}; {lines} changes");
+            tracing::info!("library refreshed: {summary}");
+        }
+        if !complete {
+            summary.push_str(" (some of the library could not be fetched; kept as it was)");
+        }
+        if changed_albums || catalogue.etags != self.catalogue.etags {
+            if let Some(disk) = &self.disk {
+                let (disk, saved) = (disk.clone(), catalogue.clone());
+                let _ = tokio::task::spawn_blocking(move || disk.refreshed(saved)).await;
+            }
+        }
+        self.catalogue = catalogue;
+        Ok(summary)
+    }
+}
