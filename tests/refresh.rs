@@ -1,0 +1,335 @@
+//! A library that changes while it is mounted (issue 16), through real FUSE mounts: against
+//! `trackfs publish` + `trackfs serve` (live reload, ETags) and the independent origin (with
+//! and without ETags). Albums published appear after `trackfs refresh` and by themselves within
+//! the interval; albums removed disappear while an open reader reads on exactly; a quiet
+//! refresh is one conditional request; a remount starts from the snapshot, then converges;
+//! inode numbers of unchanged files survive.
+
+mod support;
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::rust_origin::RustOrigin;
+use support::{sources, Mount, PythonOrigin};
+
+fn usable() -> bool {
+    support::fuse_usable() && support::require_tool("ffmpeg")
+}
+
+/// Polls `ready` until it gives a value; fails the test after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Names in a directory of the mount (no `stat`: only what the listing says).
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `trackfs refresh MOUNTPOINT`: (success, stdout + stderr).
+fn refresh(mount: &Mount) -> (bool, String) {
+    let out = support::run(
+        Command::new(support::TRACKFS)
+            .arg("refresh")
+            .arg(mount.path()),
+        Duration::from_secs(120),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn refresh_ok(mount: &Mount) {
+    let (ok, text) = refresh(mount);
+    assert!(ok, "trackfs refresh failed: {text}\n{}", mount.log_text());
+}
+
+fn changes(mount: &Mount) -> String {
+    std::fs::read_to_string(mount.path().join(".trackfs/changes")).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for relative in support::walk_files(from) {
+        let target = to.join(&relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&relative), &target).unwrap();
+    }
+}
+
+/// A new Ogg track, tagged, at `source/<artist>/<album>/01 <title>.ogg`.
+fn new_track(source: &Path, artist: &str, album: &str, title: &str) -> PathBuf {
+    let path = source
+        .join(artist)
+        .join(album)
+        .join(format!("01 {title}.ogg"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=220:d=2",
+            "-ac",
+            "2",
+        ])
+        .args(["-c:a", "libvorbis", "-q:a", "4"])
+        .args(["-metadata", &format!("artist={artist}")])
+        .args(["-metadata", &format!("album={album}")])
+        .args(["-metadata", &format!("title={title}")])
+        .args(["-metadata", "track=1"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg");
+    path
+}
+
+fn publish(source: &Path, library: &Path) {
+    let out = support::run(
+        Command::new(support::TRACKFS)
+            .arg("publish")
+            .arg(source)
+            .arg(library),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const BJORK: &str = "Björk";
+const BJORK_TRACK: &str = "Björk/Vespertine: \"Live\"?/02 - Cocoon?.mp3";
+const BJORK_SOURCE: &str = "Björk/Vespertine: \"Live\"?/02 Cocoon?.mp3";
+const KEPT_TRACK: &str = "Ensemble l'Été/Suite: Part \"One\"/1-01 - Prélude.ogg";
+
+/// Reads what is left of `file` from `offset` on.
+fn read_rest(file: &std::fs::File, got: &mut [u8], mut offset: usize) {
+    while offset < got.len() {
+        let n = file.read_at(&mut got[offset..], offset as u64).unwrap();
+        assert!(n > 0, "early EOF at {offset}");
+        offset += n;
+    }
+}
+
+#[test]
+fn publish_while_mounted_then_trackfs_refresh_shows_exactly_the_new_state() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    copy_dir(sources::music(), source.path());
+    let origin = RustOrigin::start(source.path(), &[]);
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "off"],
+    );
+    let kept_ino = std::fs::metadata(mount.path().join(KEPT_TRACK))
+        .unwrap()
+        .ino();
+    // A reader has a track of the album that is about to leave open, half read.
+    let open = std::fs::File::open(mount.path().join(BJORK_TRACK)).unwrap();
+    let want = std::fs::read(sources::music().join(BJORK_SOURCE)).unwrap();
+    let mut got = vec![0u8; want.len()];
+    let half = want.len() / 2;
+    assert_eq!(open.read_at(&mut got[..half], 0).unwrap(), half);
+
+    std::fs::remove_dir_all(source.path().join(BJORK)).unwrap();
+    new_track(source.path(), "Newcomer", "First Light", "Dawn");
+    publish(source.path(), &origin.library);
+    refresh_ok(&mount);
+
+    let root = names(&mount.path());
+    assert!(root.contains(&"Newcomer".to_string()), "{root:?}");
+    assert!(!root.contains(&BJORK.to_string()), "{root:?}");
+    assert_eq!(
+        names(&mount.path().join("Newcomer/First Light")),
+        ["01 - Dawn.ogg"]
+    );
+    assert!(std::fs::metadata(mount.path().join(BJORK_TRACK)).is_err());
+    read_rest(&open, &mut got, half);
+    assert!(got == want, "the open file read exactly to its end");
+    let after = std::fs::metadata(mount.path().join(KEPT_TRACK)).unwrap();
+    assert_eq!(after.ino(), kept_ino, "an unchanged file keeps its inode");
+    let feed = changes(&mount);
+    assert!(feed.contains(" removed Björk\n"), "{feed}");
+    assert!(feed.contains(" added Newcomer\n"), "{feed}");
+    assert_eq!(mount.stat("albums_added"), 1);
+    assert_eq!(mount.stat("albums_removed"), 1);
+
+    // Nothing changed since: one conditional request, answered 304.
+    let quiet = mount.stat("not_modified");
+    refresh_ok(&mount);
+    assert_eq!(mount.stat("not_modified"), quiet + 1);
+    assert_eq!(changes(&mount), feed, "a quiet refresh changes nothing");
+}
+
+#[test]
+fn trackfs_refresh_says_why_when_the_origin_is_gone() {
+    if !usable() {
+        return;
+    }
+    let origin = RustOrigin::start(sources::music(), &[]);
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "off", "--retries", "0"],
+    );
+    drop(origin);
+    let (ok, text) = refresh(&mount);
+    assert!(!ok, "{text}");
+    assert!(text.contains("cannot refresh from the origin"), "{text}");
+    // The mount shows the library as it was.
+    assert!(names(&mount.path()).contains(&BJORK.to_string()));
+}
+
+/// The independent origin, with or without ETags: an album excluded at first is published
+/// (the exclusion lifted) and appears by itself within the 1 s interval; then another leaves
+/// while a reader of one of its tracks reads on.
+fn independent(etags: bool) {
+    if !usable() {
+        return;
+    }
+    let mut flags = vec!["--seed", "21", "--protocol", "v1.1"];
+    if etags {
+        flags.push("--etags");
+    }
+    let mut origin = PythonOrigin::start(sources::music(), &flags);
+    let expected = origin.expected_files();
+    let (late, _) = expected[0].clone();
+    let late_album = late.parent().unwrap().to_path_buf();
+    let late_key = late_album.to_str().unwrap().to_string();
+    origin.set_catalogue(&serde_json::json!({ "exclude": [late_key] }));
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "1s"],
+    );
+    assert!(std::fs::metadata(mount.path().join(&late)).is_err());
+    let (leaving, leaving_source) = origin
+        .expected_files()
+        .into_iter()
+        .find(|(r, _)| !r.starts_with(&late_album))
+        .unwrap();
+    let kept_ino = origin
+        .expected_files()
+        .iter()
+        .find(|(r, _)| r.parent() != leaving.parent())
+        .map(|(r, _)| {
+            (
+                r.clone(),
+                std::fs::metadata(mount.path().join(r)).unwrap().ino(),
+            )
+        });
+
+    origin.set_catalogue(&serde_json::json!({}));
+    wait_for(Duration::from_secs(60), "the published album", || {
+        std::fs::metadata(mount.path().join(&late)).ok()
+    });
+    let data = std::fs::read(mount.path().join(&late)).unwrap();
+    assert!(data == std::fs::read(&expected[0].1).unwrap(), "its bytes");
+
+    let open = std::fs::File::open(mount.path().join(&leaving)).unwrap();
+    let want = std::fs::read(&leaving_source).unwrap();
+    let mut got = vec![0u8; want.len()];
+    let half = want.len() / 2;
+    assert_eq!(open.read_at(&mut got[..half], 0).unwrap(), half);
+    let leaving_key = leaving.parent().unwrap().to_str().unwrap().to_string();
+    origin.set_catalogue(&serde_json::json!({ "exclude": [leaving_key] }));
+    refresh_ok(&mount);
+    assert!(std::fs::metadata(mount.path().join(&leaving)).is_err());
+    read_rest(&open, &mut got, half);
+    assert!(got == want, "the open file read exactly to its end");
+    if let Some((kept, ino)) = kept_ino.filter(|(r, _)| !r.starts_with(leaving.parent().unwrap())) {
+        let now = std::fs::metadata(mount.path().join(&kept)).unwrap().ino();
+        assert_eq!(now, ino, "{} keeps its inode", kept.display());
+    }
+    let feed = changes(&mount);
+    assert!(feed.contains(" added "), "{feed}");
+    assert!(feed.contains(" removed "), "{feed}");
+    if etags {
+        let quiet = mount.stat("not_modified");
+        refresh_ok(&mount);
+        assert!(mount.stat("not_modified") > quiet);
+    }
+}
+
+#[test]
+fn the_independent_origin_with_etags() {
+    independent(true);
+}
+
+#[test]
+fn the_independent_origin_without_etags() {
+    independent(false);
+}
+
+#[test]
+fn a_remount_shows_the_snapshot_at_once_then_converges() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    copy_dir(sources::music(), source.path());
+    let origin = RustOrigin::start(source.path(), &["--latency", "1000"]);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let flags = [
+        "--disk-cache",
+        cache_dir.as_str(),
+        "--refresh-interval",
+        "off",
+    ];
+    let before = {
+        let mount = Mount::start(&origin.url, &origin.credentials_file, &flags);
+        names(&mount.path())
+    };
+    assert!(before.contains(&BJORK.to_string()));
+    std::fs::remove_dir_all(source.path().join(BJORK)).unwrap();
+    publish(source.path(), &origin.library);
+
+    // Every request to the origin takes a second: the tree shown at once is the snapshot's,
+    // with the album that has left the origin meanwhile.
+    let mount = Mount::start(&origin.url, &origin.credentials_file, &flags);
+    assert_eq!(names(&mount.path()), before);
+    assert_eq!(
+        names(&mount.path().join("Ensemble l'Été/Suite: Part \"One\"")).len(),
+        3
+    );
+    assert!(mount.stat("snapshot_age_seconds") < 3600);
+    // Then it converges to the origin's state by itself.
+    wait_for(
+        Duration::from_secs(60),
+        "the refresh after the remount",
+        || (!names(&mount.path()).contains(&BJORK.to_string())).then_some(()),
+    );
+    assert_eq!(mount.stat("refreshes"), 1);
+}
