@@ -317,7 +317,8 @@ impl MemoryControlPlane {
     }
 
     /// The ETag of an answer: a hash of what it stands for, as an origin's is of its bytes.
-    /// An album's covers its tracks (a track's new file changes it); the library's covers all.
+    /// An album's covers its tracks (a track's new file changes it); the library's covers all,
+    /// playlists included.
     fn etag(c: &Catalogue, what: Etagged) -> Option<String> {
         use std::hash::{Hash, Hasher};
         if !c.etags {
@@ -332,10 +333,13 @@ impl MemoryControlPlane {
             }
         };
         match what {
-            Etagged::Library => c.library.iter().for_each(|id| {
-                id.0.hash(&mut h);
-                album(id, &mut h);
-            }),
+            Etagged::Library => {
+                c.library.iter().for_each(|id| {
+                    id.0.hash(&mut h);
+                    album(id, &mut h);
+                });
+                format!("{:?}", c.playlists).hash(&mut h);
+            }
             Etagged::Album(id) => album(&id, &mut h),
             Etagged::Track(id) => format!("{:?}", c.tracks.get(&id)).hash(&mut h),
         }
