@@ -51,6 +51,7 @@ pub struct Diff {
 }
 
 impl Diff {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.forget.is_empty()
     }
