@@ -129,6 +129,23 @@ const BJORK: &str = "Björk";
 const BJORK_TRACK: &str = "Björk/Vespertine: \"Live\"?/02 - Cocoon?.mp3";
 const BJORK_SOURCE: &str = "Björk/Vespertine: \"Live\"?/02 Cocoon?.mp3";
 const KEPT_TRACK: &str = "Ensemble l'Été/Suite: Part \"One\"/1-01 - Prélude.ogg";
+const SUITE: &str = "Ensemble l'Été/Suite: Part \"One\"";
+const RETAGGED_SOURCE: &str = "Ensemble l'Été/Suite: Part \"One\"/1-02 Allemande?.mp3";
+
+/// Gives a source file a new title tag in place (new bytes, same path), as a tag editor does.
+fn retag(path: &Path, title: &str) {
+    let temp = path.with_extension("retag.mp3");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(path)
+        .args(["-c", "copy", "-map_metadata", "0"])
+        .args(["-metadata", &format!("title={title}")])
+        .arg(&temp)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg retag");
+    std::fs::rename(&temp, path).unwrap();
+}
 
 /// Reads what is left of `file` from `offset` on.
 fn read_rest(file: &std::fs::File, got: &mut [u8], mut offset: usize) {
@@ -162,8 +179,10 @@ fn publish_while_mounted_then_trackfs_refresh_shows_exactly_the_new_state() {
     let half = want.len() / 2;
     assert_eq!(open.read_at(&mut got[..half], 0).unwrap(), half);
 
+    let suite_before = names(&mount.path().join(SUITE));
     std::fs::remove_dir_all(source.path().join(BJORK)).unwrap();
     new_track(source.path(), "Newcomer", "First Light", "Dawn");
+    retag(&source.path().join(RETAGGED_SOURCE), "Gigue");
     publish(source.path(), &origin.library);
     refresh_ok(&mount);
 
@@ -177,11 +196,24 @@ fn publish_while_mounted_then_trackfs_refresh_shows_exactly_the_new_state() {
     assert!(std::fs::metadata(mount.path().join(BJORK_TRACK)).is_err());
     read_rest(&open, &mut got, half);
     assert!(got == want, "the open file read exactly to its end");
+    // The retagged track has its new name only: no duplicate, nothing else moved.
+    let suite = names(&mount.path().join(SUITE));
+    assert_eq!(suite.len(), suite_before.len(), "{suite:?}");
+    assert!(suite.iter().any(|n| n.contains("Gigue")), "{suite:?}");
+    assert!(!suite.iter().any(|n| n.contains("Allemande")), "{suite:?}");
     let after = std::fs::metadata(mount.path().join(KEPT_TRACK)).unwrap();
     assert_eq!(after.ino(), kept_ino, "an unchanged file keeps its inode");
     let feed = changes(&mount);
     assert!(feed.contains(" removed Björk\n"), "{feed}");
     assert!(feed.contains(" added Newcomer\n"), "{feed}");
+    assert!(
+        feed.contains(" added Ensemble l'Été/Suite: Part \"One\"/1-02 - Gigue.mp3\n"),
+        "{feed}"
+    );
+    assert!(
+        feed.contains(" removed Ensemble l'Été/Suite: Part \"One\"/1-02 - Allemande?.mp3\n"),
+        "{feed}"
+    );
     assert_eq!(mount.stat("albums_added"), 1);
     assert_eq!(mount.stat("albums_removed"), 1);
 
@@ -332,4 +364,44 @@ fn a_remount_shows_the_snapshot_at_once_then_converges() {
         || (!names(&mount.path()).contains(&BJORK.to_string())).then_some(()),
     );
     assert_eq!(mount.stat("refreshes"), 1);
+}
+
+#[test]
+fn sighup_refreshes_and_the_interval_does_by_itself() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    copy_dir(sources::music(), source.path());
+    let origin = RustOrigin::start(source.path(), &[]);
+    let hangup = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "off"],
+    );
+    let interval = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "1s"],
+    );
+    new_track(source.path(), "Newcomer", "First Light", "Dawn");
+    publish(source.path(), &origin.library);
+    let dawn = "Newcomer/First Light/01 - Dawn.ogg";
+    wait_for(Duration::from_secs(60), "the interval's refresh", || {
+        std::fs::metadata(interval.path().join(dawn)).ok()
+    });
+    assert!(
+        std::fs::metadata(hangup.path().join(dawn)).is_err(),
+        "no refresh without being asked"
+    );
+    // SAFETY: a signal to the mount this test started.
+    unsafe { libc::kill(hangup.pid() as i32, libc::SIGHUP) };
+    wait_for(Duration::from_secs(60), "the refresh on SIGHUP", || {
+        std::fs::metadata(hangup.path().join(dawn)).ok()
+    });
+    assert!(
+        support::is_mounted(&hangup.path()),
+        "SIGHUP does not stop the mount"
+    );
+    assert_eq!(hangup.stat("refreshes"), 1);
 }

@@ -173,9 +173,21 @@ pub fn table(rendered: &str) -> String {
         "disk_misses",
         "disk_evictions",
         "disk_checksum_failures",
+        "refreshes",
+        "refresh_failures",
+        "not_modified",
+        "albums_added",
+        "albums_removed",
     ] {
         rows.push((name.replace('_', " "), value(name).to_string()));
     }
+    // -1 (never confirmed) does not parse as a count: shown as such.
+    let age = rendered
+        .lines()
+        .find_map(|l| l.strip_prefix("snapshot_age_seconds "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or("never confirmed".to_string(), |s| format!("{s} s"));
+    rows.push(("snapshot age".to_string(), age));
     rows.iter()
         .map(|(name, value)| format!("{name:<22} {value:>14}\n"))
         .collect()
