@@ -22,6 +22,8 @@ use crate::readpath::images::ImageStore;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client};
+use rustix::io::Errno;
+use rustix::mount::UnmountFlags;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,8 +130,8 @@ fn set_kernel_read_ahead(mountpoint: &Path, kb: u32) {
     let dev = meta.dev();
     let path = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
     );
     match std::fs::write(&path, kb.to_string()) {
         Ok(()) => tracing::debug!("kernel read-ahead set to {kb} KiB ({path})"),
@@ -256,29 +258,22 @@ impl Mounted {
 
 /// `umount -l`: as root directly, otherwise through `fusermount3 -u -z`.
 fn detach(mountpoint: &Path) -> Result<(), String> {
-    unmount_with(mountpoint, libc::MNT_DETACH, &["-u", "-z"])
+    unmount_with(mountpoint, UnmountFlags::DETACH, &["-u", "-z"])
 }
 
 /// `umount`, failing with EBUSY while a file is open: as root directly, otherwise through
 /// `fusermount3 -u`.
 fn unmount_now(mountpoint: &Path) -> Result<(), String> {
-    unmount_with(mountpoint, 0, &["-u"])
+    unmount_with(mountpoint, UnmountFlags::empty(), &["-u"])
 }
 
-fn unmount_with(mountpoint: &Path, flags: libc::c_int, fusermount: &[&str]) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let path =
-        std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EPERM) => {}
+fn unmount_with(mountpoint: &Path, flags: UnmountFlags, fusermount: &[&str]) -> Result<(), String> {
+    match rustix::mount::unmount(mountpoint, flags) {
+        Ok(()) => return Ok(()),
+        Err(Errno::PERM) => {}
         // Not a mountpoint (any more): unmounted from outside meanwhile.
-        Some(libc::EINVAL) if !is_mountpoint(mountpoint) => return Ok(()),
-        _ => return Err(error.to_string()),
+        Err(Errno::INVAL) if !is_mountpoint(mountpoint) => return Ok(()),
+        Err(e) => return Err(std::io::Error::from(e).to_string()),
     }
     let status = std::process::Command::new("fusermount3")
         .args(fusermount)

@@ -248,7 +248,7 @@ impl Cdn {
     fn pick(&self, urls: &[String], rotation: usize) -> String {
         let now = Instant::now();
         let aside = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
-        let is_aside = |u: &String| aside.get(host_of(u)).is_some_and(|until| now < *until);
+        let is_aside = |u: &String| aside.get(&host_of(u)).is_some_and(|until| now < *until);
         let mut ordered: Vec<&String> = urls.iter().filter(|u| !is_aside(u)).collect();
         ordered.extend(urls.iter().filter(|u| is_aside(u)));
         ordered[rotation % ordered.len()].clone()
@@ -257,7 +257,7 @@ impl Cdn {
     fn set_host_aside(&self, url: &str) {
         let until = Instant::now() + self.config.host_penalty;
         let mut aside = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
-        aside.insert(host_of(url).to_string(), until);
+        aside.insert(host_of(url), until);
     }
 
     async fn try_once(
@@ -575,9 +575,17 @@ fn good_until(urls: &[String]) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(expiry - margin))
 }
 
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+/// `host:port` of a URL (the port its scheme implies when absent); the URL itself when it
+/// does not parse, so that such a URL is still set aside on its own.
+fn host_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => url.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -4,20 +4,18 @@
 
 /// The expiry of `url` in Unix seconds, if it carries one of the known forms.
 pub fn url_expiry(url: &str) -> Option<u64> {
-    let query = url.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or("");
-    if let Some(exp) = leading_number_before(query, b'_') {
+    let url = url::Url::parse(url).ok()?;
+    if let Some(exp) = leading_number_before(url.query()?, b'_') {
         return Some(exp);
     }
-    for param in query.split('&') {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        let found = match key {
-            "verify" => leading_number_before(value, b'-'),
+    for (key, value) in url.query_pairs() {
+        let found = match key.as_ref() {
+            "verify" => leading_number_before(&value, b'-'),
             "__token__" => value
                 .split('~')
                 .find_map(|part| part.strip_prefix("exp="))
                 .and_then(|v| v.parse().ok()),
-            "Expires" => leading_number_before(value, b'~').or_else(|| value.parse().ok()),
+            "Expires" => leading_number_before(&value, b'~').or_else(|| value.parse().ok()),
             _ => None,
         };
         if found.is_some() {

@@ -33,8 +33,10 @@ impl TrackFs {
         runtime: tokio::runtime::Handle,
         shutdown: CancellationToken,
     ) -> Self {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
         TrackFs {
             core,
             runtime,

@@ -55,8 +55,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("trackfs"),
-        // SAFETY: getuid cannot fail.
-        _ => std::env::temp_dir().join(format!("trackfs-{}", unsafe { libc::getuid() })),
+        _ => std::env::temp_dir().join(format!("trackfs-{}", rustix::process::getuid().as_raw())),
     }
 }
 
