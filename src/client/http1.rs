@@ -425,4 +425,6 @@ impl Body for FramedBody {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
