@@ -337,13 +337,16 @@ mod tests {
         // last 64 KiB for the duration, then a little of the start again.
         let mut offset = 0;
         while offset < 320 << 10 {
-            assert_eq!(s.on_read(&c, offset, offset + (128 << 10), total), None);
+            assert_eq!(
+                s.on_read_from(&c, 0, offset, offset + (128 << 10), total),
+                None
+            );
             offset += 128 << 10;
         }
         let tail = total - (64 << 10);
-        assert_eq!(s.on_read(&c, tail, tail + (32 << 10), total), None);
-        assert_eq!(s.on_read(&c, tail + (32 << 10), total, total), None);
-        assert_eq!(s.on_read(&c, 4096, 8192, total), None);
+        assert_eq!(s.on_read_from(&c, 0, tail, tail + (32 << 10), total), None);
+        assert_eq!(s.on_read_from(&c, 0, tail + (32 << 10), total, total), None);
+        assert_eq!(s.on_read_from(&c, 0, 4096, 8192, total), None);
     }
 
     #[test]
@@ -351,14 +354,16 @@ mod tests {
         let (c, mut s) = (ReadAheadConfig::default(), Streams::default());
         let total = 100 * MIB;
         // cp: 1 MiB reads (the kernel's read-ahead). Prefetch starts at the second.
-        assert_eq!(s.on_read(&c, 0, MIB, total), None);
-        let second = s.on_read(&c, MIB, 2 * MIB, total).expect("a copy streams");
+        assert_eq!(s.on_read_from(&c, 0, 0, MIB, total), None);
+        let second = s
+            .on_read_from(&c, 0, MIB, 2 * MIB, total)
+            .expect("a copy streams");
         assert_eq!(second, 2 * MIB..3 * MIB);
         // A player: 128 KiB reads; prefetch starts once `probe_bytes` were read in a row.
         let mut player = Streams::default();
         let mut offset = 0;
         let started = loop {
-            if let Some(r) = player.on_read(&c, offset, offset + (128 << 10), total) {
+            if let Some(r) = player.on_read_from(&c, 0, offset, offset + (128 << 10), total) {
                 break r;
             }
             offset += 128 << 10;
@@ -368,9 +373,15 @@ mod tests {
         assert_eq!(started.end - started.start, c.initial_window);
         // A seek to the middle: the same, from there.
         let mid = 50 * MIB;
-        assert_eq!(player.on_read(&c, mid, mid + (128 << 10), total), None);
+        assert_eq!(
+            player.on_read_from(&c, 0, mid, mid + (128 << 10), total),
+            None
+        );
         let mut at = mid + (128 << 10);
-        while player.on_read(&c, at, at + (128 << 10), total).is_none() {
+        while player
+            .on_read_from(&c, 0, at, at + (128 << 10), total)
+            .is_none()
+        {
             at += 128 << 10;
             assert!(at < mid + 4 * MIB, "never prefetched after the seek");
         }
