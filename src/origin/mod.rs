@@ -4,6 +4,13 @@
 //! It shares `proto`, `model`, `crypto` and the key and credentials file parsers with the
 //! client but never the client's fetch code, so a misreading of the protocol cannot hide on
 //! both sides at once.
+//!
+//! `publish`: `folder` (what is in the music folder) → `scan` (tags, formats), `store`
+//! (ciphertext, heads, keys), `covers`, `m3u` → `catalog` (albums, tracks, playlists) →
+//! `mirror` (what changed, what left, the grace period) → `library` (`catalog.pb`, the one
+//! commit). `serve`: `snapshot` (the catalog in memory, reloaded live, ETags) and `state`
+//! (shared by the handlers) behind `control` (token, metadata, playlists, keys) and `cdn`
+//! (audio, heads, images), over `conn` (connection limits) and `auth`.
 
 mod auth;
 mod catalog;
