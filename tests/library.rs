@@ -73,7 +73,7 @@ fn check_covers(origin: &PythonOrigin, root: &Path) {
             None => assert!(pictures.is_empty(), "{dir:?} has no picture: {pictures:?}"),
             Some((ext, source)) => {
                 let name = format!("cover{ext}");
-                assert_eq!(pictures, [name.clone()], "{dir:?}");
+                assert_eq!(pictures, std::slice::from_ref(&name), "{dir:?}");
                 let shown = root.join(&dir).join(&name);
                 assert_eq!(
                     std::fs::metadata(&shown).unwrap().len(),
@@ -152,7 +152,7 @@ fn covers_and_playlists_of_a_v1_1_origin() {
     let road = root.join("Playlists/Road trip ♫: Björk_Été — mix.m3u8");
     assert!(road.is_file(), "{:?}", walk_files(&root.join("Playlists")));
     // ffprobe reads a cover as a picture.
-    let (dir, cover) = expected_covers(&origin)
+    let (dir, _) = expected_covers(&origin)
         .into_iter()
         .find(|(_, c)| c.as_ref().is_some_and(|(e, _)| e == ".jpg"))
         .unwrap();
