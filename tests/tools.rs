@@ -458,7 +458,7 @@ fn cp_find_du_and_sha256sum_work_over_the_mount() {
     let files = origin.expected_files();
     let root = mount.path();
 
-    // find: every track once, plus the stats file.
+    // find: every track once, plus trackfs's own files.
     let out = run_clean(Command::new("find").arg(&root).args(["-type", "f"]), "find");
     let mut found: Vec<PathBuf> = text(&out.stdout)
         .lines()
@@ -466,7 +466,9 @@ fn cp_find_du_and_sha256sum_work_over_the_mount() {
         .collect();
     found.sort();
     let mut expected: Vec<PathBuf> = files.iter().map(|(r, _)| r.clone()).collect();
-    expected.push(PathBuf::from(".trackfs/stats"));
+    for own in ["stats", "changes", "refresh"] {
+        expected.push(Path::new(".trackfs").join(own));
+    }
     expected.sort();
     assert_eq!(found, expected);
 
