@@ -425,54 +425,12 @@ fn publish_serve_and_mount_a_folder_with_covers_embedded_art_and_playlists() {
     }
 }
 
-/// Five-minute tracks, one per format, made once per test binary.
-fn long_tracks() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("long-tracks-v1");
-    if dir.exists() {
-        return dir;
-    }
-    let building = dir.with_extension(format!("building-{}", std::process::id()));
-    let album = building.join("Long Player/Five Minutes");
-    std::fs::create_dir_all(&album).unwrap();
-    let noise = "anoisesrc=d=300:c=pink:r=44100:a=0.1";
-    for (name, input, codec) in [
-        (
-            "01 Noise.ogg",
-            noise,
-            &["-c:a", "libvorbis", "-q:a", "2"][..],
-        ),
-        (
-            "02 Tone.mp3",
-            "sine=f=440:d=300",
-            &["-c:a", "libmp3lame", "-b:a", "192k"][..],
-        ),
-        ("03 Noise.flac", noise, &["-c:a", "flac"][..]),
-    ] {
-        let out = run(
-            Command::new("ffmpeg")
-                .args(["-v", "error", "-f", "lavfi", "-i", input, "-ac", "2"])
-                .args(codec)
-                .arg(album.join(name)),
-            Duration::from_secs(300),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    if std::fs::rename(&building, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&building);
-    }
-    dir
-}
-
 #[test]
 fn an_ffprobe_scan_of_long_tracks_fetches_at_most_1_mib_per_track() {
     if !support::fuse_usable() || !support::require_tool("ffprobe") {
         return;
     }
-    let origin = PythonOrigin::start(&long_tracks(), &[]);
+    let origin = PythonOrigin::start(&sources::long_tracks(), &[]);
     let mount = Mount::start(&origin.url, &origin.credentials_file, &[]);
     let files = origin.expected_files();
     for (path, _) in &files {

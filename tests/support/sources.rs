@@ -1,5 +1,6 @@
 //! A small music folder made with ffmpeg once per test binary: Ogg Vorbis, MP3 and FLAC, names
-//! with unicode, quotes, colons and `?`, a two-disc album, and one multi-megabyte track.
+//! with unicode, quotes, colons and `?`, a two-disc album, and one multi-megabyte track; and
+//! five-minute tracks for library scans.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,4 +76,42 @@ pub fn music() -> &'static Path {
         }
         dir
     })
+}
+
+/// Five-minute tracks, one per format (Ogg Vorbis, MP3, FLAC), made once: what a library
+/// scan meets, long enough that fetching a whole file would show.
+pub fn long_tracks() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("long-tracks-v1");
+    if dir.exists() {
+        return dir;
+    }
+    let building = dir.with_extension(format!("building-{}", std::process::id()));
+    let album = building.join("Long Player/Five Minutes");
+    std::fs::create_dir_all(&album).unwrap();
+    let noise = "anoisesrc=d=300:c=pink:r=44100:a=0.1";
+    for (name, input, codec) in [
+        (
+            "01 Noise.ogg",
+            noise,
+            &["-c:a", "libvorbis", "-q:a", "2"][..],
+        ),
+        (
+            "02 Tone.mp3",
+            "sine=f=440:d=300",
+            &["-c:a", "libmp3lame", "-b:a", "192k"][..],
+        ),
+        ("03 Noise.flac", noise, &["-c:a", "flac"][..]),
+    ] {
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i", input, "-ac", "2"])
+            .args(codec)
+            .arg(album.join(name))
+            .status()
+            .expect("ffmpeg runs");
+        assert!(status.success(), "ffmpeg failed for {name}");
+    }
+    if std::fs::rename(&building, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    dir
 }
