@@ -122,6 +122,7 @@ impl MountArgs {
             ..ReaderConfig::default()
         };
         config.readahead.max_window = self.read_ahead.0;
+        config.readahead.refill_step = self.max_request.0;
         config
     }
 

@@ -42,6 +42,7 @@ pub(crate) fn config() -> ReaderConfig {
             back_slack: 8 * BLOCK,
             forward_slack: 4 * BLOCK,
             probe_bytes: 0,
+            refill_step: 4 * BLOCK,
         },
     }
 }
