@@ -24,11 +24,12 @@
 #   5. eight 24 MiB tracks read at once, cold: aggregate MB/s, and trackfs peak RSS (VmHWM)
 #      with --cache-size 64MiB
 #   6. `ls -lR` of a 2,000-track library with `serve --latency 20`: cold and warm seconds
-#   7. the big track cold through a WAN-like path in front of the same nginx
+#   7. the big track through a WAN-like path in front of the same nginx
 #      (scripts/wan_proxy.py: a 100 MB/s link shared by all connections, 16 MB/s for each
-#      TCP connection, 10 ms each way): trackfs (median of 3, and how many connections
-#      carried its bytes), rclone-crypt and curl once each (they are paced, so they vary little), and
-#      8 parallel curl ranges (median of 3), which shows the path itself reaches its link rate
+#      TCP connection, 10 ms each way; fresh mounts, nginx's page cache warm): trackfs
+#      (median of 3, and how many connections carried its bytes), rclone-crypt and curl
+#      once each (they are paced, so they vary little), and 8 parallel curl ranges (median
+#      of 3), which shows the path itself reaches its link rate
 # "Cold" = page cache dropped (echo 3 > /proc/sys/vm/drop_caches, needs root) and a fresh mount.
 # MB/s are decimal megabytes (10^6 bytes) per second, like dd and curl.
 #
@@ -56,7 +57,7 @@ while (($#)); do
     --trackfs) TRACKFS=${2:?}; shift 2 ;;
     --skip-trackfs) SKIP_TRACKFS=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage ;;
   esac
 done
