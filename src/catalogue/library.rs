@@ -10,7 +10,7 @@
 use crate::client::seams::ControlPlane;
 use crate::fs::tree::AlbumEntry;
 use crate::protocol::model::{FileId, Image, Playlist};
-use crate::readpath::images::{CoverInfo, ImageStore, Picture};
+use crate::readpath::images::{CoverInfo, ImageStore};
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 
@@ -84,11 +84,7 @@ pub async fn load_covers(
     for (file, answer) in fetched {
         match answer {
             Ok(bytes) if !bytes.is_empty() => {
-                let info = CoverInfo {
-                    size: bytes.len() as u64,
-                    picture: Picture::of(&bytes),
-                };
-                covers.insert(file, info);
+                covers.insert(file, CoverInfo::of(&bytes));
             }
             Ok(_) => tracing::warn!(image = %file, "no cover: the picture is empty"),
             Err(e) => tracing::warn!(image = %file, "no cover: cannot fetch the picture: {e}"),

@@ -206,7 +206,8 @@ impl Tree {
         let cover = Image::largest(&album.covers)
             .and_then(|i| Some((i.file_id, extras.covers.get(&i.file_id)?)));
         if let Some((image, info)) = cover {
-            let (stem, ext) = info.picture.file_name().split_at(5);
+            let file_name = info.file_name();
+            let (stem, ext) = file_name.split_at("cover".len());
             let name = unique_name(self.children(album_dir), stem, ext);
             let kind = NodeKind::Cover {
                 image,

@@ -9,42 +9,33 @@
 use crate::client::error::FetchError;
 use crate::client::seams::ControlPlane;
 use crate::client::stats::Stats;
-use crate::protocol::model::FileId;
+use crate::protocol::model::{FileId, PictureKind};
 use bytes::Bytes;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// What the mount shows a picture as, by its first bytes: PNG by its signature, else JPEG
-/// (the only other type the image endpoint serves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Picture {
-    Jpeg,
-    Png,
-}
-
-impl Picture {
-    pub fn of(bytes: &[u8]) -> Picture {
-        match bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            true => Picture::Png,
-            false => Picture::Jpeg,
-        }
-    }
-
-    /// The name a media server looks for (mpd, Navidrome, Jellyfin: lowercase `cover.*`).
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Picture::Jpeg => "cover.jpg",
-            Picture::Png => "cover.png",
-        }
-    }
-}
-
 /// A picture as the tree needs it: its size in bytes and its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoverInfo {
     pub size: u64,
-    pub picture: Picture,
+    pub picture: PictureKind,
+}
+
+impl CoverInfo {
+    /// What `bytes` show as: JPEG or PNG by their first bytes (anything else, which the image
+    /// endpoint should not serve, as JPEG: media servers look for no other name).
+    pub fn of(bytes: &[u8]) -> CoverInfo {
+        CoverInfo {
+            size: bytes.len() as u64,
+            picture: PictureKind::sniff(bytes).unwrap_or(PictureKind::Jpeg),
+        }
+    }
+
+    /// The name media servers look for (mpd, Navidrome, Jellyfin: lowercase `cover.*`).
+    pub fn file_name(&self) -> String {
+        format!("cover.{}", self.picture.extension())
+    }
 }
 
 type Flight = Arc<tokio::sync::Mutex<()>>;
@@ -152,10 +143,10 @@ mod tests {
 
     #[test]
     fn pictures_are_named_by_their_first_bytes() {
-        assert_eq!(Picture::of(b"\x89PNG\r\n\x1a\nrest"), Picture::Png);
-        assert_eq!(Picture::of(b"\xff\xd8\xff\xe0"), Picture::Jpeg);
-        assert_eq!(Picture::of(b""), Picture::Jpeg);
-        assert_eq!(Picture::Png.file_name(), "cover.png");
+        let png = CoverInfo::of(b"\x89PNG\r\n\x1a\nrest");
+        assert_eq!((png.size, png.file_name().as_str()), (12, "cover.png"));
+        assert_eq!(CoverInfo::of(b"\xff\xd8\xff\xe0").file_name(), "cover.jpg");
+        assert_eq!(CoverInfo::of(b"").picture, PictureKind::Jpeg);
     }
 
     #[tokio::test]
