@@ -92,6 +92,11 @@ pub enum MountError {
     #[error("{0} is already a mountpoint; unmount it first with `fusermount3 -u {0}`")]
     AlreadyMounted(String),
     #[error(
+        "{0} is still mounted, but the trackfs process behind it is gone (killed?); \
+         clean it up with `fusermount3 -u {0}` (or `umount {0}` as root) and mount again"
+    )]
+    Orphaned(String),
+    #[error(
         "mountpoint {0} is not empty (the mount would hide its files); use an empty directory"
     )]
     NotEmpty(String),
@@ -167,13 +172,11 @@ fn is_mountpoint(path: &Path) -> bool {
 }
 
 /// Why a mountpoint cannot even be looked at, with the fix for the usual causes. ENOTCONN is a
-/// FUSE mount whose filesystem died (a killed trackfs): it is there, just stale.
+/// FUSE mount whose filesystem died (a `kill -9`ed trackfs): it is there, orphaned.
 fn unusable_mountpoint(shown: &str, e: &std::io::Error) -> MountError {
     match e.kind() {
         std::io::ErrorKind::NotFound => MountError::MissingMountpoint(shown.to_owned()),
-        _ if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            MountError::AlreadyMounted(shown.to_owned())
-        }
+        _ if e.raw_os_error() == Some(libc::ENOTCONN) => MountError::Orphaned(shown.to_owned()),
         _ => MountError::Mount {
             path: shown.to_owned(),
             reason: e.to_string(),
@@ -502,8 +505,8 @@ fn check_formats(
         )));
     }
     tracing::warn!(
-        "{} tracks hidden: no file in the formats asked for (--format {asked}); they come in {present}",
-        hidden.len()
+        "{} hidden: no file in the formats asked for (--format {asked}); they come in {present}",
+        crate::units::count(hidden.len(), "track")
     );
     Ok(())
 }
@@ -517,7 +520,8 @@ pub async fn run(config: MountConfig) -> Result<(), MountError> {
         mounted = mount(config) => mounted?,
         () = stop.received() => return Err(MountError::Interrupted),
     };
-    eprintln!("trackfs: mounted {} tracks at {mountpoint} (Ctrl-C or `fusermount3 -u {mountpoint}` to unmount)", mounted.tracks);
+    let tracks = crate::units::count(mounted.tracks, "track");
+    eprintln!("trackfs: mounted {tracks} at {mountpoint} (Ctrl-C or `fusermount3 -u {mountpoint}` to unmount)");
     stop.wait(&mounted).await;
     mounted.unmount()?;
     eprintln!("trackfs: unmounted {mountpoint}");
@@ -604,6 +608,7 @@ mod tests {
         let stale = std::io::Error::from_raw_os_error(libc::ENOTCONN);
         let message = unusable_mountpoint("/m", &stale).to_string();
         assert!(message.contains("fusermount3 -u /m"), "{message}");
+        assert!(message.contains("process behind it is gone"), "{message}");
         let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
         assert!(unusable_mountpoint("/m", &missing)
             .to_string()

@@ -72,6 +72,15 @@ impl std::fmt::Display for Size {
     }
 }
 
+/// `1 track`, `2 tracks`: a count with its noun, plural when the count is not one (nouns
+/// that take an `s`).
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +108,12 @@ mod tests {
             assert_eq!(Size(bytes).to_string(), shown);
             assert_eq!(shown.parse::<Size>(), Ok(Size(bytes)));
         }
+    }
+
+    #[test]
+    fn counts_take_a_plural_unless_one() {
+        assert_eq!(super::count(1, "track"), "1 track");
+        assert_eq!(super::count(0, "album"), "0 albums");
+        assert_eq!(super::count(12, "track"), "12 tracks");
     }
 }

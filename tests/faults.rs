@@ -90,7 +90,8 @@ fn a_hostile_independent_cdn_still_gives_exact_bytes() {
         mount.stat("retries") > 0,
         "faults were injected and retried"
     );
-    assert!(mount.stat("token_renewals") >= 2, "the token was renewed");
+    // The first token is not a renewal: the mount's own renewal(s) count.
+    assert!(mount.stat("token_renewals") >= 1, "the token was renewed");
     assert!(
         mount.stat("resolves") > origin.expected_files().len() as u64,
         "URLs were re-resolved"

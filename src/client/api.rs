@@ -129,7 +129,7 @@ impl Api {
                 return Err(error.clone());
             }
         }
-        match self.fetch_token().await {
+        match self.fetch_token(slot.token.is_some()).await {
             Ok(fresh) => {
                 let value = fresh.value.clone();
                 *slot = TokenSlot {
@@ -145,7 +145,7 @@ impl Api {
         }
     }
 
-    async fn fetch_token(&self) -> Result<Token, FetchError> {
+    async fn fetch_token(&self, renewing: bool) -> Result<Token, FetchError> {
         let url = format!("{}/keymaster/token", self.base);
         let started = Instant::now();
         let request = self
@@ -156,7 +156,10 @@ impl Api {
             .basic_auth(&self.credentials.user, Some(&self.credentials.password));
         let what = "the token answer";
         let body = self.send(request, &url, what, MAX_SMALL_ANSWER).await?;
-        self.stats.token_renewals.incr();
+        // The first token of a mount is not a renewal.
+        if renewing {
+            self.stats.token_renewals.incr();
+        }
         let answer: TokenAnswer =
             serde_json::from_slice(&body).map_err(|e| malformed(what, &url, e))?;
         // Renew at 80% of the lifetime, so a long read never meets an expired token. A
@@ -204,7 +207,15 @@ impl Api {
         tracing::debug!(%url, "origin request");
         let response = match request.timeout(self.request_timeout).send().await {
             Ok(response) => response,
-            Err(e) => return Err(FetchError::from_transport(url, transport_error(&e))),
+            Err(e) => {
+                let error = transport_error(&e);
+                // rustls's words for a plain-HTTP answer to its hello.
+                let text = error.to_string();
+                if text.contains("InvalidContentType") || text.contains("corrupt message") {
+                    return Err(FetchError::NotTls { url, reason: text });
+                }
+                return Err(FetchError::from_transport(url, error));
+            }
         };
         match response.status().as_u16() {
             200..=299 => {
@@ -222,6 +233,9 @@ impl Api {
             }
             401 => Err(FetchError::BadCredentials { url }),
             404 => Err(FetchError::NotFound { url }),
+            // A server that has no idea what these requests are (a plain web server, a proxy
+            // without the routes): asking again will not teach it.
+            status @ (405 | 501) => Err(FetchError::NotAnOrigin { url, status }),
             status => Err(FetchError::Status {
                 url,
                 status,
@@ -442,7 +456,11 @@ impl Api {
             .await
         {
             Ok(body) => Ok(Some(body).filter(|b| !b.is_empty())),
-            Err(FetchError::BadCredentials { .. } | FetchError::NotFound { .. }) => Ok(None),
+            Err(
+                FetchError::BadCredentials { .. }
+                | FetchError::NotFound { .. }
+                | FetchError::NotAnOrigin { .. },
+            ) => Ok(None),
             Err(FetchError::Status { status, .. }) if (400..500).contains(&status) => Ok(None),
             // File ids are immutable, so it will not get better: the file is read without one.
             Err(e @ FetchError::Malformed { .. }) => {

@@ -73,6 +73,18 @@ pub enum FetchError {
     },
     #[error("{url} rejected the credentials (HTTP 401); check the user:password in the credentials file")]
     BadCredentials { url: String },
+    /// Speaking TLS to a server that answers in plain HTTP: no retry will change that.
+    #[error(
+        "{url}: {reason}; the server does not speak TLS: if the origin is plain HTTP, \
+         use http:// instead of https://"
+    )]
+    NotTls { url: String, reason: String },
+    /// The origin's address answers, but not the protocol: another kind of server.
+    #[error(
+        "{url} answered HTTP {status}: it does not look like a trackfs origin; \
+         check the origin URL (scheme, host, port and path)"
+    )]
+    NotAnOrigin { url: String, status: u16 },
     #[error("{url}: not found (HTTP 404)")]
     NotFound { url: String },
     #[error("file {file}: storage-resolve gave no usable CDN URL")]
@@ -138,7 +150,9 @@ impl FetchError {
             | FetchError::BadKey { .. }
             | FetchError::SizeChanged { .. }
             | FetchError::AbsurdSize { .. }
-            | FetchError::BadCredentials { .. } => tracing::Level::ERROR,
+            | FetchError::BadCredentials { .. }
+            | FetchError::NotTls { .. }
+            | FetchError::NotAnOrigin { .. } => tracing::Level::ERROR,
             FetchError::GaveUp { last, .. } => last.level(),
             _ => tracing::Level::WARN,
         }

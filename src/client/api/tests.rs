@@ -261,3 +261,46 @@ async fn a_library_revalidated_with_its_etag_is_unchanged_on_304() {
     ));
     assert_eq!(stats.not_modified.get(), 1);
 }
+
+#[tokio::test]
+async fn a_server_that_is_not_an_origin_is_named_at_once_not_retried() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let base = routed_origin(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        response("501 Not Implemented", b"")
+    })
+    .await;
+    let error = api(&base).token().await.unwrap_err();
+    assert!(
+        matches!(error, FetchError::NotAnOrigin { status: 501, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("trackfs origin"), "{error}");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_origin_says_so_at_once() {
+    // Answers whatever arrives (a TLS hello here) in plain HTTP, as such an origin would.
+    let base = scripted_origin(vec![response("200 OK", TOKEN); 3]).await;
+    let https = base.replacen("http://", "https://", 1);
+    let error = api(&https).token().await.unwrap_err();
+    assert!(matches!(error, FetchError::NotTls { .. }), "{error}");
+    assert!(error.to_string().contains("use http://"), "{error}");
+}
+
+#[tokio::test]
+async fn the_first_token_is_not_a_renewal() {
+    let base = routed_origin(|_| response("200 OK", TOKEN)).await;
+    let stats = Arc::new(Stats::default());
+    let http = super::super::http_client(None, Duration::from_secs(5)).unwrap();
+    let credentials = Credentials::from_text("user:secret").unwrap();
+    let api = Api::new(http, &base, credentials, stats.clone());
+    api.token().await.unwrap();
+    api.token().await.unwrap();
+    assert_eq!(stats.token_renewals.get(), 0);
+    // A 401 to it makes the next one a renewal.
+    api.token_other_than(Some("t")).await.unwrap();
+    assert_eq!(stats.token_renewals.get(), 1);
+}
