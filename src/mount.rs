@@ -404,6 +404,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         images,
         extras,
         extras_due: start.from_snapshot.is_some(),
+        playlist_etags: HashMap::new(),
     };
     let notifier = session.notifier();
     let now = start.from_snapshot.is_some();

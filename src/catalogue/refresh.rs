@@ -15,12 +15,13 @@
 use crate::client::error::FetchError;
 use crate::client::seams::{ControlPlane, Fresh};
 use crate::fs::tree::AlbumEntry;
-use crate::protocol::model::{AlbumId, Track, TrackId};
+use crate::protocol::model::{AlbumId, Playlist, PlaylistId, Track, TrackId};
 use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
 
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
+const PLAYLISTS_AT_ONCE: usize = 16;
 
 /// The ETags the answers of a catalogue came with (none from an origin that sends none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,6 +232,59 @@ pub async fn revalidate(
         catalogue: Catalogue { albums, etags },
         complete,
     })
+}
+
+/// The user's playlists, revalidated: the rootlist (small) whole, then each playlist with the
+/// ETag of its last answer (a `304` keeps it). What cannot be fetched is kept as it was; a
+/// rootlist that cannot be read keeps them all. Returns the playlists and their ETags.
+pub async fn revalidate_playlists(
+    api: &dyn ControlPlane,
+    before: &[Playlist],
+    etags: &HashMap<PlaylistId, String>,
+) -> (Vec<Playlist>, HashMap<PlaylistId, String>) {
+    let ids = match api.rootlist().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!("keeping the playlists as they were: cannot read the rootlist: {e}");
+            return (before.to_vec(), etags.clone());
+        }
+    };
+    let known: HashMap<PlaylistId, &Playlist> = before.iter().map(|p| (p.id, p)).collect();
+    let answers: Vec<_> = stream::iter(ids)
+        .map(|id| {
+            let etag = known
+                .contains_key(&id)
+                .then(|| etags.get(&id).cloned())
+                .flatten();
+            async move { (id, api.playlist_if(id, etag).await) }
+        })
+        .buffered(PLAYLISTS_AT_ONCE)
+        .collect()
+        .await;
+    let (mut playlists, mut kept) = (Vec::new(), HashMap::new());
+    for (id, answer) in answers {
+        match (answer, known.get(&id)) {
+            (Ok(Fresh::New(playlist, etag)), _) => {
+                if let Some(etag) = etag {
+                    kept.insert(id, etag);
+                }
+                playlists.push(playlist);
+            }
+            (Ok(Fresh::Unchanged), Some(before)) => {
+                keep_etag(&mut kept, id, etags);
+                playlists.push((*before).clone());
+            }
+            (Err(e), Some(before)) => {
+                tracing::warn!(playlist = %id.to_base62(), "keeping a playlist as it was: {e}");
+                playlists.push((*before).clone());
+            }
+            (Ok(Fresh::Unchanged), None) => {}
+            (Err(e), None) => {
+                tracing::warn!(playlist = %id.to_base62(), "skipping a playlist: {e}");
+            }
+        }
+    }
+    (playlists, kept)
 }
 
 fn keep_etag<K: std::hash::Hash + Eq + Copy>(

@@ -151,3 +151,23 @@ async fn known_albums_keep_their_place_and_new_ones_follow() {
     assert_eq!(names(&after), ["Album 2", "Album 1", "Album 0", "Album 0"]);
     assert_eq!(after.albums[3].tracks[0].name, "Newcomer");
 }
+
+#[tokio::test]
+async fn playlists_are_revalidated_each_with_its_etag() {
+    let (api, ids) = origin(true);
+    let tracks = api.album_tracks(ids[0]);
+    let mix = api.add_playlist("Mix", &tracks);
+    api.add_playlist("Other", &tracks[..1]);
+    let (first, etags) = revalidate_playlists(&api, &[], &HashMap::new()).await;
+    assert_eq!(first.len(), 2);
+    assert_eq!(etags.len(), 2);
+    take_calls(&api);
+    let (again, kept) = revalidate_playlists(&api, &first, &etags).await;
+    assert_eq!(again, first);
+    assert_eq!(kept, etags);
+    assert_eq!(take_calls(&api).3, 2, "two 304s");
+    // Without the ETags they are fetched again, and a playlist that fails is kept.
+    api.fail(&mix.0);
+    let (kept_too, _) = revalidate_playlists(&api, &first, &HashMap::new()).await;
+    assert_eq!(kept_too, first);
+}

@@ -503,6 +503,13 @@ impl ControlPlane for Api {
     fn rootlist(&self) -> BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
         Box::pin(Api::rootlist(self))
     }
+    fn playlist_if(
+        &self,
+        id: PlaylistId,
+        etag: Option<String>,
+    ) -> BoxFuture<'_, Revalidated<Playlist>> {
+        Box::pin(async move { Api::playlist_if(self, id, etag.as_deref()).await })
+    }
     fn playlist(&self, id: PlaylistId) -> BoxFuture<'_, Result<Playlist, FetchError>> {
         Box::pin(Api::playlist(self, id))
     }

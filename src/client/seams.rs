@@ -61,6 +61,15 @@ pub trait ControlPlane: Send + Sync + 'static {
         let _ = etag;
         Box::pin(async move { Ok(Fresh::New(self.track(id).await?, None)) })
     }
+    /// `playlist`, revalidated as `library_if` is.
+    fn playlist_if(
+        &self,
+        id: PlaylistId,
+        etag: Option<String>,
+    ) -> BoxFuture<'_, Revalidated<Playlist>> {
+        let _ = etag;
+        Box::pin(async move { Ok(Fresh::New(self.playlist(id).await?, None)) })
+    }
 }
 
 /// The library's album ids, each checked on its own (see [`ControlPlane::library`]).

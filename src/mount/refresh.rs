@@ -12,9 +12,9 @@ use crate::client::stats::{unix_now, Stats};
 use crate::fs::fuse::Notifier;
 use crate::fs::tree::Tree;
 use crate::fs::FsCore;
-use crate::protocol::model::AudioFormat;
+use crate::protocol::model::{AudioFormat, PlaylistId};
 use crate::readpath::images::ImageStore;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +36,8 @@ pub(crate) struct Refresher {
     pub images: Arc<ImageStore>,
     pub extras: Extras,
     pub extras_due: bool,
+    /// The ETags of `extras.playlists`' answers.
+    pub playlist_etags: HashMap<PlaylistId, String>,
 }
 
 /// Asks the refresh task for a refresh and waits for its answer.
@@ -179,14 +181,18 @@ impl Refresher {
 
         let changed_albums = catalogue.albums != self.catalogue.albums;
         let mut summary = format!("{added} albums added, {removed} removed");
+        // Playlists each revalidated with their ETags; pictures already known not fetched.
         let control = self.images.control();
-        let extras = library::load(
-            control.as_ref(),
-            &catalogue.albums,
-            &self.extras.covers,
-            &self.images,
-        )
-        .await;
+        let ((playlists, playlist_etags), covers) = tokio::join!(
+            refresh::revalidate_playlists(
+                control.as_ref(),
+                &self.extras.playlists,
+                &self.playlist_etags
+            ),
+            library::load_covers(&catalogue.albums, &self.extras.covers, &self.images),
+        );
+        self.playlist_etags = playlist_etags;
+        let extras = Extras { playlists, covers };
         self.extras_due = false;
         if changed_albums || extras != self.extras {
             self.extras = extras.clone();

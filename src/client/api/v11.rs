@@ -5,6 +5,7 @@
 use super::{Api, MAX_METADATA_ANSWER};
 use crate::client::error::FetchError;
 use crate::client::retry::Retry;
+use crate::client::seams::{Fresh, Revalidated};
 use crate::protocol::model::{rootlist_from_wire, FileId, Playlist, PlaylistId};
 use crate::protocol::proto::playlist4 as pb;
 use bytes::Bytes;
@@ -38,11 +39,26 @@ impl Api {
     }
 
     pub async fn playlist(&self, id: PlaylistId) -> Result<Playlist, FetchError> {
+        match self.playlist_if(id, None).await? {
+            Fresh::New(playlist, _) => Ok(playlist),
+            Fresh::Unchanged => super::unreachable_unchanged("a playlist"),
+        }
+    }
+
+    /// `playlist`, revalidated against `etag` (docs/protocol.md §8).
+    pub async fn playlist_if(&self, id: PlaylistId, etag: Option<&str>) -> Revalidated<Playlist> {
         let path = format!("/playlist/v2/playlist/{}", id.to_base62());
         let what = "a playlist";
-        let body = self.get_authed(&path, what, MAX_METADATA_ANSWER).await?;
-        let content: pb::SelectedListContent = self.decode(body, &path, what)?;
-        Ok(Playlist::from_wire(id, &content))
+        match self
+            .get_authed_if(&path, what, MAX_METADATA_ANSWER, etag)
+            .await?
+        {
+            Fresh::New(body, etag) => {
+                let content: pb::SelectedListContent = self.decode(body, &path, what)?;
+                Ok(Fresh::New(Playlist::from_wire(id, &content), etag))
+            }
+            Fresh::Unchanged => Ok(Fresh::Unchanged),
+        }
     }
 
     /// A picture's bytes (no token: the image endpoint is a CDN for pictures), retried.

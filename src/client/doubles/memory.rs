@@ -342,6 +342,9 @@ impl MemoryControlPlane {
             }
             Etagged::Album(id) => album(&id, &mut h),
             Etagged::Track(id) => format!("{:?}", c.tracks.get(&id)).hash(&mut h),
+            Etagged::Playlist(id) => {
+                format!("{:?}", c.playlists.iter().find(|p| p.id == id)).hash(&mut h)
+            }
         }
         Some(format!("\"{:016x}\"", h.finish()))
     }
@@ -368,6 +371,7 @@ enum Etagged {
     Library,
     Album(AlbumId),
     Track(TrackId),
+    Playlist(PlaylistId),
 }
 
 impl ControlPlane for MemoryControlPlane {
@@ -473,6 +477,17 @@ impl ControlPlane for MemoryControlPlane {
                 .ok_or_else(|| not_found(format!("playlist/{id}"))),
         };
         Box::pin(async move { answer })
+    }
+
+    fn playlist_if(
+        &self,
+        id: PlaylistId,
+        etag: Option<String>,
+    ) -> BoxFuture<'_, Revalidated<Playlist>> {
+        Box::pin(async move {
+            let answer = self.playlist(id).await;
+            self.revalidated(Etagged::Playlist(id), etag, answer)
+        })
     }
 
     fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {

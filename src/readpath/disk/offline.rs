@@ -8,7 +8,7 @@
 //! [`Gated`] puts the same check in front of the control plane (keys, heads, storage-resolve).
 
 use crate::client::error::FetchError;
-use crate::client::seams::{BoxFuture, ControlPlane};
+use crate::client::seams::{BoxFuture, ControlPlane, Library, Revalidated};
 use crate::protocol::crypto::AudioKey;
 use crate::protocol::model::{Album, AlbumId, FileId, Playlist, PlaylistId, Track, TrackId};
 use bytes::Bytes;
@@ -163,6 +163,27 @@ impl ControlPlane for Gated {
 
     fn image(&self, file: FileId) -> BoxFuture<'_, Result<Bytes, FetchError>> {
         Box::pin(self.gate(self.inner.image(file)))
+    }
+
+    // Revalidation keeps the inner control plane's ETags (the defaults would drop them).
+    fn library_if(&self, etag: Option<String>) -> BoxFuture<'_, Revalidated<Library>> {
+        Box::pin(self.gate(self.inner.library_if(etag)))
+    }
+
+    fn album_if(&self, id: AlbumId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Album>> {
+        Box::pin(self.gate(self.inner.album_if(id, etag)))
+    }
+
+    fn track_if(&self, id: TrackId, etag: Option<String>) -> BoxFuture<'_, Revalidated<Track>> {
+        Box::pin(self.gate(self.inner.track_if(id, etag)))
+    }
+
+    fn playlist_if(
+        &self,
+        id: PlaylistId,
+        etag: Option<String>,
+    ) -> BoxFuture<'_, Revalidated<Playlist>> {
+        Box::pin(self.gate(self.inner.playlist_if(id, etag)))
     }
 }
 
