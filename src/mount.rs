@@ -345,14 +345,17 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     // Covers and playlists (v1.1): an origin without them, or one that cannot be reached
     // (the gate of the disk cache fails at once then), mounts with neither. A mount from its
     // snapshot does not wait for them: its first refresh, at once, adds them.
-    let images = Arc::new(ImageStore::new(
-        match &disk {
-            Some(disk) => disk.gate(api.clone()),
-            None => api.clone(),
-        },
-        stats.clone(),
-        MemoryBudget::split(config.cache_size).images,
-    ));
+    let images = Arc::new(
+        ImageStore::new(
+            match &disk {
+                Some(disk) => disk.gate(api.clone()),
+                None => api.clone(),
+            },
+            stats.clone(),
+            MemoryBudget::split(config.cache_size).images,
+        )
+        .with_disk(disk.as_ref().map(|d| d.store.clone())),
+    );
     let extras = match start.from_snapshot {
         Some(_) => Extras::default(),
         None => {

@@ -2,6 +2,10 @@
 //! and content-addressed), kept in memory within a byte budget, and fetched once however many
 //! reads ask at the same time (the kernel sends a file's read-ahead as concurrent READs).
 //!
+//! With a disk cache, pictures are stored there too, in its checksummed pieces under their
+//! file id (they are content-addressed and unencrypted on the wire, so they are kept as
+//! sent): a remount, or a mount started from its snapshot, learns and reads them from disk.
+//!
 //! A picture's size is learned when the catalogue is loaded (getattr must answer it before any
 //! read); a later fetch that brings another size is refused, as a changed audio file would be,
 //! so `cover.jpg` never shows bytes that disagree with its `stat`.
@@ -10,6 +14,7 @@ use crate::client::error::FetchError;
 use crate::client::seams::ControlPlane;
 use crate::client::stats::Stats;
 use crate::protocol::model::{FileId, PictureKind};
+use crate::readpath::disk::store::{Store, BLOCK_SIZE};
 use bytes::Bytes;
 use lru::LruCache;
 use std::collections::HashMap;
@@ -46,6 +51,7 @@ pub struct ImageStore {
     kept: Mutex<Kept>,
     /// One lock per picture being fetched, so concurrent misses fetch it once.
     flights: Mutex<HashMap<FileId, Flight>>,
+    disk: Option<Arc<Store>>,
 }
 
 struct Kept {
@@ -65,7 +71,52 @@ impl ImageStore {
                 budget,
             }),
             flights: Mutex::new(HashMap::new()),
+            disk: None,
         }
+    }
+
+    /// The same, keeping pictures in the disk cache too.
+    pub fn with_disk(mut self, disk: Option<Arc<Store>>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// The picture from the disk cache: every piece present and checked, and the size they
+    /// give the expected one.
+    async fn read_disk(&self, file: FileId, expected: Option<u64>) -> Option<Bytes> {
+        let disk = self.disk.clone()?;
+        tokio::task::spawn_blocking(move || {
+            let (first, total) = disk.read(file, 0)?;
+            if expected.is_some_and(|e| e != total) || total > MAX_PICTURE {
+                return None;
+            }
+            let mut whole = bytes::BytesMut::with_capacity(total as usize);
+            whole.extend_from_slice(&first);
+            for piece in 1..total.div_ceil(BLOCK_SIZE) {
+                let (bytes, also) = disk.read(file, piece)?;
+                if also != total {
+                    return None;
+                }
+                whole.extend_from_slice(&bytes);
+            }
+            (whole.len() as u64 == total).then(|| whole.freeze())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Stores the picture in the disk cache, off the async threads, without waiting.
+    fn write_disk(&self, file: FileId, bytes: Bytes) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            let total = bytes.len() as u64;
+            for (piece, chunk) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+                disk.write(file, piece as u64, total, chunk);
+            }
+        });
     }
 
     /// The control plane pictures come from.
@@ -114,11 +165,13 @@ impl ImageStore {
         if let Some(bytes) = self.cached(file) {
             return Ok(bytes);
         }
+        if let Some(bytes) = self.read_disk(file, expected).await {
+            self.forget_flight(file);
+            self.keep(file, bytes.clone());
+            return Ok(bytes);
+        }
         let result = self.control.image(file).await;
-        self.flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&file);
+        self.forget_flight(file);
         let bytes = result.inspect_err(|_| self.stats.errors.incr())?;
         if let Some(expected) = expected.filter(|&e| e != bytes.len() as u64) {
             self.stats.errors.incr();
@@ -130,9 +183,18 @@ impl ImageStore {
             });
         }
         self.keep(file, bytes.clone());
+        self.write_disk(file, bytes.clone());
         Ok(bytes)
     }
+
+    fn forget_flight(&self, file: FileId) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.remove(&file);
+    }
 }
+
+/// The client's bound on a picture (`client::api`'s cap on the image answer).
+const MAX_PICTURE: u64 = 16 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -169,5 +231,33 @@ mod tests {
         let wrong = small.get(file, Some(999)).await.unwrap_err();
         assert!(matches!(wrong, FetchError::WrongLength { .. }), "{wrong}");
         assert!(small.cached(file).is_none(), "beyond the budget: not kept");
+    }
+
+    #[tokio::test]
+    async fn pictures_kept_on_disk_are_read_from_there_by_the_next_store() {
+        let control = Arc::new(MemoryControlPlane::new());
+        let spec = TrackSpec::new(1, "T", AudioFormat::Mp3_320, vec![0u8; 10]);
+        let (album, _) = control.add_album("A", "B", &[spec]);
+        let picture: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let file = control.add_image(album, picture.clone(), ImageSize::Large, None);
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(Store::open(dir.path(), 64 << 20, Arc::default()).unwrap());
+        let first =
+            ImageStore::new(control.clone(), Arc::default(), 1 << 20).with_disk(Some(disk.clone()));
+        assert_eq!(first.get(file, None).await.unwrap(), picture);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !(0..3).all(|piece| disk.contains(file, piece)) {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let second =
+            ImageStore::new(control.clone(), Arc::default(), 1 << 20).with_disk(Some(disk));
+        assert_eq!(second.get(file, Some(600_000)).await.unwrap(), picture);
+        assert_eq!(second.get(file, None).await.unwrap(), picture);
+        assert_eq!(
+            control.calls.image.load(Ordering::Relaxed),
+            1,
+            "the second read no picture"
+        );
     }
 }
