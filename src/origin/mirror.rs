@@ -183,3 +183,86 @@ pub(crate) fn remove_legacy(lib: &Library) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::proto::library::Source;
+
+    #[test]
+    fn what_left_keeps_the_time_it_left_and_expires_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = Library::new(dir.path());
+        lib.create_dirs().unwrap();
+        let (kept, old_gone, new_gone, orphan) = (
+            FileId([1; 20]),
+            FileId([2; 20]),
+            FileId([3; 20]),
+            FileId([4; 20]),
+        );
+        for id in [kept, old_gone, new_gone] {
+            std::fs::write(lib.audio(&id), b"x").unwrap();
+        }
+        std::fs::write(lib.image(&orphan), b"x").unwrap();
+        std::fs::write(lib.root().join("audio/not-an-id"), b"x").unwrap();
+        let old = [Retired {
+            file_id: old_gone.0.to_vec(),
+            since: 100,
+        }];
+        let referenced = BTreeSet::from([kept]);
+        let grace = Duration::from_secs(50);
+        let (keep, expired) = retire(&lib, std::iter::empty(), &old, &referenced, 160, grace);
+        assert_eq!(expired, vec![old_gone], "left at 100, past 100 + 50");
+        let since: BTreeMap<_, _> = keep.iter().map(|r| (r.file_id.clone(), r.since)).collect();
+        assert_eq!(since.get(new_gone.0.as_slice()), Some(&160), "left now");
+        assert_eq!(
+            since.get(orphan.0.as_slice()),
+            Some(&160),
+            "a killed publish's debris"
+        );
+        assert_eq!(since.len(), 2);
+        purge(&lib, &expired);
+        assert!(!lib.audio(&old_gone).exists() && lib.audio(&kept).exists());
+    }
+
+    #[test]
+    fn a_diff_names_tracks_by_their_source_paths() {
+        let track = |id: u8, name: &str| {
+            pb::Track {
+                gid: Some(vec![id; 16]),
+                name: Some(name.into()),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let source = |id: u8, path: &str| Source {
+            path: path.into(),
+            track_gid: vec![id; 16],
+            ..Default::default()
+        };
+        let old = Catalog {
+            track: vec![track(1, "a"), track(2, "b")],
+            source: vec![source(1, "A/1.mp3"), source(2, "A/2.mp3")],
+            ..Default::default()
+        };
+        let new = Catalog {
+            track: vec![track(1, "a, retagged"), track(3, "c")],
+            source: vec![source(1, "A/1.mp3"), source(3, "B/3.mp3")],
+            ..Default::default()
+        };
+        let kinds: Vec<_> = diff(&old, &new)
+            .changes
+            .into_iter()
+            .map(|c| (c.kind, c.path))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ChangeKind::Changed, "A/1.mp3".to_string()),
+                (ChangeKind::Removed, "A/2.mp3".to_string()),
+                (ChangeKind::Added, "B/3.mp3".to_string()),
+            ]
+        );
+        assert!(diff(&new, &new).changes.is_empty());
+    }
+}
