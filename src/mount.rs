@@ -196,6 +196,8 @@ pub(crate) fn unescape_mountinfo(text: &str) -> String {
 pub(crate) struct Mounted {
     session: Option<fuse::Session>,
     shutdown: CancellationToken,
+    /// Cancelled when the FUSE session ends (an unmount from outside, too).
+    ended: CancellationToken,
     /// Mounted through fusermount3's auto-unmount watcher (`--allow-other`).
     auto_unmount: bool,
     pub tracks: usize,
@@ -380,6 +382,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         tokio::runtime::Handle::current(),
         shutdown.clone(),
     );
+    let ended = fs.ended();
     let session =
         fuse::spawn(fs, &config.mountpoint, config.allow_other).map_err(|e| MountError::Mount {
             path: config.mountpoint.display().to_string(),
@@ -421,6 +424,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     Ok(Mounted {
         session: Some(session),
         shutdown,
+        ended,
         auto_unmount: config.allow_other,
         tracks,
         mountpoint: config.mountpoint,
@@ -565,13 +569,22 @@ impl StopSignals {
     }
 
     /// Returns on SIGINT, SIGTERM, or when the mount goes away from outside.
+    /// The session's end is signalled (fuser's `destroy`); the poll is a fallback, and after
+    /// the signal a short wait lets the session thread finish, so unmounting finds it done.
     pub async fn wait(&mut self, mounted: &Mounted) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         while !mounted.is_finished() {
             tokio::select! {
                 () = self.received() => return,
+                () = mounted.ended.cancelled() => break,
                 _ = tick.tick() => {}
             }
+        }
+        for _ in 0..100 {
+            if mounted.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct TrackFs {
     owner: Owner,
     /// Cancelled at shutdown: every request still waiting on the network answers EIO at once.
     shutdown: CancellationToken,
+    /// Cancelled when the session ends (fuser calls `destroy`), however it ends: an unmount
+    /// from outside is noticed at once instead of at the next poll.
+    ended: CancellationToken,
 }
 
 impl TrackFs {
@@ -42,7 +45,13 @@ impl TrackFs {
             runtime,
             owner: Owner { uid, gid },
             shutdown,
+            ended: CancellationToken::new(),
         }
+    }
+
+    /// A token cancelled when the session ends.
+    pub fn ended(&self) -> CancellationToken {
+        self.ended.clone()
     }
 
     /// Runs `work` and hands its result to `answer` (EIO at once on shutdown). Work that can
@@ -135,6 +144,10 @@ fn errno(error: &FsError) -> Errno {
 }
 
 impl Filesystem for TrackFs {
+    fn destroy(&mut self) {
+        self.ended.cancel();
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // More concurrent background requests (read-ahead) than the kernel's default 12.
         let _ = config.set_max_background(64);
