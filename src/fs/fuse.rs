@@ -487,7 +487,7 @@ pub fn spawn(
 
 /// Sends the kernel what to forget after a tree swap. Blocking (a write to `/dev/fuse`), and
 /// never to be called from inside a request handler: the kernel may hold locks while it
-/// waits for that reply (NOTES.md). The refresh task calls it on a blocking thread.
+/// waits for that reply (fuser's `Notifier` docs). The refresh task calls it on a blocking thread.
 pub struct Notifier(fuser::Notifier);
 
 impl Notifier {
