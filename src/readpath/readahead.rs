@@ -113,8 +113,10 @@ impl Streams {
         if stream.sequential_reads == 0 && offset != start {
             return None;
         }
-        // Not yet read far enough to be more than a scanner's look at the file.
-        if stream.next - stream.began.min(stream.next) < config.probe_bytes {
+        // Not yet read far enough to be more than a scanner's look at the file. In a small
+        // file, half of it is far enough: what a scanner could waste is bounded by the file.
+        let probe = config.probe_bytes.min(total / 2);
+        if stream.next - stream.began.min(stream.next) < probe {
             return None;
         }
         // Small windows (a fast CDN) are refilled once half of them is free. A window that grew
@@ -438,6 +440,12 @@ mod tests {
         };
         assert_eq!(started.start, c.probe_bytes);
         assert_eq!(started.end - started.start, c.initial_window);
+        // A small file earns it after half of it.
+        let small = 1_400_000;
+        let mut reader = Streams::default();
+        assert_eq!(reader.on_read_from(&c, 0, 0, 512 << 10, small), None);
+        let rest = reader.on_read_from(&c, 0, 512 << 10, MIB, small);
+        assert_eq!(rest, Some(MIB..small));
         // A seek to the middle: the same, from there.
         let mid = 50 * MIB;
         assert_eq!(
