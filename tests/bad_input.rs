@@ -482,5 +482,5 @@ fn a_format_no_track_has_fails_the_mount_and_one_some_lack_is_named() {
     );
     let (mount, _dir) = mount_ok(&origin.url, &["--format", "MP3_320"]);
     assert!(track_path(&mount, "Big One", 1).exists());
-    mount.assert_logged("1 tracks hidden: no file in the formats asked for (--format MP3_320); they come in OGG_VORBIS_96");
+    mount.assert_logged("1 track hidden: no file in the formats asked for (--format MP3_320); they come in OGG_VORBIS_96");
 }
