@@ -1,15 +1,20 @@
 //! The fastest any FUSE filesystem can be read on this machine: one file whose bytes come
-//! straight from memory, with no network, no decryption and no cache, mounted with the
-//! settings trackfs uses (page cache kept across opens, 1 MiB requests, 8 request threads,
-//! 64 background requests, the mount's read-ahead set as trackfs sets it).
+//! straight from memory, with no network, no decryption and no cache, answered on one request
+//! thread by `writev` from a fixed buffer (like a minimal `/dev/fuse` server), with trackfs's
+//! page-cache settings (kept across opens, 1 MiB requests, 64 background requests, 1 MiB mount
+//! read-ahead). One thread because it measured fastest: on two quiet cores, fresh-mount reads
+//! of 256 MiB with `dd bs=1M` ran at 3.6-3.9 GB/s with 1 or 2 threads and 2.9-3.3 with 8
+//! (with or without `clone_fd`), at the same CPU cost (docs/benchmarks.md, issue 18 runs).
 //!
 //! `scripts/bench.sh` reads it beside trackfs and curl in row 1, so every run shows how much
 //! of a cold read is FUSE's own cost (copying each byte into the kernel's page cache, 4 KiB at
 //! a time) and how much is trackfs's. It is a measuring stick, not part of trackfs.
 //!
-//! Usage: `fuse_ceiling MOUNTPOINT SIZE_BYTES [direct]`; the file is `MOUNTPOINT/file`. It
-//! serves until unmounted (`umount MOUNTPOINT`), then exits. With `direct`, the file is
-//! opened with `FOPEN_DIRECT_IO` (no page cache): what trackfs would get without it.
+//! Usage: `fuse_ceiling MOUNTPOINT SIZE_BYTES [direct] [--threads N] [--clone-fd]
+//! [--read-ahead-kb KB]`; the file is `MOUNTPOINT/file`. It serves until unmounted (`umount
+//! MOUNTPOINT`), then exits. With `direct`, the file is opened with `FOPEN_DIRECT_IO` (no page
+//! cache): what trackfs would get without it. `--threads 8` is trackfs's own request-thread
+//! count.
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -122,7 +127,7 @@ impl Filesystem for Ceiling {
     }
 }
 
-/// How it is mounted; the defaults are trackfs's own settings.
+/// How it is mounted (the defaults: one request thread, 1 MiB read-ahead).
 struct Options {
     mountpoint: String,
     size: u64,
@@ -141,7 +146,7 @@ fn parse_args() -> Options {
         mountpoint,
         size,
         direct: false,
-        threads: 8,
+        threads: 1,
         clone_fd: false,
         read_ahead_kb: 1024,
     };
