@@ -109,6 +109,13 @@ cargo clippy --quiet --all-targets -- -D warnings || die "clippy found problems 
 
 # --- 4. The suite ---------------------------------------------------------------------
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# Incremental caches double target/ and buy nothing on a one-shot CI build.
+if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
+# Say so up front when the disk is nearly full: the linker dies of it with a bus error.
+free_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [[ -n $free_kib ]] && ((free_kib < 8 * 1024 * 1024)); then
+  log "warning: only $((free_kib / 1024)) MiB free here; building the tests needs about 5 GiB"
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest runs each test in its own process (a crashed FUSE test cannot take others with
