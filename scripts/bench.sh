@@ -2,10 +2,11 @@
 # trackfs side by side with `rclone mount` of an rclone-crypt remote and with raw `curl`,
 # all on loopback through one private nginx; prints a table of figures, ratios and targets.
 #
-# Usage: scripts/bench.sh [--quick] [--rows 1,2,3,4,5,6,7] [--trackfs BIN] [--skip-trackfs] [--keep]
+# Usage: scripts/bench.sh [--quick] [--rows 1,2,...,10] [--trackfs BIN] [--skip-trackfs] [--keep]
 #   --quick          smaller data (64 MiB + 8 x 8 MiB, 200-track listing) for a smoke run
 #   --rows LIST      only these rows (1 cold seq, 2 warm, 3 random, 4 first byte/seek,
-#                    5 eight readers, 6 ls -lR, 7 WAN path); default all
+#                    5 eight readers, 6 ls -lR, 7 WAN path, 8 disk cache, 9 big library,
+#                    10 library scan); default all
 #   --trackfs BIN    use this binary (default: `cargo build --release` of this repo)
 #   --skip-trackfs   only the rclone/curl/local figures (trackfs still publishes the data)
 #   --keep           keep the work folder (libraries, logs, nginx access log) afterwards
@@ -45,7 +46,7 @@ scripts=$repo/scripts
 helper=$scripts/bench_helper.py
 
 BIG_MIB=256 SMALL_MIB=24 N_SMALL=8 N_LIST=2000 LIST_BYTES=8192
-ROWS=1,2,3,4,5,6,7 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
+ROWS=1,2,3,4,5,6,7,8,9,10 KEEP=0 SKIP_TRACKFS=0 TRACKFS=""
 LATENCY_MS=20 CACHE_ROW5=64MiB FIO_SECONDS=10 REPEAT_ROW4=3 REPEAT_ROW1=5 REPEAT_ROW2=3
 WAN_LINK_MBS=100 WAN_CONN_MBS=16 WAN_DELAY_MS=10 REPEAT_ROW7=3
 
@@ -100,6 +101,14 @@ NGINX_PID=""
 source "$scripts/bench_lib.sh"
 # shellcheck source=scripts/bench_wan.sh
 source "$scripts/bench_wan.sh"
+# Rows 8 and up live in files of their own: scripts/bench_row<N>.sh defines row<N>_run (the
+# measurements, `record`ing results) and row<N>_table (its `line`s). A missing file is a
+# row that cannot run.
+EXTRA_ROWS=(8 9 10)
+for n in "${EXTRA_ROWS[@]}"; do
+  # shellcheck disable=SC1090
+  if [[ -f $scripts/bench_row$n.sh ]]; then source "$scripts/bench_row$n.sh"; fi
+done
 
 ROW_PID=""
 cleanup() {
@@ -483,6 +492,15 @@ if row_on 7; then
   run_row "7. rclone-crypt through the WAN path, cold" row7_rclone
   run_row "7. curl through the WAN path" row7_curl
 fi
+for n in "${EXTRA_ROWS[@]}"; do
+  row_on "$n" || continue
+  if declare -F "row${n}_run" >/dev/null; then
+    "row${n}_run"
+  else
+    note "row $n: scripts/bench_row$n.sh is missing"
+    echo "failed_row$n 1" >>"$W/results"
+  fi
+done
 
 if [[ -d $repo/benches ]] && ((TFS)) && row_on 1; then
   bench_log=${TMPDIR:-/tmp}/trackfs-cargo-bench.log
@@ -500,38 +518,6 @@ get() { echo "${R[$1]:-}"; }
 cache_mib=$(awk -v s="$CACHE_ROW5" 'BEGIN { sub(/MiB$/, "", s); print s }')
 rss_limit=$((cache_mib + 64))
 PASS=0 FAIL=0
-# row: LABEL UNIT OURS PEER PEER_LABEL TARGET_KIND TARGET_VALUE
-#   TARGET_KIND: ratio_ge (ours/peer >= v), le (ours <= v), info (no target)
-line() {
-  local label=$1 unit=$2 ours=$3 peer=$4 plabel=$5 kind=$6 tv=$7 ratio="" verdict="" target=""
-  if [[ -n $ours && -n $peer ]]; then
-    ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')
-  fi
-  case $kind in
-    ratio_ge)
-      target=">= ${tv}x $plabel"
-      if [[ -n $ratio ]]; then
-        if awk -v r="${ratio%x}" -v t="$tv" 'BEGIN { exit !(r >= t) }'; then verdict=PASS; else verdict=FAIL; fi
-      fi
-      ;;
-    le)
-      target="<= $tv $unit"
-      if [[ -n $ours ]]; then
-        if awk -v a="$ours" -v t="$tv" 'BEGIN { exit !(a <= t) }'; then verdict=PASS; else verdict=FAIL; fi
-      fi
-      ;;
-    info) target="-" ;;
-  esac
-  if [[ $kind != info ]]; then
-    case $verdict in
-      PASS) PASS=$((PASS + 1)) ;;
-      FAIL) FAIL=$((FAIL + 1)) ;;
-      *) verdict="n/a" ;;
-    esac
-  fi
-  printf '| %-44s | %10s | %10s | %-17s | %7s | %-27s | %-4s |\n' \
-    "$label" "${ours:--}" "${peer:--}" "$plabel" "${ratio:--}" "$target" "${verdict:-}"
-}
 
 {
   echo
@@ -582,6 +568,9 @@ line() {
     line "7. (8 curl ranges at once: the path's limit)" MB/s "" "$(get link_wan_mbs)" "curl x8 ranges" info ""
     line "7. connections used / most open at once" n "$(get tfs_wan_conns)" "$(get rclone_wan_conns)" "rclone-crypt" info ""
   fi
+  for n in "${EXTRA_ROWS[@]}"; do
+    if row_on "$n" && declare -F "row${n}_table" >/dev/null; then "row${n}_table"; fi
+  done
   echo
   failed=$(grep -c '^failed_' "$W/results" || true)
   echo "targets met: $PASS of $((PASS + FAIL))$( ((failed)) && echo "; $failed row(s) failed to run (see logs above)")"

@@ -128,3 +128,37 @@ run_row() { # NAME FUNCTION
     echo "failed_$2 1" >>"$W/results"
   }
 }
+
+# A table row, counted into PASS/FAIL.
+# row: LABEL UNIT OURS PEER PEER_LABEL TARGET_KIND TARGET_VALUE
+#   TARGET_KIND: ratio_ge (ours/peer >= v), le (ours <= v), info (no target)
+line() {
+  local label=$1 unit=$2 ours=$3 peer=$4 plabel=$5 kind=$6 tv=$7 ratio="" verdict="" target=""
+  if [[ -n $ours && -n $peer ]]; then
+    ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')
+  fi
+  case $kind in
+    ratio_ge)
+      target=">= ${tv}x $plabel"
+      if [[ -n $ratio ]]; then
+        if awk -v r="${ratio%x}" -v t="$tv" 'BEGIN { exit !(r >= t) }'; then verdict=PASS; else verdict=FAIL; fi
+      fi
+      ;;
+    le)
+      target="<= $tv $unit"
+      if [[ -n $ours ]]; then
+        if awk -v a="$ours" -v t="$tv" 'BEGIN { exit !(a <= t) }'; then verdict=PASS; else verdict=FAIL; fi
+      fi
+      ;;
+    info) target="-" ;;
+  esac
+  if [[ $kind != info ]]; then
+    case $verdict in
+      PASS) PASS=$((PASS + 1)) ;;
+      FAIL) FAIL=$((FAIL + 1)) ;;
+      *) verdict="n/a" ;;
+    esac
+  fi
+  printf '| %-44s | %10s | %10s | %-17s | %7s | %-27s | %-4s |\n' \
+    "$label" "${ours:--}" "${peer:--}" "$plabel" "${ratio:--}" "$target" "${verdict:-}"
+}
