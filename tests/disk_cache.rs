@@ -6,8 +6,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::fuse_and_ffmpeg as usable;
 use support::rust_origin::RustOrigin;
-use support::{sources, Mount};
+use support::{copy_dir, sources, wait_for, Mount};
 
 /// The mount's path for a source `Artist/Album/NN Title.ext` (or `D-NN Title.ext`).
 fn mounted_name(relative: &str) -> String {
@@ -15,10 +16,6 @@ fn mounted_name(relative: &str) -> String {
     let file = path.file_name().unwrap().to_str().unwrap();
     let (number, title) = file.split_once(' ').unwrap();
     format!("{}/{number} - {title}", path.parent().unwrap().display())
-}
-
-fn usable() -> bool {
-    support::fuse_usable() && support::require_tool("ffmpeg")
 }
 
 fn cache_flag(dir: &Path) -> Vec<String> {
@@ -43,29 +40,6 @@ fn read_exactly(mount: &Mount, tracks: &[(&str, &str)]) {
     }
 }
 
-/// Polls `ready` until it gives a value; fails the test after `limit`.
-fn wait_for<T>(limit: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not ready within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for relative in support::walk_files(from) {
-        let target = to.join(&relative);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&relative), &target).unwrap();
-    }
-}
-
 /// `trackfs serve` of a published library on a given address, stopped on drop.
 struct Serve(std::process::Child);
 
@@ -79,7 +53,7 @@ impl Serve {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(30), "trackfs serve listening", || {
             std::net::TcpStream::connect(address).ok()
         });
         Serve(child)
@@ -162,7 +136,11 @@ fn what_was_read_reads_again_offline_with_no_request_and_no_secret_on_disk() {
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
     // The origin comes back on its address: the mount notices and reads from it again.
     let _back = Serve::start(library.path(), url.trim_start_matches("http://"));
-    let data = wait_for(Duration::from_secs(30), || std::fs::read(&unread_path).ok());
+    let data = wait_for(
+        Duration::from_secs(30),
+        "a read with the origin back",
+        || std::fs::read(&unread_path).ok(),
+    );
     assert!(data == std::fs::read(sources::music().join(unread.0)).unwrap());
     drop(mount);
 
@@ -255,7 +233,7 @@ fn a_mount_killed_mid_read_leaves_a_cache_that_reads_exactly() {
             let _ = std::fs::read(point.join(file));
         }
     });
-    wait_for(Duration::from_secs(60), || {
+    wait_for(Duration::from_secs(60), "the first bytes written", || {
         (mount.stat("disk_bytes_written") > 0).then_some(())
     });
     // SAFETY: a plain kill(2) of the mount's own child process.
@@ -348,7 +326,7 @@ fn the_demo_leaves_no_cache_directory_behind() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), || {
+    wait_for(Duration::from_secs(60), "the demo mounted", || {
         assert!(child.try_wait().unwrap().is_none(), "demo exited early");
         support::is_mounted(&point).then_some(())
     });

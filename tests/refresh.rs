@@ -11,27 +11,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::fuse_and_ffmpeg as usable;
 use support::rust_origin::RustOrigin;
-use support::{sources, Mount, PythonOrigin};
-
-fn usable() -> bool {
-    support::fuse_usable() && support::require_tool("ffmpeg")
-}
-
-/// Polls `ready` until it gives a value; fails the test after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::{copy_dir, sources, wait_for, Mount, PythonOrigin};
 
 /// Names in a directory of the mount (no `stat`: only what the listing says).
 fn names(dir: &Path) -> Vec<String> {
@@ -69,14 +51,6 @@ fn refresh_ok(mount: &Mount) {
 
 fn changes(mount: &Mount) -> String {
     std::fs::read_to_string(mount.path().join(".trackfs/changes")).unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for relative in support::walk_files(from) {
-        let target = to.join(&relative);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&relative), &target).unwrap();
-    }
 }
 
 /// A new Ogg track, tagged, at `source/<artist>/<album>/01 <title>.ogg`.

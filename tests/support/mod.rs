@@ -330,6 +330,32 @@ impl Drop for Mount {
     }
 }
 
+/// FUSE and ffmpeg (to make sample audio): what most mount tests need.
+pub fn fuse_and_ffmpeg() -> bool {
+    fuse_usable() && require_tool("ffmpeg")
+}
+
+/// Polls `ready` until it gives a value; fails the test, naming `what`, after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Copies the regular files below `from` to the same places below `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for relative in walk_files(from) {
+        let target = to.join(&relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&relative), &target).unwrap();
+    }
+}
+
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
