@@ -50,6 +50,7 @@ fn the_demo_mounts_a_playable_library_and_cleans_up_on_ctrl_c() {
     let mut child = std::process::Command::new(support::TRACKFS)
         .arg("demo")
         .arg(&point)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
