@@ -379,3 +379,103 @@ fn sighup_refreshes_and_the_interval_does_by_itself() {
     );
     assert_eq!(hangup.stat("refreshes"), 1);
 }
+
+/// Re-encodes `path`'s audio as a new tone, keeping its tags exactly: new bytes (a new file
+/// id), the same track, the same album answer.
+fn replace_audio(path: &Path, frequency: u32) {
+    let temp = path.with_extension("new.ogg");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("sine=f={frequency}:d=2"))
+        .arg("-i")
+        .arg(path)
+        .args(["-map", "0:a", "-map_metadata", "1:s:0", "-ac", "2"])
+        .args(["-c:a", "libvorbis", "-q:a", "4"])
+        .arg(&temp)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg re-encode");
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// The requests `serve --log-level debug` logged so far (`GET /path -> status in …`).
+fn origin_requests(origin: &RustOrigin) -> Vec<String> {
+    std::fs::read_to_string(&origin.log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" -> ") && (l.contains("GET /") || l.contains("POST /")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// An album's answer says nothing of its tracks' files (DESIGN.md §1.3: only `/library`'s
+/// ETag stands for more than its answer), so new audio under unchanged tags is found; and
+/// then a quiet refresh costs the origin exactly one request.
+#[test]
+fn new_audio_under_the_same_tags_reaches_the_mount_then_a_quiet_refresh_is_one_request() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    let track = new_track(source.path(), "Newcomer", "First Light", "Dawn");
+    let origin = RustOrigin::start(source.path(), &["--log-level", "debug"]);
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "off"],
+    );
+    let album = mount.path().join("Newcomer/First Light");
+    let shown = album.join("01 - Dawn.ogg");
+    assert!(std::fs::read(&shown).unwrap() == std::fs::read(&track).unwrap());
+
+    replace_audio(&track, 660);
+    let want = std::fs::read(&track).unwrap();
+    publish(source.path(), &origin.library);
+    refresh_ok(&mount);
+    assert_eq!(names(&album), ["01 - Dawn.ogg"], "the same track");
+    assert_eq!(std::fs::metadata(&shown).unwrap().len(), want.len() as u64);
+    assert!(
+        std::fs::read(&shown).unwrap() == want,
+        "the new audio, exactly"
+    );
+
+    let before = origin_requests(&origin).len();
+    refresh_ok(&mount);
+    let seen = origin_requests(&origin).split_off(before);
+    assert_eq!(seen.len(), 1, "a quiet refresh: {seen:#?}");
+    assert!(seen[0].contains("GET /library -> 304"), "{seen:#?}");
+}
+
+/// Against the independent origin without ETags, a track that serves another file under the
+/// same id and name (its album's answer unchanged) shows the new bytes after a refresh.
+#[test]
+fn without_etags_a_track_with_a_new_file_is_found_by_comparing_bodies() {
+    if !usable() {
+        return;
+    }
+    let flags = ["--seed", "21", "--protocol", "v1.1"];
+    let mut origin = PythonOrigin::start(sources::music(), &flags);
+    let (shown, old) = origin
+        .expected_files()
+        .into_iter()
+        .find(|(_, s)| s.ends_with("01 Hidden Place.ogg"))
+        .unwrap();
+    let other = sources::music().join(KEPT_TRACK.replace("1-01 - ", "1-01 "));
+    let mount = Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &["--refresh-interval", "off"],
+    );
+    let shown = mount.path().join(shown);
+    assert!(std::fs::read(&shown).unwrap() == std::fs::read(&old).unwrap());
+    let rel = old.strip_prefix(sources::music()).unwrap();
+    let replace = serde_json::json!({ rel.to_str().unwrap(): other.to_str().unwrap() });
+    origin.set_catalogue(&serde_json::json!({ "replace": replace }));
+    refresh_ok(&mount);
+    let want = std::fs::read(&other).unwrap();
+    assert_eq!(std::fs::metadata(&shown).unwrap().len(), want.len() as u64);
+    assert!(
+        std::fs::read(&shown).unwrap() == want,
+        "the new file, exactly"
+    );
+}

@@ -2,11 +2,13 @@
 //! mount that stays up for weeks follows the library without a remount, at the cost of one
 //! conditional request when nothing changed.
 //!
-//! With ETags: `/library` with `If-None-Match`; a `304` ends the refresh. Otherwise each album
-//! is revalidated with its own ETag; an album that answers `304` keeps its tracks as they are
-//! (an album's ETag covers its tracks' answers), and only the tracks of new or changed albums
-//! are revalidated (each `304`, or fetched when new). Without ETags the same walk compares
-//! bodies: every album is fetched, and the tracks of an album whose body is unchanged are kept.
+//! With ETags: `/library` with `If-None-Match`; a `304` ends the refresh (its ETag stands for
+//! the whole library, DESIGN.md §1.3). Otherwise each album is revalidated with its own ETag,
+//! and so is every track, each with its own: an album's ETag stands for the album's answer
+//! only (the protocol says more only of `/library`'s), so an album `304` says nothing of a
+//! track that got a new file under the same id. Unchanged tracks cost a `304` each, changed
+//! and new ones are fetched. Without ETags the same walk compares bodies: every album and
+//! every track is fetched again whenever a refresh runs (docs/design.md, "Refresh": the cost).
 //!
 //! What cannot be fetched is kept as it was (an album known before stays; a new one waits for
 //! the next refresh), and the library's ETag is then not kept either, so the next refresh
@@ -107,24 +109,35 @@ pub async fn revalidate(
         match (answer, before) {
             (Ok(Fresh::Unchanged), Some(before)) => {
                 keep_etag(&mut etags.albums, id, &current.etags.albums);
-                albums.push((before.clone(), false));
+                // Its tracks are revalidated all the same: the album's answer did not change,
+                // theirs may have (a new file under the same track id).
+                let album = before.album.clone();
+                albums.push((
+                    AlbumEntry {
+                        album,
+                        tracks: Vec::new(),
+                    },
+                    true,
+                ));
             }
             (Ok(Fresh::Unchanged), None) => {
                 // A 304 for an ETag never sent: the origin is confused; try again next time.
                 tracing::warn!(album = %id, "the origin said an album it never sent is unchanged");
                 complete = false;
             }
-            (Ok(Fresh::New(album, etag)), before) => {
-                // Without an ETag, an album whose body is the same keeps its tracks.
-                let same_body = etag.is_none() && before.is_some_and(|b| b.album == album);
+            (Ok(Fresh::New(album, etag)), _) => {
+                // Even an album whose body is the same has its tracks fetched again: one of
+                // them may have a new file under the same track id.
                 if let Some(etag) = etag {
                     etags.albums.insert(id, etag);
                 }
-                let tracks = match before {
-                    Some(b) if same_body => b.tracks.clone(),
-                    _ => Vec::new(),
-                };
-                albums.push((AlbumEntry { album, tracks }, !same_body));
+                albums.push((
+                    AlbumEntry {
+                        album,
+                        tracks: Vec::new(),
+                    },
+                    true,
+                ));
             }
             (Err(e), Some(before)) => {
                 tracing::warn!(album = %id, "keeping an album as it was: {e}");
@@ -150,7 +163,7 @@ pub async fn revalidate(
         .flat_map(|a| &a.tracks)
         .map(|t| (t.id, t))
         .collect();
-    // The tracks of changed and new albums, all in one bounded stream.
+    // The tracks of every album that answered, all in one bounded stream.
     let wanted: Vec<(usize, TrackId)> = albums
         .iter()
         .enumerate()
@@ -206,7 +219,7 @@ pub async fn revalidate(
         };
         albums[i].0.tracks.push(track);
     }
-    // Tracks of albums kept whole keep their ETags.
+    // Tracks of albums kept whole (they could not be fetched) keep their ETags.
     for (entry, revalidated) in &albums {
         if !revalidated {
             for t in &entry.tracks {

@@ -71,9 +71,9 @@ async fn with_etags_only_what_changed_is_fetched() {
     let file = api.replace_file(retagged, vec![9u8; 80]).unwrap();
     let after = refreshed(&api, &first).await.expect("changed");
     assert_eq!(names(&after), ["Album 1", "Album 2", "Fresh"]);
-    // Library; albums 1, 2 (one 304) and the new one; album 1's two tracks (one 304) and the
-    // new album's one.
-    assert_eq!(take_calls(&api), (1, 3, 3, 2));
+    // Library; albums 1, 2 (both 304: a track's new file leaves its album's answer as it
+    // was) and the new one; albums 1 and 2's four tracks (three 304) and the new album's one.
+    assert_eq!(take_calls(&api), (1, 3, 5, 5));
     let track = after.albums[0]
         .tracks
         .iter()
@@ -87,7 +87,7 @@ async fn with_etags_only_what_changed_is_fetched() {
 }
 
 #[tokio::test]
-async fn without_etags_bodies_are_compared_and_unchanged_albums_keep_their_tracks() {
+async fn without_etags_every_body_is_fetched_and_compared() {
     let (api, ids) = origin(false);
     let first = load(&api).await.unwrap();
     assert_eq!(first.etags, Etags::default());
@@ -96,16 +96,33 @@ async fn without_etags_bodies_are_compared_and_unchanged_albums_keep_their_track
         .await
         .expect("no ETag: always a new answer");
     assert_eq!(quiet, first);
-    assert_eq!(take_calls(&api), (1, 3, 0, 0), "no track fetched again");
+    assert_eq!(take_calls(&api), (1, 3, 6, 0), "every answer fetched");
     api.rename_album(ids[2], "Renamed");
     let after = refreshed(&api, &first).await.unwrap();
     assert_eq!(names(&after), ["Album 0", "Album 1", "Renamed"]);
-    assert_eq!(
-        take_calls(&api),
-        (1, 3, 2, 0),
-        "only the renamed album's tracks"
-    );
     assert_eq!(after.albums[2].tracks, first.albums[2].tracks);
+}
+
+#[tokio::test]
+async fn a_new_file_under_the_same_track_id_is_found_with_and_without_etags() {
+    for etags in [true, false] {
+        let (api, ids) = origin(etags);
+        let first = load(&api).await.unwrap();
+        let track = api.album_tracks(ids[1])[0];
+        let album_before = first.albums[1].album.clone();
+        let file = api.replace_file(track, vec![7u8; 99]).unwrap();
+        let after = refreshed(&api, &first).await.expect("the library changed");
+        assert_eq!(
+            after.albums[1].album, album_before,
+            "the album's answer is the same"
+        );
+        let found = after.albums[1]
+            .tracks
+            .iter()
+            .find(|t| t.id == track)
+            .unwrap();
+        assert_eq!(found.files[0].id, file, "etags: {etags}");
+    }
 }
 
 #[tokio::test]

@@ -317,8 +317,8 @@ impl MemoryControlPlane {
     }
 
     /// The ETag of an answer: a hash of what it stands for, as an origin's is of its bytes.
-    /// An album's covers its tracks (a track's new file changes it); the library's covers all,
-    /// playlists included.
+    /// An album's covers only the album (a track's new file leaves it as it was, which the
+    /// protocol allows); the library's covers all, tracks and playlists included.
     fn etag(c: &Catalogue, what: Etagged) -> Option<String> {
         use std::hash::{Hash, Hasher};
         if !c.etags {
@@ -340,7 +340,7 @@ impl MemoryControlPlane {
                 });
                 format!("{:?}", c.playlists).hash(&mut h);
             }
-            Etagged::Album(id) => album(&id, &mut h),
+            Etagged::Album(id) => format!("{:?}", c.albums.get(&id)).hash(&mut h),
             Etagged::Track(id) => format!("{:?}", c.tracks.get(&id)).hash(&mut h),
             Etagged::Playlist(id) => {
                 format!("{:?}", c.playlists.iter().find(|p| p.id == id)).hash(&mut h)
