@@ -253,6 +253,8 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
             catalogue: online.await?,
             sizes: Default::default(),
             from_snapshot: None,
+            extras: Extras::default(),
+            playlist_etags: HashMap::new(),
         },
     };
     let confirmed = start
@@ -266,7 +268,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
     let albums = &start.catalogue.albums;
     // Covers and playlists (v1.1): an origin without them, or one that cannot be reached
     // (the gate of the disk cache fails at once then), mounts with neither. A mount from its
-    // snapshot does not wait for them: its first refresh, at once, adds them.
+    // snapshot shows the snapshot's at once (offline too); its first refresh revalidates them.
     let images = Arc::new(
         ImageStore::new(
             match &disk {
@@ -279,10 +281,18 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         .with_disk(disk.as_ref().map(|d| d.store.clone())),
     );
     let extras = match start.from_snapshot {
-        Some(_) => Extras::default(),
+        Some(_) => start.extras,
         None => {
             let control = images.control();
-            catalogue::library::load(control.as_ref(), albums, &HashMap::new(), &images).await
+            let extras =
+                catalogue::library::load(control.as_ref(), albums, &HashMap::new(), &images).await;
+            if let Some(disk) = disk.clone() {
+                let whole = extras.clone();
+                tokio::task::spawn_blocking(move || disk.loaded(whole))
+                    .await
+                    .map_err(|e| MountError::Setup(e.to_string()))?;
+            }
+            extras
         }
     };
     let tree = Tree::build_with(albums, &extras, &config.formats);
@@ -330,7 +340,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         images,
         extras,
         extras_due: start.from_snapshot.is_some(),
-        playlist_etags: HashMap::new(),
+        playlist_etags: start.playlist_etags,
     };
     let notifier = session.notifier();
     let now = start.from_snapshot.is_some();

@@ -513,3 +513,96 @@ fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
     drop(mount);
     assert!(stored_bytes(cache.path()) <= 3 << 20);
 }
+
+/// A small picture made with ffmpeg, `jpg` or `png` by the name's extension.
+fn picture(path: &Path, colour: &str) {
+    let out = support::run(
+        std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("color=c={colour}:s=64x48:d=1"))
+            .args(["-frames:v", "1"])
+            .arg(path),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "ffmpeg picture");
+}
+
+/// The stored pieces of the picture whose bytes are `bytes` (its file id: the name `publish`
+/// stored it under in the library's `images/`).
+fn picture_pieces(library: &Path, cache: &Path, bytes: &[u8]) -> Vec<PathBuf> {
+    let images = library.join("images");
+    let id = support::walk_files(&images)
+        .into_iter()
+        .find(|p| std::fs::read(images.join(p)).unwrap() == bytes)
+        .expect("the picture in the library")
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let pieces: Vec<PathBuf> = support::walk_files(cache)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .map(|p| cache.join(p))
+        .collect();
+    assert!(!pieces.is_empty(), "picture {id} not in the disk cache");
+    pieces
+}
+
+#[test]
+fn offline_the_tree_keeps_its_covers_and_playlists() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    copy_dir(sources::music(), source.path());
+    let (bjork, suite) = (
+        Path::new(sources::TRACKS[0].0).parent().unwrap(),
+        Path::new(sources::TRACKS[3].0).parent().unwrap(),
+    );
+    picture(&source.path().join(bjork).join("cover.jpg"), "red");
+    picture(&source.path().join(suite).join("cover.png"), "blue");
+    let entries: Vec<&str> = sources::TRACKS.iter().take(2).map(|(r, _)| *r).collect();
+    std::fs::write(source.path().join("Mix.m3u8"), entries.join("\n") + "\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let flags = cache_flag(cache.path());
+    let origin = RustOrigin::start(source.path(), &[]);
+    let creds = tempfile::tempdir().unwrap();
+    let creds = creds.path().join("credentials");
+    std::fs::copy(&origin.credentials_file, &creds).unwrap();
+    let (jpg, png) = (bjork.join("cover.jpg"), suite.join("cover.png"));
+    let (online_jpg, online_mix) = {
+        let mount = Mount::start(&origin.url, &creds, &args(&flags));
+        let mix = std::fs::read_to_string(mount.path().join("Playlists/Mix.m3u8")).unwrap();
+        let jpg = std::fs::read(mount.path().join(&jpg)).unwrap();
+        assert!(std::fs::metadata(mount.path().join(&png)).is_ok());
+        (jpg, mix)
+    };
+    assert!(online_jpg == std::fs::read(source.path().join(&jpg)).unwrap());
+    assert_eq!(
+        online_mix.lines().filter(|l| l.starts_with("../")).count(),
+        2
+    );
+    // One picture leaves the disk cache (evicted, say): offline, its album shows no cover
+    // rather than one that fails to read.
+    let png_bytes = std::fs::read(source.path().join(&png)).unwrap();
+    for piece in picture_pieces(&origin.library, cache.path(), &png_bytes) {
+        std::fs::remove_file(piece).unwrap();
+    }
+    let url = origin.url.clone();
+    drop(origin);
+
+    let mount = Mount::start(&url, &creds, &args(&flags));
+    mount.assert_logged("cannot be reached");
+    let mix = std::fs::read_to_string(mount.path().join("Playlists/Mix.m3u8")).unwrap();
+    assert_eq!(mix, online_mix);
+    assert!(std::fs::read(mount.path().join(&jpg)).unwrap() == online_jpg);
+    let suite_names: Vec<_> = std::fs::read_dir(mount.path().join(suite))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !suite_names.iter().any(|n| n.starts_with("cover.")),
+        "{suite_names:?}"
+    );
+    assert_eq!(mount.stat("cdn_requests"), 0);
+}

@@ -1,6 +1,7 @@
-//! The catalogue saved on disk (docs/protocol.md's state on disk): albums, tracks, covers' ids
-//! and the file sizes learned from the CDN, so a mount can start at once from it when the
-//! origin cannot be reached, and the refresh work can start from it later.
+//! The catalogue saved on disk (docs/protocol.md's state on disk): albums, tracks, covers' ids,
+//! what each shown picture is (size and type), playlists and the file sizes learned from the
+//! CDN, so a mount can start at once from it, with its whole tree, also when the origin cannot
+//! be reached, and the refresh work can start from it later.
 //!
 //! One file, `catalogue`, in the origin's cache folder: a first line
 //! `trackfs-catalogue <version> <crc32c of the body> <body length>`, then the body as JSON.
@@ -8,19 +9,23 @@
 //! crash or a flipped byte gives "no snapshot", never a wrong catalogue. A new format gets a
 //! new version number; an unknown version is not read. Version 2 added the ETags the answers
 //! came with (`refresh`), saved with the catalogue they describe; version 1 is read as having
-//! none.
+//! none. Version 3 added the covers shown and the playlists (with their ETags); older versions
+//! are read as having none, which the first refresh then loads.
 
+use super::library::Extras;
 use super::refresh::Etags;
 use crate::fs::tree::AlbumEntry;
 use crate::protocol::model::{
-    Album, AlbumId, AudioFile, AudioFormat, Date, Disc, FileId, Image, ImageSize, Track, TrackId,
+    Album, AlbumId, AudioFile, AudioFormat, Date, Disc, FileId, Image, ImageSize, PictureKind,
+    Playlist, PlaylistId, Track, TrackId,
 };
+use crate::readpath::images::CoverInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
 const MAGIC: &str = "trackfs-catalogue";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Older versions this one reads.
 const READS_FROM: u32 = 1;
 pub const FILE_NAME: &str = "catalogue";
@@ -33,6 +38,10 @@ pub struct Snapshot {
     pub sizes: HashMap<FileId, u64>,
     /// The ETags of the answers `albums` came from.
     pub etags: Etags,
+    /// Playlists and what the covers are: the rest of the tree.
+    pub extras: Extras,
+    /// The ETags of the playlists' answers.
+    pub playlist_etags: HashMap<PlaylistId, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,31 @@ struct Body {
     /// Absent before version 2.
     #[serde(default)]
     etags: EtagsDto,
+    /// Absent before version 3.
+    #[serde(default)]
+    covers: Vec<CoverDto>,
+    /// Absent before version 3.
+    #[serde(default)]
+    playlists: Vec<PlaylistDto>,
+}
+
+/// What a shown picture is: `cover.jpg` or `cover.png`, and its size for `stat`.
+#[derive(Serialize, Deserialize)]
+struct CoverDto {
+    file_id: String,
+    size: u64,
+    /// `jpg` or `png`.
+    kind: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PlaylistDto {
+    id: String,
+    name: String,
+    /// Hex, as opaque as on the wire.
+    revision: String,
+    tracks: Vec<String>,
+    etag: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -180,11 +214,59 @@ fn to_body(snapshot: &Snapshot) -> Body {
         .map(|(f, s)| (f.to_hex(), *s))
         .collect();
     sizes.sort();
+    let mut covers: Vec<_> = snapshot
+        .extras
+        .covers
+        .iter()
+        .map(|(file, info)| CoverDto {
+            file_id: file.to_hex(),
+            size: info.size,
+            kind: info.picture.extension().into(),
+        })
+        .collect();
+    covers.sort_by(|a, b| a.file_id.cmp(&b.file_id));
+    let playlists = snapshot.extras.playlists.iter().map(|p| PlaylistDto {
+        id: p.id.to_hex(),
+        name: p.name.clone(),
+        revision: hex::encode(&p.revision),
+        tracks: p.tracks.iter().map(TrackId::to_hex).collect(),
+        etag: snapshot.playlist_etags.get(&p.id).cloned(),
+    });
     Body {
         albums: albums.collect(),
         sizes,
         etags: etags_dto(&snapshot.etags),
+        covers,
+        playlists: playlists.collect(),
     }
+}
+
+fn from_cover_dto(c: CoverDto) -> Result<(FileId, CoverInfo), SnapshotError> {
+    let picture = match c.kind.as_str() {
+        "jpg" => PictureKind::Jpeg,
+        "png" => PictureKind::Png,
+        other => return Err(malformed(format!("unknown picture type {other:?}"))),
+    };
+    let file = FileId::from_hex(&c.file_id).map_err(malformed)?;
+    Ok((
+        file,
+        CoverInfo {
+            size: c.size,
+            picture,
+        },
+    ))
+}
+
+/// A playlist and its ETag, if its answer had one.
+fn from_playlist_dto(p: PlaylistDto) -> Result<(Playlist, Option<String>), SnapshotError> {
+    let tracks = p.tracks.iter().map(|t| TrackId::from_hex(t));
+    let playlist = Playlist {
+        id: PlaylistId::from_hex(&p.id).map_err(malformed)?,
+        name: p.name,
+        revision: hex::decode(&p.revision).map_err(malformed)?,
+        tracks: tracks.collect::<Result<_, _>>().map_err(malformed)?,
+    };
+    Ok((playlist, p.etag))
 }
 
 fn track_dto(t: &Track) -> TrackDto {
@@ -254,10 +336,25 @@ fn from_body(body: Body) -> Result<Snapshot, SnapshotError> {
         .collect::<Result<_, _>>()
         .map_err(malformed)?;
     let etags = from_etags_dto(body.etags)?;
+    let covers = body
+        .covers
+        .into_iter()
+        .map(from_cover_dto)
+        .collect::<Result<_, _>>()?;
+    let (mut playlists, mut playlist_etags) = (Vec::new(), HashMap::new());
+    for dto in body.playlists {
+        let (playlist, etag) = from_playlist_dto(dto)?;
+        if let Some(etag) = etag {
+            playlist_etags.insert(playlist.id, etag);
+        }
+        playlists.push(playlist);
+    }
     Ok(Snapshot {
         albums,
         sizes,
         etags,
+        extras: Extras { playlists, covers },
+        playlist_etags,
     })
 }
 

@@ -50,6 +50,34 @@ fn sample() -> Snapshot {
             albums: [(AlbumId([1; 16]), "\"a\"".into())].into_iter().collect(),
             tracks: [(TrackId([2; 16]), "W/\"t\"".into())].into_iter().collect(),
         },
+        extras: Extras {
+            playlists: vec![
+                Playlist {
+                    id: PlaylistId([7; 16]),
+                    name: "Mix \"één\"".into(),
+                    revision: vec![1, 2, 3],
+                    tracks: vec![TrackId([2; 16]), TrackId([2; 16])],
+                },
+                Playlist {
+                    id: PlaylistId([8; 16]),
+                    name: "Empty".into(),
+                    revision: vec![],
+                    tracks: vec![],
+                },
+            ],
+            covers: [(
+                FileId([9; 20]),
+                CoverInfo {
+                    size: 12_345,
+                    picture: PictureKind::Png,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        },
+        playlist_etags: [(PlaylistId([7; 16]), "\"p\"".into())]
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -91,30 +119,73 @@ fn a_damaged_snapshot_is_never_believed() {
 #[test]
 fn another_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(FILE_NAME), "trackfs-catalogue 3 0 0\n").unwrap();
-    assert!(matches!(load(dir.path()), Err(SnapshotError::Version(3))));
+    std::fs::write(dir.path().join(FILE_NAME), "trackfs-catalogue 4 0 0\n").unwrap();
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Version(4))));
 }
 
-#[test]
-fn a_version_1_snapshot_reads_as_one_without_etags() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut old = sample();
-    old.etags = Default::default();
-    save(dir.path(), &old).unwrap();
-    // The same body as version 1 wrote it: no `etags` field.
-    let path = dir.path().join(FILE_NAME);
+/// Rewrites the saved snapshot in `dir` as an older `version` wrote it: without `fields`.
+fn write_as_version(dir: &std::path::Path, version: u32, fields: &[&str]) {
+    let path = dir.join(FILE_NAME);
     let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
     let body = text.split_once('\n').unwrap().1;
     let mut json: serde_json::Value = serde_json::from_str(body).unwrap();
-    json.as_object_mut().unwrap().remove("etags");
+    for field in fields {
+        json.as_object_mut().unwrap().remove(*field).unwrap();
+    }
     let body = serde_json::to_vec(&json).unwrap();
     let mut file = format!(
-        "trackfs-catalogue 1 {:08x} {}\n",
+        "trackfs-catalogue {version} {:08x} {}\n",
         crc32c::crc32c(&body),
         body.len()
     )
     .into_bytes();
     file.extend_from_slice(&body);
     std::fs::write(&path, file).unwrap();
+}
+
+#[test]
+fn a_version_1_snapshot_reads_as_one_without_etags_covers_or_playlists() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &sample()).unwrap();
+    write_as_version(dir.path(), 1, &["etags", "covers", "playlists"]);
+    let old = Snapshot {
+        etags: Default::default(),
+        extras: Default::default(),
+        playlist_etags: Default::default(),
+        ..sample()
+    };
     assert_eq!(load(dir.path()).unwrap(), old);
+}
+
+#[test]
+fn a_version_2_snapshot_reads_as_one_without_covers_or_playlists() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &sample()).unwrap();
+    write_as_version(dir.path(), 2, &["covers", "playlists"]);
+    let old = Snapshot {
+        extras: Default::default(),
+        playlist_etags: Default::default(),
+        ..sample()
+    };
+    assert_eq!(load(dir.path()).unwrap(), old);
+}
+
+#[test]
+fn a_picture_of_an_unknown_type_is_a_damaged_snapshot_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &sample()).unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let body = text
+        .split_once('\n')
+        .unwrap()
+        .1
+        .replace("\"png\"", "\"gif\"");
+    let file = format!(
+        "trackfs-catalogue 3 {:08x} {}\n{body}",
+        crc32c::crc32c(body.as_bytes()),
+        body.len()
+    );
+    std::fs::write(&path, file).unwrap();
+    assert!(matches!(load(dir.path()), Err(SnapshotError::Malformed(_))));
 }

@@ -1,19 +1,22 @@
 //! The mount's side of the disk cache (docs/design.md, "Disk cache"): opening the origin's
 //! cache folder, starting from the catalogue snapshot (always, when there is one: the refresh
-//! task revalidates it at once, docs/design.md "Refresh"), saving the snapshot after each
-//! refresh that changed it, and closing it all at unmount so the next mount can take the lock.
+//! task revalidates it at once, docs/design.md "Refresh"), with its covers and playlists, so
+//! the tree is whole at once and offline; saving the snapshot once covers and playlists are
+//! loaded and after each refresh that changed it, and closing it all at unmount so the next
+//! mount can take the lock.
 
 use super::{MountConfig, MountError};
+use crate::catalogue::library::Extras;
 use crate::catalogue::refresh::Catalogue;
 use crate::catalogue::snapshot::{self, Snapshot};
 use crate::client::error::FetchError;
 use crate::client::seams::{ControlPlane, RangeSource};
 use crate::client::stats::Stats;
-use crate::protocol::model::FileId;
+use crate::protocol::model::{FileId, PlaylistId};
 use crate::readpath::disk::dir::{self, DirError};
 use crate::readpath::disk::keys::WrappedKeys;
 use crate::readpath::disk::offline::{Gated, Reachability};
-use crate::readpath::disk::store::Store;
+use crate::readpath::disk::store::{Store, BLOCK_SIZE};
 use crate::readpath::disk::tier::DiskTier;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::Reader;
@@ -27,6 +30,18 @@ pub(crate) struct Start {
     pub sizes: HashMap<FileId, u64>,
     /// When the snapshot started from was saved; `None`: fetched from the origin.
     pub from_snapshot: Option<std::time::SystemTime>,
+    /// The snapshot's covers and playlists (none when fetched from the origin: the mount
+    /// loads them then). Offline, only covers whose pictures are on disk.
+    pub extras: Extras,
+    pub playlist_etags: HashMap<PlaylistId, String>,
+}
+
+/// What the next snapshot holds; sizes learned meanwhile are asked of the reader.
+#[derive(Default, Clone)]
+struct Saved {
+    catalogue: Catalogue,
+    extras: Extras,
+    playlist_etags: HashMap<PlaylistId, String>,
 }
 
 /// The disk cache of one mount.
@@ -36,8 +51,7 @@ pub(crate) struct Disk {
     pub keys: Option<Arc<WrappedKeys>>,
     pub reach: Arc<Reachability>,
     tier: Mutex<Option<Arc<DiskTier>>>,
-    /// What the next snapshot holds, and where sizes learned meanwhile are found.
-    catalogue: Mutex<Catalogue>,
+    saved: Mutex<Saved>,
     reader: Mutex<Option<Arc<Reader>>>,
     key_store: Mutex<Option<Arc<KeyStore>>>,
 }
@@ -72,7 +86,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         keys,
         reach: Arc::new(Reachability::new(&config.origin)),
         tier: Mutex::new(None),
-        catalogue: Mutex::default(),
+        saved: Mutex::default(),
         reader: Mutex::new(None),
         key_store: Mutex::new(None),
     }))
@@ -118,38 +132,74 @@ impl Disk {
                 albums: saved.albums,
                 etags: saved.etags,
             };
-            self.remember(catalogue.clone());
+            let mut extras = saved.extras;
+            if self.reach.is_offline() {
+                // A cover that cannot be read would be a file that fails: not shown.
+                extras
+                    .covers
+                    .retain(|file, info| self.has_picture(*file, info.size));
+            }
+            *lock(&self.saved) = Saved {
+                catalogue: catalogue.clone(),
+                extras: extras.clone(),
+                playlist_etags: saved.playlist_etags.clone(),
+            };
             return Ok(Start {
                 catalogue,
                 sizes: saved.sizes,
                 from_snapshot: Some(saved_at.unwrap_or_else(std::time::SystemTime::now)),
+                extras,
+                playlist_etags: saved.playlist_etags,
             });
         }
         let catalogue = online.await?;
-        self.remember(catalogue.clone());
-        self.save(HashMap::new());
+        lock(&self.saved).catalogue = catalogue.clone();
         Ok(Start {
             catalogue,
             sizes: HashMap::new(),
             from_snapshot: None,
+            extras: Extras::default(),
+            playlist_etags: HashMap::new(),
         })
     }
 
-    fn remember(&self, catalogue: Catalogue) {
-        *lock(&self.catalogue) = catalogue;
+    /// Every piece of a picture of `size` bytes is on disk (not read: that is for its reads).
+    fn has_picture(&self, file: FileId, size: u64) -> bool {
+        (0..size.div_ceil(BLOCK_SIZE).max(1)).all(|piece| self.store.contains(file, piece))
     }
 
-    /// After a refresh that changed the catalogue: the snapshot holds the new one.
-    /// Blocking (it writes a file).
-    pub fn refreshed(&self, catalogue: Catalogue) {
-        self.remember(catalogue);
-        self.save(HashMap::new());
+    /// Once a mount that started from the origin has loaded covers and playlists: the first
+    /// snapshot, whole. Blocking (it writes a file).
+    pub fn loaded(&self, extras: Extras) {
+        lock(&self.saved).extras = extras;
+        self.save();
     }
 
-    /// Saves the catalogue with `sizes` and every size the reader has learned since (a small
-    /// file, written at mount and unmount only).
-    fn save(&self, mut sizes: HashMap<FileId, u64>) {
-        let Catalogue { albums, etags } = lock(&self.catalogue).clone();
+    /// After a refresh that changed the catalogue, its covers or playlists: the snapshot
+    /// holds the new ones. Blocking (it writes a file).
+    pub fn refreshed(
+        &self,
+        catalogue: Catalogue,
+        extras: Extras,
+        playlist_etags: HashMap<PlaylistId, String>,
+    ) {
+        *lock(&self.saved) = Saved {
+            catalogue,
+            extras,
+            playlist_etags,
+        };
+        self.save();
+    }
+
+    /// Saves what `saved` holds with every size the reader has learned (a small file, written
+    /// at mount, after refreshes that changed something, and at unmount).
+    fn save(&self) {
+        let Saved {
+            catalogue: Catalogue { albums, etags },
+            extras,
+            playlist_etags,
+        } = lock(&self.saved).clone();
+        let mut sizes = HashMap::new();
         if let Some(reader) = lock(&self.reader).as_ref() {
             let files = albums.iter().flat_map(|a| &a.tracks).flat_map(|t| &t.files);
             for file in files {
@@ -162,6 +212,8 @@ impl Disk {
             albums,
             sizes,
             etags,
+            extras,
+            playlist_etags,
         };
         if let Err(e) = snapshot::save(&self.folder, &snapshot) {
             tracing::warn!("disk cache: cannot save the catalogue: {e}");
@@ -204,7 +256,7 @@ impl Disk {
     /// At unmount: the snapshot with the sizes learned, queued pieces written, lock released.
     /// Blocking (it writes what is queued): called once the FUSE session is over.
     pub fn close(&self) {
-        self.save(HashMap::new());
+        self.save();
         match lock(&self.tier).take() {
             Some(tier) => tier.close(),
             None => self.store.close(),

@@ -194,7 +194,8 @@ impl Refresher {
         self.playlist_etags = playlist_etags;
         let extras = Extras { playlists, covers };
         self.extras_due = false;
-        if changed_albums || extras != self.extras {
+        let extras_changed = extras != self.extras;
+        if changed_albums || extras_changed {
             self.extras = extras.clone();
             let (albums, formats, core) = (
                 catalogue.albums.clone(),
@@ -215,10 +216,12 @@ impl Refresher {
         if !complete {
             summary.push_str(" (some of the library could not be fetched; kept as it was)");
         }
-        if changed_albums || catalogue.etags != self.catalogue.etags {
+        if changed_albums || extras_changed || catalogue.etags != self.catalogue.etags {
             if let Some(disk) = &self.disk {
                 let (disk, saved) = (disk.clone(), catalogue.clone());
-                let _ = tokio::task::spawn_blocking(move || disk.refreshed(saved)).await;
+                let (extras, etags) = (self.extras.clone(), self.playlist_etags.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || disk.refreshed(saved, extras, etags)).await;
             }
         }
         self.catalogue = catalogue;
