@@ -479,3 +479,46 @@ fn without_etags_a_track_with_a_new_file_is_found_by_comparing_bodies() {
         "the new file, exactly"
     );
 }
+
+/// The number of the last line of a change feed (0 for an empty one).
+fn last_number(feed: &str) -> u64 {
+    feed.lines()
+        .last()
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The change feed's numbers keep growing across a remount, so a scanner's hook that
+/// remembers the last number it handled (`$1 > after`) reads on after one.
+#[test]
+fn the_change_feed_numbers_keep_growing_across_a_remount() {
+    if !usable() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    new_track(source.path(), "Band", "First", "One");
+    let origin = RustOrigin::start(source.path(), &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let flags = ["--disk-cache", &cache_dir, "--refresh-interval", "off"];
+    let before = {
+        let mount = Mount::start(&origin.url, &origin.credentials_file, &flags);
+        new_track(source.path(), "Newcomer", "First Light", "Dawn");
+        publish(source.path(), &origin.library);
+        refresh_ok(&mount);
+        let feed = changes(&mount);
+        assert!(feed.contains(" added Newcomer\n"), "{feed}");
+        last_number(&feed)
+    };
+    new_track(source.path(), "Later", "Second Light", "Dusk");
+    publish(source.path(), &origin.library);
+    // From the snapshot, refreshed at once.
+    let mount = Mount::start(&origin.url, &origin.credentials_file, &flags);
+    let feed = wait_for(
+        Duration::from_secs(60),
+        "the refresh after the remount",
+        || Some(changes(&mount)).filter(|f| f.contains(" added Later\n")),
+    );
+    let first: u64 = feed.split(' ').next().unwrap().parse().unwrap();
+    assert!(first > before, "{first} follows {before}:\n{feed}");
+}

@@ -107,6 +107,15 @@ impl FsCore {
         diff
     }
 
+    /// Numbers the lines of `.trackfs/changes` from `first` on, when none is written yet (the
+    /// mount starts its feed above any number an earlier mount gave, docs/design.md).
+    pub fn number_changes_from(&self, first: u64) {
+        let mut log = lock(&self.live.changes);
+        if log.lines.is_empty() {
+            log.seq = first.saturating_sub(1);
+        }
+    }
+
     pub(super) fn retired_node(&self, ino: Ino) -> Option<(What, SystemTime)> {
         lock(&self.retired).nodes.get(&ino).cloned()
     }

@@ -63,6 +63,7 @@ pub(crate) fn spawn(
     now: bool,
     shutdown: CancellationToken,
 ) -> Asker {
+    refresher.core.number_changes_from(first_change_number());
     let (tx, rx) = mpsc::unbounded_channel();
     let asker = Asker(tx);
     let for_reads = asker.clone();
@@ -79,6 +80,18 @@ pub(crate) fn spawn(
         shutdown,
     ));
     asker
+}
+
+/// The number of this mount's first change-feed line: the Unix time in microseconds, so the
+/// numbers keep growing across remounts (a scanner's hook that remembers the last one it
+/// handled reads on after a remount) without any state on disk; a mount would need a
+/// million changes a second of its life to reach the next mount's first number. Exact in a
+/// double (under 2^53) for centuries, so `awk` compares them right.
+fn first_change_number() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
 }
 
 async fn run(
