@@ -280,19 +280,19 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         )
         .with_disk(disk.as_ref().map(|d| d.store.clone())),
     );
-    let extras = match start.from_snapshot {
-        Some(_) => start.extras,
+    let (extras, playlist_etags) = match start.from_snapshot {
+        Some(_) => (start.extras, start.playlist_etags),
         None => {
             let control = images.control();
-            let extras =
+            let (extras, etags) =
                 catalogue::library::load(control.as_ref(), albums, &HashMap::new(), &images).await;
             if let Some(disk) = disk.clone() {
-                let whole = extras.clone();
-                tokio::task::spawn_blocking(move || disk.loaded(whole))
+                let (whole, saved) = (extras.clone(), etags.clone());
+                tokio::task::spawn_blocking(move || disk.loaded(whole, saved))
                     .await
                     .map_err(|e| MountError::Setup(e.to_string()))?;
             }
-            extras
+            (extras, etags)
         }
     };
     let tree = Tree::build_with(albums, &extras, &config.formats);
@@ -340,7 +340,7 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
         images,
         extras,
         extras_due: start.from_snapshot.is_some(),
-        playlist_etags: start.playlist_etags,
+        playlist_etags,
     };
     let notifier = session.notifier();
     let now = start.from_snapshot.is_some();

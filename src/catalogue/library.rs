@@ -7,15 +7,18 @@
 //! whether it is a JPEG or a PNG decides its name, so each album's chosen picture is fetched
 //! here (it is small) and kept in the image store, where the first read finds it.
 
-use crate::client::seams::ControlPlane;
+use crate::client::seams::{ControlPlane, Fresh};
 use crate::fs::tree::AlbumEntry;
-use crate::protocol::model::{FileId, Image, Playlist};
+use crate::protocol::model::{FileId, Image, Playlist, PlaylistId};
 use crate::readpath::images::{CoverInfo, ImageStore};
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 
 const PLAYLISTS_AT_ONCE: usize = 16;
 const IMAGES_AT_ONCE: usize = 16;
+
+/// The ETags of playlists' answers, by playlist.
+pub type PlaylistEtags = HashMap<PlaylistId, String>;
 
 /// Playlists and covers: what the tree shows besides albums and tracks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,25 +29,39 @@ pub struct Extras {
     pub covers: HashMap<FileId, CoverInfo>,
 }
 
-/// The user's playlists in rootlist order; none when the origin has none (or fails to say).
-pub async fn load_playlists(api: &dyn ControlPlane) -> Vec<Playlist> {
+/// The user's playlists in rootlist order, with the ETags of their answers (so the first
+/// refresh that finds the library changed revalidates them instead of fetching them again);
+/// none when the origin has none (or fails to say).
+pub async fn load_playlists(api: &dyn ControlPlane) -> (Vec<Playlist>, PlaylistEtags) {
     let ids = match api.rootlist().await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!("no playlists: cannot read the rootlist: {e}");
-            return Vec::new();
+            return Default::default();
         }
     };
     let loaded: Vec<_> = stream::iter(ids)
-        .map(|id| async move {
-            api.playlist(id).await.inspect_err(
-                |e| tracing::warn!(playlist = %id.to_base62(), "skipping a playlist: {e}"),
-            )
-        })
+        .map(|id| async move { (id, api.playlist_if(id, None).await) })
         .buffered(PLAYLISTS_AT_ONCE)
         .collect()
         .await;
-    loaded.into_iter().filter_map(Result::ok).collect()
+    let (mut playlists, mut etags) = (Vec::new(), PlaylistEtags::new());
+    for (id, answer) in loaded {
+        match answer {
+            Ok(Fresh::New(playlist, etag)) => {
+                if let Some(etag) = etag {
+                    etags.insert(id, etag);
+                }
+                playlists.push(playlist);
+            }
+            // Without an ETag sent, a `304` is the origin's confusion: left out.
+            Ok(Fresh::Unchanged) => {
+                tracing::warn!(playlist = %id.to_base62(), "skipping a playlist: a 304 unasked");
+            }
+            Err(e) => tracing::warn!(playlist = %id.to_base62(), "skipping a playlist: {e}"),
+        }
+    }
+    (playlists, etags)
 }
 
 /// The picture each album shows (docs/protocol.md §6: the largest).
@@ -93,13 +110,14 @@ pub async fn load_covers(
     covers
 }
 
-/// Both, for a mount or a refresh.
+/// Both, for a mount, with the playlists' ETags.
 pub async fn load(
     api: &dyn ControlPlane,
     albums: &[AlbumEntry],
     known: &HashMap<FileId, CoverInfo>,
     images: &ImageStore,
-) -> Extras {
-    let (playlists, covers) = tokio::join!(load_playlists(api), load_covers(albums, known, images));
-    Extras { playlists, covers }
+) -> (Extras, PlaylistEtags) {
+    let ((playlists, etags), covers) =
+        tokio::join!(load_playlists(api), load_covers(albums, known, images));
+    (Extras { playlists, covers }, etags)
 }

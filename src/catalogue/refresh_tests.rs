@@ -188,3 +188,15 @@ async fn playlists_are_revalidated_each_with_its_etag() {
     let (kept_too, _) = revalidate_playlists(&api, &first, &HashMap::new()).await;
     assert_eq!(kept_too, first);
 }
+
+#[tokio::test]
+async fn playlists_loaded_at_mount_keep_their_etags_for_the_first_refresh() {
+    let (api, ids) = origin(true);
+    api.add_playlist("Mix", &api.album_tracks(ids[0]));
+    let (first, etags) = crate::catalogue::library::load_playlists(&api).await;
+    assert_eq!((first.len(), etags.len()), (1, 1));
+    take_calls(&api);
+    let (again, _) = revalidate_playlists(&api, &first, &etags).await;
+    assert_eq!(again, first);
+    assert_eq!(take_calls(&api).3, 1, "a 304, no body");
+}

@@ -33,7 +33,7 @@ async fn load(control: Arc<MemoryControlPlane>, formats: &[AudioFormat]) -> Libr
     let albums = crate::catalogue::load(control.as_ref()).await.unwrap();
     let stats = Arc::new(Stats::default());
     let images = Arc::new(ImageStore::new(control.clone(), stats.clone(), 1 << 20));
-    let extras = library::load(control.as_ref(), &albums, &HashMap::new(), &images).await;
+    let (extras, _) = library::load(control.as_ref(), &albums, &HashMap::new(), &images).await;
     let tree = Tree::build_with(&albums, &extras, formats);
     let ranges = Arc::new(ScriptedRanges::serving(&control));
     let cache = Arc::new(BlockCache::new(1 << 20, stats.clone()));

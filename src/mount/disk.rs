@@ -170,8 +170,10 @@ impl Disk {
 
     /// Once a mount that started from the origin has loaded covers and playlists: the first
     /// snapshot, whole. Blocking (it writes a file).
-    pub fn loaded(&self, extras: Extras) {
-        lock(&self.saved).extras = extras;
+    pub fn loaded(&self, extras: Extras, playlist_etags: HashMap<PlaylistId, String>) {
+        let mut saved = lock(&self.saved);
+        (saved.extras, saved.playlist_etags) = (extras, playlist_etags);
+        drop(saved);
         self.save();
     }
 
