@@ -206,6 +206,18 @@ fn the_mount_is_read_only_and_unknown_names_are_enoent() {
         errno(std::fs::rename(&track, mount.path().join("x"))),
         erofs
     );
+    // trackfs has no handlers for these: the kernel refuses them on a read-only mount.
+    let perm = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    assert_eq!(errno(std::fs::set_permissions(&track, perm)), erofs);
+    let opened = std::fs::File::open(&track).unwrap();
+    assert_eq!(
+        errno(opened.set_modified(std::time::SystemTime::now())),
+        erofs
+    );
+    let link = mount.path().join("link");
+    assert_eq!(errno(std::os::unix::fs::symlink(&track, &link)), erofs);
+    assert_eq!(errno(std::fs::hard_link(&track, &link)), erofs);
+    assert_eq!(errno(std::fs::remove_dir(track.parent().unwrap())), erofs);
     assert_eq!(
         errno(std::fs::metadata(mount.path().join("nope")).map(drop)),
         Some(libc::ENOENT)
