@@ -380,6 +380,7 @@ fn build_core(
 ) -> FsCore {
     let budget = MemoryBudget::split(config.cache_size);
     let cache = Arc::new(BlockCache::new(budget.blocks, stats.clone()));
+    crate::readpath::buffers::give_freed_buffers_back();
     let buffers = Buffers::new(budget.spare_buffers);
     let transport = Arc::new(Http1Transport::new(
         ReqwestTransport::new(http),
