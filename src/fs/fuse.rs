@@ -364,9 +364,13 @@ pub fn spawn(
         config.mount_options.push(fuser::MountOption::AutoUnmount);
     }
     // Cached reads are answered (copied into the page cache) on these threads, so more of
-    // them let the kernel's concurrent read-ahead requests overlap. Measured on two cores in
-    // alternating A/B runs of cold sequential reads: 4 beat 2 by 10-14%, 8 beat 4 by 14-33%,
-    // 16 was no better than 8. Idle threads cost a stack and a blocked read(2) each.
+    // them let the kernel's concurrent read-ahead requests overlap; reads that wait for the
+    // CDN never hold one (tests/slow_file.rs), so fewer would be safe, not faster. Measured on
+    // two cores in alternating A/B runs of cold sequential reads: 4 beat 2 by 10-14%, 8 beat
+    // 4 by 14-33%, 16 was no better than 8; again for issue 18 (docs/benchmarks.md): 1, 2, 4
+    // and 16 no better than 8, and 2 worse in one round (cold 396 against 546 MB/s, eight
+    // readers 550-658 against 733-832), though one thread reads fastest in the do-nothing
+    // examples/fuse_ceiling.rs. Idle threads cost a stack and a blocked read(2) each.
     config.n_threads = Some(8);
     fuser::Session::new(fs, mountpoint, &config)?
         .spawn()
