@@ -19,6 +19,7 @@ use crate::readpath::budget::MemoryBudget;
 use crate::readpath::buffers::Buffers;
 use crate::readpath::heads::HeadStore;
 use crate::readpath::images::ImageStore;
+use crate::readpath::kernel_window::KernelWindow;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::{Reader, ReaderConfig};
 use crate::{catalogue, client};
@@ -51,7 +52,8 @@ pub struct MountConfig {
     pub cdn: CdnConfig,
     pub timeouts: Timeouts,
     pub reader: ReaderConfig,
-    /// The kernel's read-ahead for this mount, in KiB (raised as root; 0 leaves it alone).
+    /// The kernel's read-ahead for this mount, in KiB (raised as root; 0 leaves it alone),
+    /// narrowed to 128 KiB for new opens while a scanner is at work.
     pub kernel_read_ahead_kb: u32,
     /// Root of the disk cache (the origin gets a folder in it); `None` = no disk cache.
     pub disk_cache: Option<PathBuf>,
@@ -120,30 +122,9 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// What `--disk-cache-size` defaults to.
 pub const DEFAULT_DISK_CACHE_SIZE: u64 = 4 << 30;
 
-/// Larger kernel read-ahead means fewer, larger FUSE reads for sequential readers.
+/// Larger kernel read-ahead means fewer, larger FUSE reads for sequential readers (1 MiB
+/// READs); while a scanner is at work, opens get 128 KiB instead (`readpath::kernel_window`).
 pub const DEFAULT_KERNEL_READ_AHEAD_KB: u32 = 1024;
-
-/// Sets the mount's read-ahead (`/sys/class/bdi/<major:minor>/read_ahead_kb`), as gcsfuse does:
-/// the kernel only offers 128 KiB at mount time. Needs root; otherwise the default stays.
-fn set_kernel_read_ahead(mountpoint: &Path, kb: u32) {
-    use std::os::unix::fs::MetadataExt;
-    if kb == 0 {
-        return;
-    }
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let dev = meta.dev();
-    let path = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev)
-    );
-    match std::fs::write(&path, kb.to_string()) {
-        Ok(()) => tracing::debug!("kernel read-ahead set to {kb} KiB ({path})"),
-        Err(e) => tracing::debug!("kernel read-ahead left at its default: {path}: {e}"),
-    }
-}
 
 /// A mounted filesystem; dropping it unmounts.
 pub(crate) struct Mounted {
@@ -318,7 +299,8 @@ pub(crate) async fn mount(config: MountConfig) -> Result<Mounted, MountError> {
             path: config.mountpoint.display().to_string(),
             reason: e.to_string(),
         })?;
-    set_kernel_read_ahead(&config.mountpoint, config.kernel_read_ahead_kb);
+    // The kernel offers 128 KiB at mount time; raised now, and narrowed per open for scanners.
+    core.attach_kernel_window(&config.mountpoint);
     let control = disk.as_ref().and_then(|disk| {
         let listening = control::serve(
             &config.mountpoint,
@@ -406,6 +388,8 @@ fn build_core(
         stats.clone(),
         reader_config,
     );
+    let window = KernelWindow::new(config.kernel_read_ahead_kb);
+    let reader = reader.with_kernel_window(Arc::new(window));
     let reader = Arc::new(reader.with_buffers(buffers));
     if let Some(disk) = disk {
         disk.attach(reader.clone(), reader_keys, sizes);

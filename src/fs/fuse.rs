@@ -295,11 +295,12 @@ impl Filesystem for TrackFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.core.closed(ino.0);
         reply.ok();
     }
 

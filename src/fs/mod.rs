@@ -320,7 +320,25 @@ impl FsCore {
         match what {
             What::Dir => Err(FsError::IsDir),
             What::Stats | What::Changes | What::Refresh => Ok(OpenMode::Direct),
-            What::Track(..) | What::Cover { .. } | What::Playlist(_) => Ok(OpenMode::Cached),
+            What::Track(..) => {
+                // The kernel takes the mount's read-ahead for this file once we answer.
+                self.reader.before_open();
+                Ok(OpenMode::Cached)
+            }
+            What::Cover { .. } | What::Playlist(_) => Ok(OpenMode::Cached),
+        }
+    }
+
+    /// Once mounted: the kernel's read-ahead for each open (`readpath::kernel_window`).
+    pub fn attach_kernel_window(&self, mountpoint: &std::path::Path) {
+        self.reader.attach_kernel_window(mountpoint);
+    }
+
+    /// A file was closed (FLUSH): a track that was only looked at tells the kernel's
+    /// read-ahead that a scanner is at work (`readpath::kernel_window`).
+    pub fn closed(&self, ino: Ino) {
+        if let Some((What::Track(file, _), _)) = self.what(ino) {
+            self.reader.closed(file);
         }
     }
 

@@ -5,6 +5,7 @@
 //!   (`opening`).
 //! - `block_cache`: the memory LRU of decrypted blocks, with claims for single flight.
 //! - `readahead`: per-file sequential streams and how far ahead they fetch.
+//! - `kernel_window`: the kernel's read-ahead for each open, narrow while a scanner is at work.
 //! - `range_set`: the byte ranges already handed to the kernel (so passed blocks can go).
 //! - `keys`, `heads`: audio keys and plaintext head files, cached.
 //! - `images`: cover pictures, fetched whole once and kept within a budget.
@@ -17,6 +18,7 @@ pub(crate) mod buffers;
 pub mod disk;
 pub(crate) mod heads;
 pub(crate) mod images;
+pub(crate) mod kernel_window;
 pub(crate) mod keys;
 pub(crate) mod opening;
 pub(crate) mod range_set;

@@ -45,6 +45,11 @@ impl RangeSet {
         merged
     }
 
+    /// The longest range handed over in one piece.
+    pub fn longest(&self) -> Option<Range<u64>> {
+        self.ranges.iter().max_by_key(|r| r.end - r.start).cloned()
+    }
+
     fn forget_shortest_except(&mut self, keep: &Range<u64>) {
         let shortest = (0..self.ranges.len())
             .filter(|&i| self.ranges[i] != *keep)

@@ -56,6 +56,15 @@ impl Default for ReadAheadConfig {
     }
 }
 
+/// Whether `run`, bytes handed to the kernel in one piece, shows a reader going on past a
+/// file's head: `probe_bytes` or more, or the whole file from where readers start. A player or
+/// a copy does; a scanner's look at the start (and the tail) does not, which is what
+/// `kernel_window` narrows the kernel's read-ahead for.
+pub(crate) fn reads_on(config: &ReadAheadConfig, run: &Range<u64>, start: u64, total: u64) -> bool {
+    run.end - run.start.min(run.end) >= config.probe_bytes
+        || (run.start <= start && run.end >= total)
+}
+
 #[derive(Debug, Clone)]
 struct Stream {
     /// Where the stream's first read began.
@@ -328,6 +337,20 @@ mod tests {
             "the first stream kept its window"
         );
         assert!(s.streams[0].next > 4 * MIB);
+    }
+
+    #[test]
+    fn reading_on_is_probe_bytes_in_one_piece_or_the_whole_file() {
+        let c = ReadAheadConfig::default();
+        let total = 12 * MIB;
+        // mpd: 512 KiB and the kernel's 1 MiB after it; ffprobe: 320 KiB, then the tail.
+        assert!(!reads_on(&c, &(0..3 * MIB / 2), 0, total));
+        assert!(!reads_on(&c, &(total - (64 << 10)..total), 0, total));
+        // A player or a copy, past 2 MiB; a small file read whole (past an Ogg header too).
+        assert!(reads_on(&c, &(0..2 * MIB), 0, total));
+        assert!(reads_on(&c, &(MIB..4 * MIB), 0, total));
+        assert!(reads_on(&c, &(167..MIB), 167, MIB));
+        assert!(!reads_on(&c, &(4096..MIB), 0, MIB));
     }
 
     #[test]

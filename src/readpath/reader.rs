@@ -14,9 +14,10 @@ use crate::protocol::model::{Container, FileId};
 use crate::readpath::block_cache::{Block, BlockCache, Claim, Lookup, Pending};
 use crate::readpath::buffers::{Buffers, DEFAULT_SPARE_BUFFERS};
 use crate::readpath::heads::HeadStore;
+use crate::readpath::kernel_window::KernelWindow;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::range_set::RangeSet;
-use crate::readpath::readahead::{ReadAheadConfig, Streams};
+use crate::readpath::readahead::{reads_on, ReadAheadConfig, Streams};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,8 @@ pub(crate) struct Reader {
     files: Mutex<HashMap<FileId, FileState>>,
     /// Permits in KiB for response bytes in flight.
     in_flight: Arc<Semaphore>,
+    /// The kernel's read-ahead for new opens, told what readers do (`kernel_window`).
+    window: Arc<KernelWindow>,
 }
 
 impl Reader {
@@ -96,6 +99,36 @@ impl Reader {
             )),
             config,
             files: Mutex::new(HashMap::new()),
+            window: Arc::new(KernelWindow::detached()),
+        }
+    }
+
+    /// The same, choosing the kernel's read-ahead of each open through `window`.
+    pub(crate) fn with_kernel_window(mut self, window: Arc<KernelWindow>) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Once mounted: finds the mount's read-ahead setting and sets the wide window.
+    pub(crate) fn attach_kernel_window(&self, mountpoint: &std::path::Path) {
+        self.window.attach(mountpoint);
+    }
+
+    /// Before a track's OPEN is answered (`kernel_window`).
+    pub(crate) fn before_open(&self) {
+        self.window.before_open();
+    }
+
+    /// A track was closed: if it was only looked at, a scanner is at work (`kernel_window`).
+    pub(crate) fn closed(&self, file: FileRef) {
+        let start = file.container.hidden_header_len();
+        let read_on = self.with_state(file.id, |s| {
+            let total = s.total.unwrap_or(u64::MAX);
+            let run = s.served.longest()?;
+            Some(reads_on(&self.config.readahead, &run, start, total))
+        });
+        if read_on == Some(false) {
+            self.window.note_looked_at();
         }
     }
 
@@ -161,7 +194,7 @@ impl Reader {
             tokio::spawn(
                 async move { reader.blocks(file, first, last + 1, prefetch_blocks).await },
             );
-            self.note_served(file.id, offset, end);
+            self.note_served(file, offset, end, total);
             return Ok(bytes);
         }
         let (blocks, waited) = self.blocks(file, first, last + 1, prefetch_blocks).await?;
@@ -170,7 +203,7 @@ impl Reader {
                 s.streams.note_wait(&self.config.readahead, offset)
             });
         }
-        self.note_served(file.id, offset, end);
+        self.note_served(file, offset, end, total);
         Ok(assemble(&blocks, offset - first * bs, end - offset))
     }
 
@@ -179,8 +212,15 @@ impl Reader {
     /// byte the kernel has leave the block cache and their memory is reused: the cache holds
     /// read-ahead and random-access blocks, not whole copied files. A block a random reader
     /// has not read all of stays, however close to a sequential reader it lies.
-    fn note_served(&self, file: FileId, offset: u64, end: u64) {
-        let served = self.with_state(file, |s| s.served.add(offset..end));
+    /// A run that reads on past the file's head also tells the kernel's read-ahead that a
+    /// player or a copy is at work (`kernel_window`).
+    fn note_served(&self, file: FileRef, offset: u64, end: u64, total: u64) {
+        let served = self.with_state(file.id, |s| s.served.add(offset..end));
+        let start = file.container.hidden_header_len();
+        if reads_on(&self.config.readahead, &served, start, total) {
+            self.window.note_streaming();
+        }
+        let file = file.id;
         let bs = self.config.block_size;
         let behind = RELEASE_BEHIND.max(2 * self.config.readahead.back_slack);
         let done = offset.saturating_sub(behind) / bs;

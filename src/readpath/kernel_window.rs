@@ -1,0 +1,219 @@
+//! The kernel's read-ahead, chosen at each open of a track: wide for copies and players,
+//! narrow while a media scanner walks the library.
+//!
+//! Why: the kernel reads ahead of every sequential reader on its own, and trackfs must answer
+//! (fetch) whatever it asks for. A wide window (1 MiB, `--kernel-read-ahead`) makes it send
+//! 1 MiB READs, which is what makes cold copies fast (issue 18); but it also turns a scanner's
+//! look at a file's start into megabytes: mpd reads 2 x 256 KiB, and the kernel's second
+//! window then asks for 1 MiB more (mm/readahead.c doubles the window at each step), so a
+//! database update cost ~2 MiB a track where issue 17 allows 1 MiB.
+//!
+//! How: the kernel copies the mount's read-ahead (`/sys/class/bdi/<dev>/read_ahead_kb`) into
+//! each open file when the filesystem's open returns (`file_ra_state_init` runs after
+//! `->open` in `do_dentry_open`), so what the setting says at an open holds for that open
+//! alone, and files already open keep theirs. What to write comes from what readers did
+//! lately: a track closed after only a look at its start (nothing handed to the kernel in one
+//! piece of `probe_bytes` or more, nor the whole file) makes the next opens narrow (128 KiB);
+//! a track read on past its head (a player, `cp`) makes them wide again. A mount starts wide,
+//! so a copy on a fresh mount and the first file of a scan get the wide window; after that a
+//! scan costs what it reads. The sysfs file is written when the choice changes (and checked
+//! at each open of a track), only as root; without root nothing is written, as before.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The kernel's own default, and what mpd's 256 KiB reads cost nothing extra with.
+pub const NARROW_KB: u32 = 128;
+
+/// The mount's kernel read-ahead, switched between a wide and a narrow window.
+#[derive(Debug)]
+pub(crate) struct KernelWindow {
+    wide_kb: u32,
+    narrow_kb: u32,
+    /// `read_ahead_kb` of the mount's bdi, once mounted (none: nothing is ever written).
+    path: OnceLock<PathBuf>,
+    /// What the next open should get.
+    narrow: AtomicBool,
+    /// What was last written (0: nothing yet; `u32::MAX`: writing failed, given up).
+    applied: Mutex<u32>,
+}
+
+impl KernelWindow {
+    /// `wide_kb` 0 leaves the kernel's read-ahead alone; the narrow window is never wider.
+    pub fn new(wide_kb: u32) -> Self {
+        KernelWindow {
+            wide_kb,
+            narrow_kb: NARROW_KB.min(wide_kb),
+            path: OnceLock::new(),
+            narrow: AtomicBool::new(false),
+            applied: Mutex::new(0),
+        }
+    }
+
+    /// One that never writes anything (tests, and readers without a mount).
+    pub fn detached() -> Self {
+        KernelWindow::new(0)
+    }
+
+    /// After the mount is up (INIT answered): finds the mount's bdi and sets the wide window.
+    pub fn attach(&self, mountpoint: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        if self.wide_kb == 0 {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(mountpoint) else {
+            return;
+        };
+        let dev = meta.dev();
+        let path = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            rustix::fs::major(dev),
+            rustix::fs::minor(dev)
+        );
+        self.attach_file(PathBuf::from(path));
+    }
+
+    /// The same with the file to write given (tests use a plain file).
+    pub fn attach_file(&self, path: PathBuf) {
+        if self.wide_kb == 0 || self.path.set(path).is_err() {
+            return;
+        }
+        self.apply(self.wide_kb);
+    }
+
+    /// Before a track's OPEN is answered: makes sure the file gets the window that fits
+    /// lately's readers (the changes below write it at once; this covers a write that raced).
+    pub fn before_open(&self) {
+        let kb = match self.narrow.load(Ordering::Relaxed) {
+            true => self.narrow_kb,
+            false => self.wide_kb,
+        };
+        self.apply(kb);
+    }
+
+    /// A stream read on past its head: a player or a copy is at work.
+    pub fn note_streaming(&self) {
+        // Called at every read of a stream: a load first keeps the cache line shared.
+        if self.narrow.load(Ordering::Relaxed) && self.narrow.swap(false, Ordering::Relaxed) {
+            tracing::debug!("a stream reads on: wide kernel read-ahead for new opens");
+            self.apply(self.wide_kb);
+        }
+    }
+
+    /// A file was closed after only a look at its start: a scanner is at work.
+    pub fn note_looked_at(&self) {
+        if !self.narrow.swap(true, Ordering::Relaxed) {
+            tracing::debug!("a file was only looked at: narrow kernel read-ahead for new opens");
+            self.apply(self.narrow_kb);
+        }
+    }
+
+    /// The window new opens get now, in KiB (0: left alone).
+    #[cfg(test)]
+    pub fn applied_kb(&self) -> u32 {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, kb: u32) {
+        let Some(path) = self.path.get() else {
+            return;
+        };
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        // u32::MAX: writing failed once (not root, or no such bdi); the kernel's window stays.
+        if *applied == kb || kb == 0 || *applied == u32::MAX {
+            return;
+        }
+        match std::fs::write(path, kb.to_string()) {
+            Ok(()) => {
+                tracing::debug!("kernel read-ahead set to {kb} KiB ({})", path.display());
+                *applied = kb;
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "kernel read-ahead left at its default: {}: {e}",
+                    path.display()
+                );
+                *applied = u32::MAX;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(wide: u32) -> (KernelWindow, tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("read_ahead_kb");
+        std::fs::write(&file, "128").unwrap();
+        let window = KernelWindow::new(wide);
+        window.attach_file(file.clone());
+        (window, dir, file)
+    }
+
+    fn written(file: &Path) -> String {
+        std::fs::read_to_string(file).unwrap()
+    }
+
+    #[test]
+    fn a_mount_starts_wide_a_look_at_a_file_narrows_it_and_a_stream_widens_it() {
+        let (window, _dir, file) = attached(1024);
+        assert_eq!(written(&file), "1024");
+        window.before_open();
+        assert_eq!(written(&file), "1024");
+        window.note_looked_at();
+        assert_eq!(written(&file), "128", "for the opens after it");
+        window.before_open();
+        assert_eq!(written(&file), "128");
+        window.note_streaming();
+        assert_eq!(written(&file), "1024");
+        window.before_open();
+        assert_eq!(written(&file), "1024");
+    }
+
+    #[test]
+    fn the_file_is_written_only_when_the_choice_changes() {
+        let (window, _dir, file) = attached(1024);
+        window.note_looked_at();
+        window.before_open();
+        // Someone else's value: not ours to fight over at every open.
+        std::fs::write(&file, "4096").unwrap();
+        window.before_open();
+        window.note_looked_at();
+        window.before_open();
+        assert_eq!(written(&file), "4096");
+        assert_eq!(window.applied_kb(), 128);
+    }
+
+    #[test]
+    fn zero_or_a_narrow_wide_window_leave_things_alone() {
+        let (window, _dir, file) = attached(0);
+        window.note_looked_at();
+        window.before_open();
+        assert_eq!(written(&file), "128", "0 keeps the kernel's");
+        let (window, _dir, file) = attached(64);
+        window.note_looked_at();
+        window.before_open();
+        assert_eq!(written(&file), "64", "never wider than asked for");
+    }
+
+    #[test]
+    fn a_detached_window_writes_nothing() {
+        let window = KernelWindow::detached();
+        window.note_looked_at();
+        window.before_open();
+        assert_eq!(window.applied_kb(), 0);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = KernelWindow::new(1024);
+        window.attach_file(dir.path().join("missing/read_ahead_kb"));
+        window.note_looked_at();
+        window.before_open();
+        assert_eq!(window.applied_kb(), u32::MAX);
+    }
+}
