@@ -75,7 +75,8 @@ pub(crate) struct MountArgs {
           default_value_t = u64::from(CdnConfig::default().attempts.saturating_sub(1)),
           value_parser = parse::number_in(0, MAX_RETRIES, ""))]
     retries: u64,
-    /// Kernel read-ahead for the mount, set when running as root (0 keeps the kernel's; at most 64MiB).
+    /// Kernel read-ahead for the mount, set when running as root (0 keeps the kernel's; at most 64MiB);
+    /// new opens get 128KiB while a media scanner is at work.
     #[arg(long, value_name = "SIZE", help_heading = TUNING,
           default_value_t = Size(u64::from(mount::DEFAULT_KERNEL_READ_AHEAD_KB) << 10),
           value_parser = parse::kernel_read_ahead)]
