@@ -372,7 +372,7 @@ fn build_core(
     let cdn = Arc::new(cdn.with_buffers(buffers.clone()));
     // With a disk cache: ciphertext and keys kept across mounts, and offline known at once.
     let (control, source): (Arc<dyn ControlPlane>, Arc<dyn RangeSource>) = match disk {
-        Some(disk) => (disk.gate(api), disk.wrap(cdn)),
+        Some(disk) => (disk.gate(api), disk.wrap(cdn, buffers.clone())),
         None => (api, cdn),
     };
     let keys = KeyStore::new(config.keys.clone(), control.clone());

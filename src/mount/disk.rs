@@ -13,6 +13,7 @@ use crate::client::error::FetchError;
 use crate::client::seams::{ControlPlane, RangeSource};
 use crate::client::stats::Stats;
 use crate::protocol::model::{FileId, PlaylistId};
+use crate::readpath::buffers::Buffers;
 use crate::readpath::disk::dir::{self, DirError};
 use crate::readpath::disk::keys::WrappedKeys;
 use crate::readpath::disk::offline::{Gated, Reachability};
@@ -230,9 +231,14 @@ impl Disk {
         })
     }
 
-    /// The disk tier over `cdn`.
-    pub fn wrap(&self, cdn: Arc<dyn RangeSource>) -> Arc<dyn RangeSource> {
-        let tier = Arc::new(DiskTier::new(self.store.clone(), cdn, self.reach.clone()));
+    /// The disk tier over `cdn`, copying ciphertext into buffers from `buffers`.
+    pub(crate) fn wrap(
+        &self,
+        cdn: Arc<dyn RangeSource>,
+        buffers: Arc<Buffers>,
+    ) -> Arc<dyn RangeSource> {
+        let tier = DiskTier::new(self.store.clone(), cdn, self.reach.clone());
+        let tier = Arc::new(tier.with_buffers(buffers));
         *lock(&self.tier) = Some(tier.clone());
         tier
     }

@@ -2,24 +2,33 @@
 //! pieces are all on disk is answered from there with no request; otherwise the stored pieces
 //! at its start are used and the rest is asked below, with the ciphertext kept on its way up
 //! (copied off each piece just before the caller's transform decrypts it in place, so
-//! decryption stays one pass in the CPU's cache) and written by a thread of its own: a read
-//! never waits for a disk write, and a write queue that grows past a bound drops pieces
-//! rather than memory.
+//! decryption stays one pass in the CPU's cache) and written by a thread of its own. The
+//! copies (in flight and queued for the writer) share one small bound: a fetch reserves room
+//! for its copy before it starts, and gives it back piece by piece as the writer stores them.
+//! When the writer is that far behind (a slow or busy disk), a fetch waits to start instead of
+//! dropping pieces: a track read once must be whole on disk (offline nothing could complete
+//! it), and the tier's memory stays within the bound (docs/benchmarks.md, row 8).
 
 use super::offline::Reachability;
 use super::store::{Store, BLOCK_SIZE};
 use crate::client::error::FetchError;
 use crate::client::seams::{BoxFuture, Fetched, RangeRequest, RangeSource, Transform};
 use crate::protocol::model::FileId;
+use crate::readpath::buffers::Buffers;
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Pieces waiting for the writer, in bytes; past this, new pieces are not stored.
-const MAX_QUEUED: u64 = 64 << 20;
-/// Ranges larger than this are passed on without being stored (the reader's runs are 2 MiB).
-const MAX_CAPTURE: u64 = 16 << 20;
+/// Ciphertext copied aside (in flight, or waiting for the writer), in bytes: the disk tier's
+/// own memory. Four of the reader's 2 MiB runs.
+const ROOM: u32 = 8 << 20;
+/// Ranges larger than this are passed on without being stored (the reader's runs are 2 MiB;
+/// only `--max-request` above it makes larger ones).
+const MAX_CAPTURE: u64 = ROOM as u64;
+/// Writer threads. Storing a piece is mostly waiting (creating an inode, journaling a
+/// rename), not CPU: two overlap those waits, so the disk keeps up with the CDN.
+const WRITERS: usize = 2;
 
 enum Job {
     Write {
@@ -27,6 +36,8 @@ enum Job {
         block: u64,
         total: u64,
         data: Bytes,
+        /// Its room, given back once written.
+        _room: OwnedSemaphorePermit,
     },
     Flush(mpsc::Sender<()>),
 }
@@ -35,80 +46,121 @@ pub struct DiskTier {
     store: Arc<Store>,
     lower: Arc<dyn RangeSource>,
     reach: Arc<Reachability>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    queued: Arc<AtomicU64>,
+    /// One queue per writer thread; a piece goes to `block % WRITERS`.
+    jobs: Mutex<Option<Vec<mpsc::Sender<Job>>>>,
+    /// Room for copies of ciphertext, in bytes (`ROOM`).
+    room: Arc<Semaphore>,
+    /// Where copies come from: recycled page-aligned buffers, so a copy costs no page faults
+    /// and freed copies do not pile up in the allocator (a mount passes its pool).
+    buffers: Option<Arc<Buffers>>,
 }
 
-/// Stored ciphertext copied off the pieces of an answer as they pass, and how far from the
-/// start every byte has been seen (pieces out of order stop the count: what follows is not
-/// stored, never stored unseen).
+/// Ciphertext copied off the pieces of an answer as they pass, in order from `from`: a piece
+/// after a gap is not copied (nor anything after it), so nothing unseen is ever stored.
 struct Capture {
     from: u64,
-    bytes: Vec<u8>,
-    seen_to: u64,
+    /// Its length is how far every byte has been seen.
+    bytes: BytesMut,
+    /// The range's length: nothing past it is copied.
+    limit: usize,
+}
+
+impl Capture {
+    fn keep(&mut self, offset: u64, piece: &[u8]) {
+        let seen_to = self.from + self.bytes.len() as u64;
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if offset > seen_to || offset + (piece.len() as u64) <= seen_to {
+            return;
+        }
+        let new = &piece[(seen_to - offset) as usize..];
+        self.bytes.extend_from_slice(&new[..new.len().min(room)]);
+    }
 }
 
 impl DiskTier {
     pub fn new(store: Arc<Store>, lower: Arc<dyn RangeSource>, reach: Arc<Reachability>) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let queued = Arc::new(AtomicU64::new(0));
-        let (writer_store, writer_queued) = (store.clone(), queued.clone());
-        let spawned = std::thread::Builder::new()
-            .name("trackfs-disk".into())
-            .spawn(move || {
-                for job in rx {
-                    match job {
-                        Job::Write {
-                            file,
-                            block,
-                            total,
-                            data,
-                        } => {
-                            writer_store.write(file, block, total, &data);
-                            writer_queued.fetch_sub(data.len() as u64, Ordering::Relaxed);
+        let mut senders = Vec::with_capacity(WRITERS);
+        for n in 0..WRITERS {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let writer_store = store.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("trackfs-disk{n}"))
+                .spawn(move || {
+                    for job in rx {
+                        match job {
+                            Job::Write {
+                                file,
+                                block,
+                                total,
+                                data,
+                                _room,
+                            } => writer_store.write(file, block, total, &data),
+                            Job::Flush(done) => drop(done.send(())),
                         }
-                        Job::Flush(done) => drop(done.send(())),
                     }
+                });
+            match spawned {
+                Ok(_) => senders.push(tx),
+                Err(e) => {
+                    tracing::warn!(
+                        "disk cache: no writer thread ({e}); nothing new will be stored"
+                    );
+                    senders.clear();
+                    break;
                 }
-            });
-        let jobs = match spawned {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                tracing::warn!("disk cache: no writer thread ({e}); nothing new will be stored");
-                None
             }
-        };
+        }
+        let jobs = (!senders.is_empty()).then_some(senders);
         DiskTier {
             store,
             lower,
             reach,
             jobs: Mutex::new(jobs),
-            queued,
+            room: Arc::new(Semaphore::new(ROOM as usize)),
+            buffers: None,
         }
+    }
+
+    /// The same, copying into buffers from `buffers`.
+    pub(crate) fn with_buffers(mut self, buffers: Arc<Buffers>) -> Self {
+        self.buffers = Some(buffers);
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    fn queue(&self, file: FileId, block: u64, total: u64, data: Bytes) {
-        let len = data.len() as u64;
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+    /// Room for a copy of `len` bytes, waiting while the writer is `ROOM` behind; `None`
+    /// when nothing would be stored (no writer, writing off, a range too large).
+    async fn reserve(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let writer = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !writer || !self.store.is_writable() || len > MAX_CAPTURE {
+            return None;
+        }
+        self.room.clone().acquire_many_owned(len as u32).await.ok()
+    }
+
+    /// Queues a piece for the writer with its share of the room.
+    fn queue(&self, file: FileId, block: u64, total: u64, data: Bytes, room: OwnedSemaphorePermit) {
+        if self.store.contains(file, block) {
             return;
         }
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let sent = jobs.as_ref().map(|tx| {
-            tx.send(Job::Write {
+        // A writer gone (closed) drops the job, and with it its room.
+        let _ = jobs.as_ref().map(|writers| {
+            writers[block as usize % writers.len()].send(Job::Write {
                 file,
                 block,
                 total,
                 data,
+                _room: room,
             })
         });
-        if !matches!(sent, Some(Ok(()))) {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-        }
     }
 
     /// Waits (blocking) until every piece queued so far is on disk.
@@ -116,9 +168,14 @@ impl DiskTier {
         let (tx, rx) = mpsc::channel();
         let sent = {
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            jobs.as_ref().map(|j| j.send(Job::Flush(tx)).is_ok())
+            let writers = jobs.as_deref().unwrap_or_default();
+            // Each queue is in order: its answer comes after everything queued before it.
+            writers
+                .iter()
+                .filter(|w| w.send(Job::Flush(tx.clone())).is_ok())
+                .count()
         };
-        if sent == Some(true) {
+        for _ in 0..sent {
             let _ = rx.recv();
         }
     }
@@ -188,24 +245,20 @@ impl DiskTier {
             last: request.last,
             known_total: request.known_total.or(total),
         };
-        let capture = (request.last - from < MAX_CAPTURE).then(|| {
-            Mutex::new(Capture {
-                from,
-                bytes: vec![0; (request.last - from + 1) as usize],
-                seen_to: from,
-            })
+        let len = request.last - from + 1;
+        let room = self.reserve(len).await;
+        let capture = room.is_some().then(|| {
+            let limit = len as usize;
+            let bytes = match &self.buffers {
+                Some(pool) => pool.aligned(limit),
+                None => BytesMut::with_capacity(limit),
+            };
+            Mutex::new(Capture { from, bytes, limit })
         });
         let keep = |offset: u64, piece: &mut [u8]| {
             if let Some(capture) = &capture {
                 let mut c = capture.lock().unwrap_or_else(|p| p.into_inner());
-                let at = offset.saturating_sub(c.from) as usize;
-                let end = at + piece.len();
-                if offset >= c.from && end <= c.bytes.len() {
-                    c.bytes[at..end].copy_from_slice(piece);
-                    if offset <= c.seen_to {
-                        c.seen_to = c.seen_to.max(offset + piece.len() as u64);
-                    }
-                }
+                c.keep(offset, piece);
             }
             if let Some(transform) = transform {
                 transform(offset, piece);
@@ -219,16 +272,14 @@ impl DiskTier {
                 return Err(e);
             }
         };
-        if let Some(capture) = capture {
+        if let (Some(capture), Some(room)) = (capture, room) {
             let c = capture.into_inner().unwrap_or_else(|p| p.into_inner());
-            let seen = (c.seen_to - from).min(fetched.data.len() as u64);
-            self.keep_blocks(
-                request.file,
-                fetched.total,
-                from,
-                Bytes::from(c.bytes),
-                seen,
-            );
+            let seen = (c.bytes.len() as u64).min(fetched.data.len() as u64);
+            let stored = match &self.buffers {
+                Some(pool) => pool.share(c.bytes),
+                None => c.bytes.freeze(),
+            };
+            self.keep_blocks(request.file, fetched.total, from, stored, seen, room);
         }
         if prefix.is_empty() {
             return Ok(Some(fetched));
@@ -243,8 +294,17 @@ impl DiskTier {
         }))
     }
 
-    /// Queues every whole block among `seen` bytes of ciphertext starting at `from`.
-    fn keep_blocks(&self, file: FileId, total: u64, from: u64, ciphertext: Bytes, seen: u64) {
+    /// Queues every whole block among `seen` bytes of ciphertext starting at `from`, each with
+    /// its share of `room` (what is not queued is given back at once).
+    fn keep_blocks(
+        &self,
+        file: FileId,
+        total: u64,
+        from: u64,
+        ciphertext: Bytes,
+        seen: u64,
+        mut room: OwnedSemaphorePermit,
+    ) {
         let mut block = from.div_ceil(BLOCK_SIZE);
         loop {
             let start = block * BLOCK_SIZE;
@@ -253,7 +313,10 @@ impl DiskTier {
                 return;
             }
             let piece = ciphertext.slice((start - from) as usize..(end - from) as usize);
-            self.queue(file, block, total, piece);
+            let Some(share) = room.split(piece.len()) else {
+                return;
+            };
+            self.queue(file, block, total, piece, share);
             block += 1;
         }
     }

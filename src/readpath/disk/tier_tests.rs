@@ -202,3 +202,35 @@ async fn closing_writes_what_is_queued_and_frees_the_directory() {
         content().len() as u64 + 3 * super::super::block::HEADER_LEN as u64
     );
 }
+
+#[test]
+fn a_capture_copies_in_order_up_to_its_range_and_stops_at_a_gap() {
+    let mut c = Capture {
+        from: 100,
+        bytes: BytesMut::new(),
+        limit: 10,
+    };
+    c.keep(100, b"abc");
+    // Sent again (a retry from an earlier offset): only what is new is copied.
+    c.keep(101, b"bcde");
+    assert_eq!(&c.bytes[..], b"abcde");
+    // Past a gap: not copied, and the copy stays where every byte was seen.
+    c.keep(107, b"hi");
+    assert_eq!(&c.bytes[..], b"abcde");
+    // Past the range's end: cut.
+    c.keep(105, b"fghijklm");
+    assert_eq!(&c.bytes[..], b"abcdefghij");
+}
+
+#[tokio::test]
+async fn with_a_buffer_pool_a_range_read_is_stored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rig_in(dir);
+    r.tier = r.tier.with_buffers(Buffers::new(8 << 20));
+    let len = content().len() as u64;
+    assert_eq!(get(&r.tier, 0, len - 1).await, expected(0, len - 1));
+    r.tier.flush();
+    let asked = r.cdn.requests().len();
+    assert_eq!(get(&r.tier, 0, len - 1).await, expected(0, len - 1));
+    assert_eq!(r.cdn.requests().len(), asked, "read again from disk only");
+}
