@@ -91,7 +91,7 @@ pub enum FetchError {
     NoCdnUrl { file: FileId },
     #[error("file {file}: storage-resolve says it is not on a CDN (result {result})")]
     NotOnCdn { file: FileId, result: i32 },
-    #[error("giving up on {what} after {attempts} attempts: {last}")]
+    #[error("giving up on {what} after {}: {last}", crate::units::count(*attempts as usize, "attempt"))]
     GaveUp {
         what: String,
         attempts: u32,

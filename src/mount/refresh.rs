@@ -14,6 +14,7 @@ use crate::fs::tree::Tree;
 use crate::fs::FsCore;
 use crate::protocol::model::{AudioFormat, PlaylistId};
 use crate::readpath::images::ImageStore;
+use crate::units::count;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +194,7 @@ impl Refresher {
         self.stats.albums_removed.add(removed as u64);
 
         let changed_albums = catalogue.albums != self.catalogue.albums;
-        let mut summary = format!("{added} albums added, {removed} removed");
+        let mut summary = format!("{} added, {removed} removed", count(added, "album"));
         // Playlists each revalidated with their ETags; pictures already known not fetched.
         let control = self.images.control();
         let ((playlists, playlist_etags), covers) = tokio::join!(

@@ -46,7 +46,11 @@ pub enum PublishError {
     MissingSource(PathBuf),
     #[error("source {} is not a folder", .0.display())]
     NotAFolder(PathBuf),
-    #[error("no Ogg Vorbis, MP3 or FLAC files found in {} ({skipped} files skipped)", path.display())]
+    #[error(
+        "no Ogg Vorbis, MP3 or FLAC files found in {} ({} skipped)",
+        path.display(),
+        crate::units::count(*skipped, "file")
+    )]
     NothingToPublish { path: PathBuf, skipped: usize },
     #[error(
         "{} is not empty and not a trackfs library; publish into a new or empty folder",

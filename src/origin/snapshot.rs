@@ -14,6 +14,7 @@ use crate::protocol::model::{
 };
 use crate::protocol::proto::library::{Catalog, Library as LibraryPb};
 use crate::protocol::proto::metadata as pb;
+use crate::units::count;
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use prost::Message;
@@ -251,10 +252,10 @@ impl Live {
         match loaded {
             Ok(Ok((stamp, fresh))) => {
                 tracing::info!(
-                    "library changed: now {} albums, {} tracks, {} playlists",
-                    fresh.albums.len(),
-                    fresh.tracks.len(),
-                    fresh.playlists.len()
+                    "library changed: now {}, {}, {}",
+                    count(fresh.albums.len(), "album"),
+                    count(fresh.tracks.len(), "track"),
+                    count(fresh.playlists.len(), "playlist")
                 );
                 *guard = (stamp, Arc::new(fresh));
             }
