@@ -65,11 +65,25 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Checks a whole stored file (header and data) against the piece it should be.
+#[cfg(test)]
 pub(crate) fn verify(stored: &[u8], file: FileId, offset: u64) -> Result<Piece, Corrupt> {
     if stored.len() < HEADER_LEN {
         return Err(Corrupt::Short);
     }
-    let h = &stored[..HEADER_LEN];
+    verify_parts(&stored[..HEADER_LEN], &stored[HEADER_LEN..], file, offset)
+}
+
+/// The same, with the header and the data read apart (the data straight into a buffer of
+/// the caller's, with no copy).
+pub(crate) fn verify_parts(
+    h: &[u8],
+    data: &[u8],
+    file: FileId,
+    offset: u64,
+) -> Result<Piece, Corrupt> {
+    if h.len() != HEADER_LEN {
+        return Err(Corrupt::Short);
+    }
     if h[0..8] != MAGIC {
         return Err(Corrupt::Magic);
     }
@@ -80,7 +94,6 @@ pub(crate) fn verify(stored: &[u8], file: FileId, offset: u64) -> Result<Piece, 
         return Err(Corrupt::WrongPiece);
     }
     let expected = u32_at(h, 36) as usize;
-    let data = &stored[HEADER_LEN..];
     if data.len() != expected {
         return Err(Corrupt::Length {
             got: data.len(),

@@ -12,10 +12,10 @@ use super::block::{self, HEADER_LEN};
 use super::dir::{self, DirError, DirLock};
 use crate::client::stats::Stats;
 use crate::protocol::model::FileId;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -122,16 +122,33 @@ impl Store {
     /// A stored block's ciphertext and its file's total size, checked; `None` when it is not
     /// stored or fails its checks (then it is dropped, counted and logged).
     pub fn read(&self, file: FileId, block: u64) -> Option<(Bytes, u64)> {
+        let mut out = BytesMut::new();
+        let total = self.read_into(file, block, &mut out)?;
+        Some((out.freeze(), total))
+    }
+
+    /// Appends a stored block's ciphertext to `out` (read straight into it: a reader's buffer,
+    /// no copy) and gives its file's total size; `None`, with `out` as it was, when it is not
+    /// stored or fails its checks (then it is dropped, counted and logged).
+    pub fn read_into(&self, file: FileId, block: u64, out: &mut BytesMut) -> Option<u64> {
         let key = (file, block);
         let path = self.path(key);
+        let start = out.len();
+        let mut header = [0u8; HEADER_LEN];
         let found = std::fs::File::open(&path).and_then(|mut f| {
-            let mut stored = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut stored)?;
-            Ok((f, stored))
+            let len = f.metadata()?.len();
+            // Any other length is a damaged piece: read what fits, and `verify` says so.
+            let data = len.saturating_sub(HEADER_LEN as u64).min(BLOCK_SIZE + 1) as usize;
+            let head = (len as usize).min(HEADER_LEN);
+            f.read_exact(&mut header[..head])?;
+            out.resize(start + data, 0);
+            f.read_exact(&mut out[start..])?;
+            Ok((f, head))
         });
-        let (f, stored) = match found {
+        let (f, head) = match found {
             Ok(found) => found,
             Err(e) => {
+                out.truncate(start);
                 if e.kind() != ErrorKind::NotFound {
                     tracing::debug!("disk cache: cannot read {}: {e}", path.display());
                 }
@@ -140,16 +157,17 @@ impl Store {
                 return None;
             }
         };
-        match block::verify(&stored, file, block * BLOCK_SIZE) {
+        match block::verify_parts(&header[..head], &out[start..], file, block * BLOCK_SIZE) {
             Ok(piece) => {
                 // Recency lives in the file's time, so it survives a restart.
                 let _ = f.set_modified(SystemTime::now());
                 self.lock().lru.promote(&key);
                 self.stats.disk_hits.incr();
                 self.stats.disk_bytes_read.add(piece.len as u64);
-                Some((Bytes::from(stored).slice(HEADER_LEN..), piece.total))
+                Some(piece.total)
             }
             Err(why) => {
+                out.truncate(start);
                 tracing::warn!(
                     "disk cache: dropping {} ({why}); it will be fetched again",
                     path.display()

@@ -186,3 +186,30 @@ fn a_full_disk_turns_writing_off() {
     assert!((1..8).contains(&stored), "{stored} blocks");
     assert_eq!(store.stats.disk_checksum_failures.get(), 0);
 }
+
+#[test]
+fn read_into_appends_a_good_piece_and_leaves_the_buffer_as_it_was_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    store.write(F, 0, 5000, &data(1));
+    store.write(F, 1, 5000, &data(2));
+    let mut out = BytesMut::from(&b"before"[..]);
+    assert_eq!(store.read_into(F, 0, &mut out), Some(5000));
+    assert_eq!(&out[..6], b"before");
+    assert_eq!(&out[6..], &data(1)[..]);
+    // Longer than any piece may be, then shorter than a header: damaged, and `out` untouched.
+    let path = piece_path(dir.path(), F, 1);
+    std::fs::write(
+        &path,
+        vec![7u8; (HEADER_LEN as u64 + BLOCK_SIZE + 9) as usize],
+    )
+    .unwrap();
+    let len = out.len();
+    assert_eq!(store.read_into(F, 1, &mut out), None);
+    assert_eq!(out.len(), len);
+    store.write(F, 1, 5000, &data(2));
+    std::fs::write(&path, [7u8; 10]).unwrap();
+    assert_eq!(store.read_into(F, 1, &mut out), None);
+    assert_eq!(out.len(), len);
+    assert_eq!(store.stats.disk_checksum_failures.get(), 2);
+}

@@ -188,18 +188,25 @@ impl DiskTier {
         self.store.close();
     }
 
-    /// The stored pieces from `first`'s block on, as long as they follow each other (read on
-    /// a blocking thread: after a reboot they come from the disk itself).
-    async fn stored_prefix(&self, request: RangeRequest) -> Vec<(Bytes, u64)> {
+    /// The stored ciphertext from `first`'s block on, as far as the pieces follow each other,
+    /// and the file's total size (read on a blocking thread: after a reboot it comes from the
+    /// disk itself). Read into one buffer, from the pool when there is one.
+    async fn stored_prefix(&self, request: RangeRequest) -> (BytesMut, Option<u64>) {
         if !self
             .store
             .contains(request.file, request.first / BLOCK_SIZE)
         {
             self.store.stats.disk_misses.incr();
-            return Vec::new();
+            return (BytesMut::new(), None);
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || stored_prefix(&store, request))
+        let blocks = request.last / BLOCK_SIZE - request.first / BLOCK_SIZE + 1;
+        let len = (blocks * BLOCK_SIZE) as usize;
+        let out = match &self.buffers {
+            Some(pool) => pool.aligned(len),
+            None => BytesMut::with_capacity(len),
+        };
+        tokio::task::spawn_blocking(move || stored_prefix(&store, request, out))
             .await
             .unwrap_or_default()
     }
@@ -209,18 +216,14 @@ impl DiskTier {
         request: RangeRequest,
         transform: Option<Transform<'_>>,
     ) -> Result<Option<Fetched>, FetchError> {
-        let prefix = self.stored_prefix(request).await;
-        let total = prefix.first().map(|(_, t)| *t);
+        let (mut data, total) = self.stored_prefix(request).await;
         let block0 = request.first / BLOCK_SIZE * BLOCK_SIZE;
-        let stored_to = block0 + prefix.iter().map(|(b, _)| b.len() as u64).sum::<u64>();
+        let stored_to = block0 + data.len() as u64;
         let want_to = match total {
             Some(t) => (request.last + 1).min(t),
             None => request.last + 1,
         };
-        let mut data = BytesMut::new();
-        for (bytes, _) in &prefix {
-            data.extend_from_slice(bytes);
-        }
+        let from_disk = total.is_some();
         // Cut to what was asked: the prefix starts at its block's start.
         let skip = (request.first - block0).min(data.len() as u64) as usize;
         let _ = data.split_to(skip);
@@ -234,9 +237,9 @@ impl DiskTier {
             }
         }
         // The rest comes from below, once the origin is not known to be unreachable.
-        let from = match prefix.is_empty() {
-            true => request.first,
-            false => stored_to,
+        let from = match from_disk {
+            false => request.first,
+            true => stored_to,
         };
         self.reach.check().await?;
         let below = RangeRequest {
@@ -281,7 +284,7 @@ impl DiskTier {
             };
             self.keep_blocks(request.file, fetched.total, from, stored, seen, room);
         }
-        if prefix.is_empty() {
+        if !from_disk {
             return Ok(Some(fetched));
         }
         if let Some(transform) = transform {
@@ -322,27 +325,36 @@ impl DiskTier {
     }
 }
 
-fn stored_prefix(store: &Store, request: RangeRequest) -> Vec<(Bytes, u64)> {
-    let mut found = Vec::new();
+fn stored_prefix(
+    store: &Store,
+    request: RangeRequest,
+    mut out: BytesMut,
+) -> (BytesMut, Option<u64>) {
+    let mut found = None;
     for block in request.first / BLOCK_SIZE..=request.last / BLOCK_SIZE {
         if !store.contains(request.file, block) {
             store.stats.disk_misses.incr();
             break;
         }
-        let Some((bytes, total)) = store.read(request.file, block) else {
+        let before = out.len();
+        let Some(total) = store.read_into(request.file, block, &mut out) else {
             break;
         };
         let start = block * BLOCK_SIZE;
-        let whole = start < total && bytes.len() as u64 == BLOCK_SIZE.min(total - start);
-        if !whole || request.known_total.is_some_and(|k| k != total) {
+        let got = (out.len() - before) as u64;
+        let whole = start < total && got == BLOCK_SIZE.min(total - start);
+        let agrees =
+            found.is_none_or(|t| t == total) && request.known_total.is_none_or(|k| k == total);
+        if !whole || !agrees {
+            out.truncate(before);
             break;
         }
-        found.push((bytes, total));
+        found = Some(total);
         if start + BLOCK_SIZE >= total {
             break;
         }
     }
-    found
+    (out, found)
 }
 
 impl RangeSource for DiskTier {
