@@ -199,6 +199,53 @@ mod tests {
         assert_eq!(written(&file), "64", "never wider than asked for");
     }
 
+    /// What a reader tells the window: a look at a file's start and tail narrows it, a read
+    /// past `probe_bytes` in one piece widens it.
+    #[tokio::test]
+    async fn a_reader_narrows_it_after_a_look_and_widens_it_for_a_stream() {
+        use crate::protocol::keyfile::Keys;
+        use crate::readpath::heads::HeadStore;
+        use crate::readpath::keys::KeyStore;
+        use crate::readpath::reader::Reader;
+        use crate::readpath::test_rig::{self, Rig, BLOCK};
+        use std::sync::Arc;
+        let mut config = test_rig::config();
+        config.readahead.probe_bytes = 8 * BLOCK;
+        let len = 64 * BLOCK as usize;
+        let rig = Rig::with(&[len, len], config.clone(), 1 << 20);
+        let (window, _dir, file) = attached(1024);
+        let window = Arc::new(window);
+        let reader = Reader::new(
+            rig.cache.clone(),
+            rig.ranges.clone(),
+            Arc::new(KeyStore::new(Keys::new(), rig.control.clone())),
+            HeadStore::new(rig.control.clone(), 1 << 20),
+            rig.stats.clone(),
+            config,
+        );
+        let reader = Arc::new(reader.with_kernel_window(window.clone()));
+        let (scanned, copied) = (rig.files[0], rig.files[1]);
+        reader.closed(scanned);
+        assert_eq!(written(&file), "1024", "nothing read, nothing learnt");
+        reader.read(scanned, 0, 2 * BLOCK).await.unwrap();
+        reader.read(scanned, 63 * BLOCK, BLOCK).await.unwrap();
+        assert_eq!(written(&file), "1024");
+        reader.closed(scanned);
+        assert_eq!(written(&file), "128", "a look at the start and tail");
+        for i in 0..7 {
+            reader.read(copied, i * BLOCK, BLOCK).await.unwrap();
+        }
+        assert_eq!(written(&file), "128", "7 blocks are still a look");
+        reader.read(copied, 7 * BLOCK, BLOCK).await.unwrap();
+        assert_eq!(written(&file), "1024", "8 in one piece are a stream");
+        reader.closed(copied);
+        assert_eq!(
+            written(&file),
+            "1024",
+            "closing a file read on narrows nothing"
+        );
+    }
+
     #[test]
     fn a_detached_window_writes_nothing() {
         let window = KernelWindow::detached();
