@@ -6,6 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::disk::{picture, Serve, Tmpfs};
 use support::fuse_and_ffmpeg as usable;
 use support::rust_origin::RustOrigin;
 use support::{copy_dir, sources, wait_for, Mount};
@@ -37,32 +38,6 @@ fn read_exactly(mount: &Mount, tracks: &[(&str, &str)]) {
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let source = std::fs::read(sources::music().join(relative)).unwrap();
         assert!(data == source, "{} differs from its source", path.display());
-    }
-}
-
-/// `trackfs serve` of a published library on a given address, stopped on drop.
-struct Serve(std::process::Child);
-
-impl Serve {
-    fn start(library: &Path, address: &str) -> Serve {
-        let child = std::process::Command::new(support::TRACKFS)
-            .arg("serve")
-            .arg(library)
-            .args(["--listen", address])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(Duration::from_secs(30), "trackfs serve listening", || {
-            std::net::TcpStream::connect(address).ok()
-        });
-        Serve(child)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        support::terminate(&mut self.0, Duration::from_secs(5));
     }
 }
 
@@ -350,33 +325,6 @@ fn the_demo_leaves_no_cache_directory_behind() {
     assert!(!xdg.exists(), "the demo used the user's cache directory");
 }
 
-/// A small tmpfs (a full disk on demand), unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root, as FUSE tests do"
-        );
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 trait Tap: Sized {
     fn tap(self, f: impl FnOnce(&Self)) -> Self {
         f(&self);
@@ -514,19 +462,6 @@ fn a_pinned_album_survives_eviction_pressure_and_plays_offline() {
     assert!(stored_bytes(cache.path()) <= 3 << 20);
 }
 
-/// A small picture made with ffmpeg, `jpg` or `png` by the name's extension.
-fn picture(path: &Path, colour: &str) {
-    let out = support::run(
-        std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("color=c={colour}:s=64x48:d=1"))
-            .args(["-frames:v", "1"])
-            .arg(path),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "ffmpeg picture");
-}
-
 /// The stored pieces of the picture whose bytes are `bytes` (its file id: the name `publish`
 /// stored it under in the library's `images/`).
 fn picture_pieces(library: &Path, cache: &Path, bytes: &[u8]) -> Vec<PathBuf> {
@@ -605,4 +540,40 @@ fn offline_the_tree_keeps_its_covers_and_playlists() {
         "{suite_names:?}"
     );
     assert_eq!(mount.stat("cdn_requests"), 0);
+}
+
+#[test]
+fn a_damaged_or_newer_snapshot_is_one_warning_and_a_cold_start() {
+    if !usable() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let flags = cache_flag(cache.path());
+    let origin = RustOrigin::start(sources::music(), &[]);
+    drop(Mount::start(
+        &origin.url,
+        &origin.credentials_file,
+        &args(&flags),
+    ));
+    let snapshot = support::walk_files(cache.path())
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "catalogue"))
+        .map(|p| cache.path().join(p))
+        .expect("a snapshot after the first mount");
+    let good = std::fs::read(&snapshot).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    let newer = b"trackfs-catalogue 99 00000000 0\n".to_vec();
+    for (bytes, said) in [(damaged, "damaged"), (newer, "version 99")] {
+        std::fs::write(&snapshot, bytes).unwrap();
+        let mount = Mount::start(&origin.url, &origin.credentials_file, &args(&flags));
+        mount.assert_logged(said);
+        read_all_exactly(&mount);
+        drop(mount);
+        // Replaced by a good one.
+        assert!(std::fs::read(&snapshot)
+            .unwrap()
+            .starts_with(b"trackfs-catalogue 3 "));
+    }
 }

@@ -2,6 +2,7 @@
 //! and `trackfs serve`), and a mount guard that always unmounts, also when a test fails.
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod liar;
 pub mod nginx;
 pub mod rust_origin;
