@@ -48,27 +48,7 @@ fn origin(stall_after_first_block: bool) -> Liar {
             );
         }
         if p.starts_with("/metadata/4/album/") {
-            let track = metadata::Track {
-                gid: Some(vec![2; 16]),
-                ..Default::default()
-            };
-            let disc = metadata::Disc {
-                number: Some(1),
-                name: None,
-                track: vec![track],
-            };
-            let artist = metadata::Artist {
-                gid: None,
-                name: Some("A".into()),
-            };
-            let album = metadata::Album {
-                gid: Some(vec![1; 16]),
-                name: Some("B".into()),
-                artist: vec![artist],
-                disc: vec![disc],
-                ..Default::default()
-            };
-            return Answer::ok(album.encode_to_vec());
+            return support::liar::album_b(&[2]);
         }
         if p.starts_with("/metadata/4/track/") {
             let file = metadata::AudioFile {

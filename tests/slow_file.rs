@@ -41,27 +41,8 @@ fn origin() -> Liar {
             return Answer::ok(library::Library { album_gid }.encode_to_vec());
         }
         if p.starts_with("/metadata/4/album/") {
-            let track = |gid: u8| metadata::Track {
-                gid: Some(vec![gid; 16]),
-                ..Default::default()
-            };
-            let disc = metadata::Disc {
-                number: Some(1),
-                name: None,
-                track: TRACKS.iter().map(|(gid, _, _)| track(*gid)).collect(),
-            };
-            let artist = metadata::Artist {
-                gid: None,
-                name: Some("A".into()),
-            };
-            let album = metadata::Album {
-                gid: Some(vec![1; 16]),
-                name: Some("B".into()),
-                artist: vec![artist],
-                disc: vec![disc],
-                ..Default::default()
-            };
-            return Answer::ok(album.encode_to_vec());
+            let gids: Vec<u8> = TRACKS.iter().map(|(gid, _, _)| *gid).collect();
+            return support::liar::album_b(&gids);
         }
         if let Some(gid) = p.strip_prefix("/metadata/4/track/") {
             let Some((number, (gid, file, name))) = TRACKS

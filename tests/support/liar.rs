@@ -72,6 +72,34 @@ impl Answer {
     }
 }
 
+/// Album "B" (gid 1…) by artist "A", with these track gids on its one disc, as the
+/// metadata endpoint answers it.
+pub fn album_b(track_gids: &[u8]) -> Answer {
+    use prost::Message;
+    use trackfs::protocol::proto::metadata;
+    let track = |gid: &u8| metadata::Track {
+        gid: Some(vec![*gid; 16]),
+        ..Default::default()
+    };
+    let disc = metadata::Disc {
+        number: Some(1),
+        name: None,
+        track: track_gids.iter().map(track).collect(),
+    };
+    let artist = metadata::Artist {
+        gid: None,
+        name: Some("A".into()),
+    };
+    let album = metadata::Album {
+        gid: Some(vec![1; 16]),
+        name: Some("B".into()),
+        artist: vec![artist],
+        disc: vec![disc],
+        ..Default::default()
+    };
+    Answer::ok(album.encode_to_vec())
+}
+
 pub struct Liar {
     pub url: String,
     stop: Arc<AtomicBool>,
