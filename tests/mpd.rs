@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{run, sha256_file, sources, Mount, PythonOrigin};
+use support::{run, sha256_file, sources, wait_for, Mount, PythonOrigin};
 
 /// A private mpd; dropping it stops it (SIGTERM to its PID).
 struct Mpd {
@@ -298,7 +298,10 @@ fn an_mpd_database_update_of_long_tracks_fetches_at_most_1_mib_per_track() {
     let window = || kernel_read_ahead_kb(&mount.path());
     let root = window().is_some();
     if root {
-        assert_eq!(window(), Some(1024), "a mount starts wide");
+        // Set just after the mount appears (INIT must be answered first): wait for it.
+        wait_for(Duration::from_secs(10), "a mount starts wide", || {
+            (window() == Some(1024)).then_some(())
+        });
     }
     let mpd = Mpd::start(&mount.path());
     mpd.mpc(&["update", "--wait"]);
