@@ -12,14 +12,22 @@
 //!
 //! What cannot be fetched is kept as it was (an album known before stays; a new one waits for
 //! the next refresh), and the library's ETag is then not kept either, so the next refresh
-//! looks again instead of being told "unchanged".
+//! looks again instead of being told "unchanged". Once a request shows that the origin itself
+//! fails (its retries spent, no connection), the refresh asks for nothing more: the rest is
+//! kept as it was too, and one line says so, instead of every track of a large library
+//! spending its whole retry bound (and logging each retry) against a dead origin.
 
 use crate::client::error::FetchError;
-use crate::client::seams::{ControlPlane, Fresh};
+use crate::client::retry;
+use crate::client::seams::{ControlPlane, Fresh, Revalidated};
 use crate::fs::tree::AlbumEntry;
-use crate::protocol::model::{AlbumId, Playlist, PlaylistId, Track, TrackId};
+use crate::protocol::model::{Album, AlbumId, Playlist, PlaylistId, Track, TrackId};
+use crate::units::count;
 use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
@@ -50,11 +58,23 @@ pub enum Outcome {
     Unchanged,
     /// The catalogue as the origin has it now (it may equal the one before: an origin
     /// without ETags cannot say so sooner). `complete` is false when something could not be
-    /// fetched and was kept as it was, or left out when new.
+    /// fetched and was kept as it was, or left out when new. `failed`: the origin itself
+    /// failed meanwhile (a request gave up on it, or not one album or track answered), so
+    /// the refresh stopped asking; what it did not fetch is kept as it was.
     Revalidated {
         catalogue: Catalogue,
         complete: bool,
+        failed: Option<Box<Failed>>,
     },
+}
+
+/// Why a refresh stopped before it had asked for everything, and what that left as it was.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} kept as they were: {error}", crate::units::count(*.kept, "track"))]
+pub struct Failed {
+    /// Tracks shown as they were before the refresh, not revalidated.
+    pub kept: usize,
+    pub error: FetchError,
 }
 
 /// The catalogue from nothing (a first mount): every album and track fetched, ETags kept.
@@ -63,6 +83,99 @@ pub async fn load(api: &dyn ControlPlane) -> Result<Catalogue, FetchError> {
     match revalidate(api, &Catalogue::default()).await? {
         Outcome::Revalidated { catalogue, .. } => Ok(catalogue),
         Outcome::Unchanged => Ok(Catalogue::default()),
+    }
+}
+
+/// The per-item requests of one refresh (albums, tracks): quiet retries, and no new request
+/// once one has shown that the origin itself is failing. A refresh of 20,000 tracks against
+/// a dead origin would otherwise spend every request's whole retry bound, one after the
+/// other, and log every retry.
+#[derive(Default)]
+struct Asking {
+    stopped: CancellationToken,
+    /// The failure that stopped it.
+    failure: Mutex<Option<FetchError>>,
+}
+
+impl Asking {
+    /// The answer, or `None` once the refresh has stopped asking (also for a request under
+    /// way then: it is dropped, its retries with it).
+    async fn ask<T>(
+        &self,
+        request: impl Future<Output = Revalidated<T>>,
+    ) -> Option<Revalidated<T>> {
+        if self.stopped.is_cancelled() {
+            return None;
+        }
+        let answer = tokio::select! {
+            biased;
+            () = self.stopped.cancelled() => return None,
+            answer = retry::quietly(request) => answer,
+        };
+        if let Err(e) = &answer {
+            if origin_failing(e) {
+                let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                failure.get_or_insert_with(|| e.clone());
+                self.stopped.cancel();
+            }
+        }
+        Some(answer)
+    }
+
+    fn failure(&self) -> Option<FetchError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// Whether a per-item failure is the origin's (its retries spent, no connection, a server
+/// error, credentials refused) rather than that one item's (missing, unreadable).
+fn origin_failing(e: &FetchError) -> bool {
+    match e {
+        FetchError::NotFound { .. } | FetchError::Malformed { .. } => false,
+        FetchError::Status { status, .. } => !(400..500).contains(status) || *status == 429,
+        _ => true,
+    }
+}
+
+/// What a refresh could not fetch, for its one summary line.
+#[derive(Default)]
+struct Gaps {
+    /// Tracks shown as they were, not revalidated.
+    kept: usize,
+    /// New albums and tracks that were not fetched (they come with the next refresh).
+    left_out: usize,
+    /// Albums and tracks that answered.
+    answered: usize,
+    first_error: Option<FetchError>,
+}
+
+impl Gaps {
+    fn failed(&mut self, error: Option<FetchError>) {
+        if let Some(e) = error {
+            tracing::debug!("refresh: {e}");
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    fn log(&self) {
+        if self.kept == 0 && self.left_out == 0 {
+            return;
+        }
+        let why = match &self.first_error {
+            Some(e) => e.to_string(),
+            None => "the origin's answers disagree with each other".into(),
+        };
+        let left_out = match self.left_out {
+            0 => String::new(),
+            n => format!(" ({n} new albums and tracks left for the next refresh)"),
+        };
+        tracing::warn!(
+            "refresh incomplete: {} kept as they were{left_out}: {why}",
+            count(self.kept, "track")
+        );
     }
 }
 
@@ -80,50 +193,51 @@ pub async fn revalidate(
     let known: HashMap<AlbumId, &AlbumEntry> =
         current.albums.iter().map(|a| (a.album.id, a)).collect();
     let mut complete = true;
+    let mut gaps = Gaps::default();
     let mut seen = HashSet::new();
-    let ids: Vec<AlbumId> = entries
-        .into_iter()
-        .filter_map(|entry| {
-            entry
-                .inspect_err(|e| tracing::warn!("skipping a library entry: {e}"))
-                .ok()
-        })
-        .filter(|id| seen.insert(*id))
-        .collect();
-
+    let mut ids = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(id) if seen.insert(id) => ids.push(id),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("skipping a library entry: {e}");
+            }
+        }
+    }
+    let asking = Asking::default();
     let answers: Vec<_> = stream::iter(ids)
         .map(|id| {
-            let etag = current.etags.albums.get(&id).cloned();
-            async move { (id, api.album_if(id, etag).await) }
+            // Without the album's old answer, its old ETag would say nothing.
+            let etag = known
+                .contains_key(&id)
+                .then(|| current.etags.albums.get(&id).cloned())
+                .flatten();
+            let asking = &asking;
+            async move { (id, asking.ask(api.album_if(id, etag)).await) }
         })
         .buffered(ALBUMS_AT_ONCE)
         .collect()
         .await;
 
     let mut etags = Etags::default();
-    let mut first_error = None;
     // Per album in library order: its entry, and whether its tracks need revalidating.
     let mut albums: Vec<(AlbumEntry, bool)> = Vec::new();
     for (id, answer) in answers {
         let before = known.get(&id).copied();
-        match (answer, before) {
+        gaps.answered += usize::from(matches!(answer, Some(Ok(_))));
+        match (answer.ok_or(None).and_then(|a| a.map_err(Some)), before) {
             (Ok(Fresh::Unchanged), Some(before)) => {
                 keep_etag(&mut etags.albums, id, &current.etags.albums);
                 // Its tracks are revalidated all the same: the album's answer did not change,
                 // theirs may have (a new file under the same track id).
-                let album = before.album.clone();
-                albums.push((
-                    AlbumEntry {
-                        album,
-                        tracks: Vec::new(),
-                    },
-                    true,
-                ));
+                albums.push((bare(before.album.clone()), true));
             }
             (Ok(Fresh::Unchanged), None) => {
                 // A 304 for an ETag never sent: the origin is confused; try again next time.
-                tracing::warn!(album = %id, "the origin said an album it never sent is unchanged");
+                tracing::debug!(album = %id, "the origin said an album it never sent is unchanged");
                 complete = false;
+                gaps.left_out += 1;
             }
             (Ok(Fresh::New(album, etag)), _) => {
                 // Even an album whose body is the same has its tracks fetched again: one of
@@ -131,30 +245,26 @@ pub async fn revalidate(
                 if let Some(etag) = etag {
                     etags.albums.insert(id, etag);
                 }
-                albums.push((
-                    AlbumEntry {
-                        album,
-                        tracks: Vec::new(),
-                    },
-                    true,
-                ));
+                albums.push((bare(album), true));
             }
             (Err(e), Some(before)) => {
-                tracing::warn!(album = %id, "keeping an album as it was: {e}");
                 keep_etag(&mut etags.albums, id, &current.etags.albums);
                 albums.push((before.clone(), false));
                 complete = false;
-                first_error.get_or_insert(e);
+                gaps.kept += before.tracks.len();
+                gaps.failed(e);
             }
             (Err(e), None) => {
-                tracing::warn!(album = %id, "skipping an album: {e}");
                 complete = false;
-                first_error.get_or_insert(e);
+                gaps.left_out += 1;
+                gaps.failed(e);
             }
         }
     }
-    if let (true, Some(e)) = (albums.is_empty(), first_error) {
-        return Err(e);
+    if albums.is_empty() {
+        if let Some(e) = asking.failure().or(gaps.first_error.take()) {
+            return Err(e);
+        }
     }
 
     let old_tracks: HashMap<TrackId, &Track> = current
@@ -183,14 +293,16 @@ pub async fn revalidate(
                 .contains_key(&id)
                 .then(|| current.etags.tracks.get(&id).cloned())
                 .flatten();
-            async move { (i, id, api.track_if(id, etag).await) }
+            let asking = &asking;
+            async move { (i, id, asking.ask(api.track_if(id, etag)).await) }
         })
         .buffer_unordered(TRACKS_AT_ONCE)
         .collect()
         .await;
     for (i, id, answer) in answers {
         let before = old_tracks.get(&id).copied();
-        let track = match (answer, before) {
+        gaps.answered += usize::from(matches!(answer, Some(Ok(_))));
+        let track = match (answer.ok_or(None).and_then(|a| a.map_err(Some)), before) {
             (Ok(Fresh::New(track, etag)), _) => {
                 if let Some(etag) = etag {
                     etags.tracks.insert(id, etag);
@@ -202,18 +314,22 @@ pub async fn revalidate(
                 before.clone()
             }
             (Err(e), Some(before)) => {
-                tracing::warn!(track = %id, "keeping a track as it was: {e}");
+                keep_etag(&mut etags.tracks, id, &current.etags.tracks);
                 complete = false;
+                gaps.kept += 1;
+                gaps.failed(e);
                 before.clone()
             }
             (Ok(Fresh::Unchanged), None) => {
                 complete = false;
+                gaps.left_out += 1;
                 continue;
             }
             (Err(e), None) => {
                 // One broken track must not hide the rest of the library.
-                tracing::warn!(track = %id, "skipping a track: {e}");
                 complete = false;
+                gaps.left_out += 1;
+                gaps.failed(e);
                 continue;
             }
         };
@@ -241,10 +357,31 @@ pub async fn revalidate(
         .collect();
     albums.sort_by_key(|a| place.get(&a.album.id).copied().unwrap_or(usize::MAX));
     etags.library = library_etag.filter(|_| complete);
+    gaps.log();
+    // Stopped by the origin's failure, or nothing that was asked answered at all.
+    let error = asking.failure().or_else(|| {
+        let nothing = gaps.answered == 0 && (gaps.kept > 0 || gaps.left_out > 0);
+        nothing.then(|| gaps.first_error.clone()).flatten()
+    });
+    let failed = error.map(|error| {
+        Box::new(Failed {
+            kept: gaps.kept,
+            error,
+        })
+    });
     Ok(Outcome::Revalidated {
         catalogue: Catalogue { albums, etags },
         complete,
+        failed,
     })
+}
+
+/// An album's entry before its tracks are fetched.
+fn bare(album: Album) -> AlbumEntry {
+    AlbumEntry {
+        album,
+        tracks: Vec::new(),
+    }
 }
 
 /// The user's playlists, revalidated: the rootlist (small) whole, then each playlist with the
@@ -269,7 +406,7 @@ pub async fn revalidate_playlists(
                 .contains_key(&id)
                 .then(|| etags.get(&id).cloned())
                 .flatten();
-            async move { (id, api.playlist_if(id, etag).await) }
+            async move { (id, retry::quietly(api.playlist_if(id, etag)).await) }
         })
         .buffered(PLAYLISTS_AT_ONCE)
         .collect()

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::doubles::{MemoryControlPlane, TrackSpec};
+use crate::client::seams::Revalidated;
 use crate::protocol::model::AudioFormat;
 use std::sync::atomic::Ordering;
 
@@ -39,8 +40,10 @@ async fn refreshed(api: &MemoryControlPlane, current: &Catalogue) -> Option<Cata
         Outcome::Revalidated {
             catalogue,
             complete,
+            failed,
         } => {
             assert!(complete);
+            assert!(failed.is_none());
             Some(catalogue)
         }
     }
@@ -134,6 +137,7 @@ async fn what_cannot_be_fetched_is_kept_and_the_library_etag_forgotten() {
     let Outcome::Revalidated {
         catalogue,
         complete,
+        ..
     } = revalidate(&api, &first).await.unwrap()
     else {
         panic!("the library changed");
@@ -199,4 +203,163 @@ async fn playlists_loaded_at_mount_keep_their_etags_for_the_first_refresh() {
     let (again, _) = revalidate_playlists(&api, &first, &etags).await;
     assert_eq!(again, first);
     assert_eq!(take_calls(&api).3, 1, "a 304, no body");
+}
+
+/// An origin that answers `/library`, then dies: after `answers` more albums and tracks, every
+/// request gives up as the real control plane's would after its attempts (no connection).
+struct Dying {
+    inner: MemoryControlPlane,
+    answers: std::sync::atomic::AtomicIsize,
+    /// Album and track requests made.
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Dying {
+    fn new(inner: MemoryControlPlane, answers: isize) -> Self {
+        Dying {
+            inner,
+            answers: answers.into(),
+            asked: 0.into(),
+        }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    async fn item<T>(
+        &self,
+        answer: crate::client::seams::BoxFuture<'_, Revalidated<T>>,
+    ) -> Revalidated<T> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        if self.answers.fetch_sub(1, Ordering::Relaxed) > 0 {
+            return answer.await;
+        }
+        Err(FetchError::GaveUp {
+            what: "track metadata".into(),
+            attempts: 6,
+            last: Box::new(FetchError::Connect {
+                url: "http://127.0.0.1:9/metadata".into(),
+                reason: "connection refused".into(),
+            }),
+        })
+    }
+}
+
+impl ControlPlane for Dying {
+    fn library_if(
+        &self,
+        etag: Option<String>,
+    ) -> crate::client::seams::BoxFuture<'_, Revalidated<crate::client::seams::Library>> {
+        self.inner.library_if(etag)
+    }
+    fn album_if(
+        &self,
+        id: AlbumId,
+        etag: Option<String>,
+    ) -> crate::client::seams::BoxFuture<'_, Revalidated<crate::protocol::model::Album>> {
+        Box::pin(self.item(self.inner.album_if(id, etag)))
+    }
+    fn track_if(
+        &self,
+        id: TrackId,
+        etag: Option<String>,
+    ) -> crate::client::seams::BoxFuture<'_, Revalidated<Track>> {
+        Box::pin(self.item(self.inner.track_if(id, etag)))
+    }
+    fn library(
+        &self,
+    ) -> crate::client::seams::BoxFuture<'_, Result<crate::client::seams::Library, FetchError>>
+    {
+        self.inner.library()
+    }
+    fn album(
+        &self,
+        id: AlbumId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<crate::protocol::model::Album, FetchError>>
+    {
+        self.inner.album(id)
+    }
+    fn track(&self, id: TrackId) -> crate::client::seams::BoxFuture<'_, Result<Track, FetchError>> {
+        self.inner.track(id)
+    }
+    fn resolve(
+        &self,
+        file: crate::protocol::model::FileId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<Vec<String>, FetchError>> {
+        self.inner.resolve(file)
+    }
+    fn audio_key(
+        &self,
+        file: crate::protocol::model::FileId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<crate::protocol::crypto::AudioKey, FetchError>>
+    {
+        self.inner.audio_key(file)
+    }
+    fn head(
+        &self,
+        file: crate::protocol::model::FileId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<Option<bytes::Bytes>, FetchError>> {
+        self.inner.head(file)
+    }
+    fn rootlist(&self) -> crate::client::seams::BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
+        self.inner.rootlist()
+    }
+    fn playlist(
+        &self,
+        id: PlaylistId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<Playlist, FetchError>> {
+        self.inner.playlist(id)
+    }
+    fn image(
+        &self,
+        file: crate::protocol::model::FileId,
+    ) -> crate::client::seams::BoxFuture<'_, Result<bytes::Bytes, FetchError>> {
+        self.inner.image(file)
+    }
+}
+
+/// A library of `albums` albums of ten tracks, loaded, then changed (one album more), so
+/// that a refresh revalidates every album and track.
+async fn large_library(albums: usize) -> (MemoryControlPlane, Catalogue) {
+    let api = MemoryControlPlane::new();
+    api.set_etags(true);
+    let tracks: Vec<TrackSpec> = (1..=10).map(|n| spec(n, &format!("T{n}"))).collect();
+    for i in 0..albums {
+        api.add_album("Band", &format!("Album {i}"), &tracks);
+    }
+    let first = load(&api).await.unwrap();
+    api.add_album("Band", "Late", &tracks);
+    (api, first)
+}
+
+#[tokio::test]
+async fn an_origin_dying_after_the_library_stops_the_refresh_and_keeps_everything() {
+    // Dead at once (the metadata endpoint fails), and dead after the albums (100 known, one
+    // new) and 250 of the known albums' tracks: (answers, tracks kept).
+    for (answers, kept) in [(0, 1000), (101 + 250, 750)] {
+        let (api, first) = large_library(100).await;
+        let api = Dying::new(api, answers);
+        let Outcome::Revalidated {
+            catalogue,
+            complete,
+            failed,
+        } = revalidate(&api, &first).await.unwrap()
+        else {
+            panic!("the library changed");
+        };
+        // Without the stop: 101 albums and 1,010 tracks asked, each giving up in turn.
+        let bound = answers as usize + ALBUMS_AT_ONCE.max(TRACKS_AT_ONCE);
+        assert!(api.asked() <= bound, "{} requests", api.asked());
+        assert!(!complete);
+        let failed = failed.expect("the refresh says the origin failed");
+        assert!(matches!(failed.error, FetchError::GaveUp { .. }));
+        assert_eq!(failed.kept, kept);
+        // Nothing removed: every album and track as it was.
+        assert!(
+            catalogue.albums[..100] == first.albums[..],
+            "answers: {answers}"
+        );
+        assert_eq!(catalogue.etags.library, None);
+    }
 }

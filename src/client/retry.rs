@@ -8,7 +8,24 @@
 
 use super::error::FetchError;
 use super::stats::Stats;
+use std::future::Future;
 use std::time::Duration;
+
+tokio::task_local! {
+    /// Set while a caller runs requests whose failures it reports itself, once (a refresh
+    /// revalidating thousands of tracks): their retries are logged at debug level only.
+    static QUIET: ();
+}
+
+/// Runs `request` with its retries logged quietly, even on the control plane: for callers
+/// that sum up many requests' failures in one line of their own.
+pub async fn quietly<F: Future>(request: F) -> F::Output {
+    QUIET.scope((), request).await
+}
+
+fn is_quiet() -> bool {
+    QUIET.try_with(|_| ()).is_ok()
+}
 
 /// Attempts per request before it fails (a read, with EIO); `--retries` changes it.
 pub const DEFAULT_ATTEMPTS: u32 = 6;
@@ -64,7 +81,8 @@ impl<'a> Retry<'a> {
     }
 
     /// Logs each retry as a warning: on the control plane a user may be waiting on a silent
-    /// origin (up to a timeout per attempt) and should hear why at once.
+    /// origin (up to a timeout per attempt) and should hear why at once. Not within
+    /// [`quietly`].
     pub fn loud(mut self) -> Self {
         self.loud = true;
         self
@@ -86,7 +104,7 @@ impl<'a> Retry<'a> {
         }
         let wait = delay(&error, self.failures);
         let (what, next) = (&self.what, self.failures + 1);
-        if self.loud {
+        if self.loud && !is_quiet() {
             tracing::warn!(
                 "{what}: {error}; trying again ({next} of {})",
                 self.attempts
@@ -132,6 +150,13 @@ mod tests {
         assert_eq!(delay(&status(503, Some(3600)), 1), MAX_RETRY_AFTER);
         assert_eq!(delay(&status(403, None), 1), Duration::ZERO);
         assert!(delay(&status(403, None), 2) > Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn quietly_holds_for_the_request_it_wraps_only() {
+        assert!(!is_quiet());
+        assert!(quietly(async { is_quiet() }).await);
+        assert!(!is_quiet());
     }
 
     #[tokio::test]

@@ -160,7 +160,13 @@ impl Refresher {
                 return Err("cannot refresh from the origin: no connection".into());
             }
         }
-        let outcome = refresh::revalidate(self.api.as_ref(), &self.catalogue).await;
+        // Through the disk tier's gate when there is one: a request that cannot connect
+        // takes the mount offline, so reads fail at once too, and the next refresh probes.
+        let api = match &self.disk {
+            Some(disk) => disk.gate(self.api.clone()),
+            None => self.api.clone(),
+        };
+        let outcome = refresh::revalidate(api.as_ref(), &self.catalogue).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -170,17 +176,21 @@ impl Refresher {
             }
         };
         self.stats.refreshes.incr();
-        let (catalogue, complete) = match outcome {
+        let (catalogue, complete, failed) = match outcome {
             Outcome::Unchanged if !self.extras_due => {
                 self.stats.catalogue_confirmed.set(unix_now());
                 return Ok("unchanged".into());
             }
-            Outcome::Unchanged => (self.catalogue.clone(), true),
+            Outcome::Unchanged => (self.catalogue.clone(), true, None),
             Outcome::Revalidated {
                 catalogue,
                 complete,
-            } => (catalogue, complete),
+                failed,
+            } => (catalogue, complete, failed),
         };
+        if failed.is_some() {
+            self.stats.refresh_failures.incr();
+        }
         if complete {
             self.stats.catalogue_confirmed.set(unix_now());
         }
@@ -196,18 +206,27 @@ impl Refresher {
         let changed_albums = catalogue.albums != self.catalogue.albums;
         let mut summary = format!("{} added, {removed} removed", count(added, "album"));
         // Playlists each revalidated with their ETags; pictures already known not fetched.
-        let control = self.images.control();
-        let ((playlists, playlist_etags), covers) = tokio::join!(
-            refresh::revalidate_playlists(
-                control.as_ref(),
-                &self.extras.playlists,
-                &self.playlist_etags
-            ),
-            library::load_covers(&catalogue.albums, &self.extras.covers, &self.images),
-        );
-        self.playlist_etags = playlist_etags;
-        let extras = Extras { playlists, covers };
-        self.extras_due = false;
+        // Not from an origin that just failed: they wait for the next refresh.
+        let extras = match failed {
+            Some(_) => {
+                self.extras_due = true;
+                self.extras.clone()
+            }
+            None => {
+                let control = self.images.control();
+                let ((playlists, playlist_etags), covers) = tokio::join!(
+                    refresh::revalidate_playlists(
+                        control.as_ref(),
+                        &self.extras.playlists,
+                        &self.playlist_etags
+                    ),
+                    library::load_covers(&catalogue.albums, &self.extras.covers, &self.images),
+                );
+                self.playlist_etags = playlist_etags;
+                self.extras_due = false;
+                Extras { playlists, covers }
+            }
+        };
         let extras_changed = extras != self.extras;
         if changed_albums || extras_changed {
             self.extras = extras.clone();
@@ -239,6 +258,13 @@ impl Refresher {
             }
         }
         self.catalogue = catalogue;
-        Ok(summary)
+        match failed {
+            // What was fetched before the origin failed is shown; the asker hears that the
+            // refresh did not get through (`trackfs refresh` exits non-zero).
+            Some(failed) => Err(format!(
+                "cannot refresh from the origin: {failed} ({summary})"
+            )),
+            None => Ok(summary),
+        }
     }
 }
