@@ -153,9 +153,15 @@ struct Gaps {
 }
 
 impl Gaps {
-    fn failed(&mut self, error: Option<FetchError>) {
+    /// An album or track not fetched (`None`: not asked). A failure of that item alone (it
+    /// is missing, its answer unreadable) is logged with what became of it, `doing`; the
+    /// origin's failures only in the summary.
+    fn failed(&mut self, error: Option<FetchError>, doing: &str) {
         if let Some(e) = error {
-            tracing::debug!("refresh: {e}");
+            match origin_failing(&e) {
+                true => tracing::debug!("{doing}: {e}"),
+                false => tracing::warn!("{doing}: {e}"),
+            }
             self.first_error.get_or_insert(e);
         }
     }
@@ -170,7 +176,7 @@ impl Gaps {
         };
         let left_out = match self.left_out {
             0 => String::new(),
-            n => format!(" ({n} new albums and tracks left for the next refresh)"),
+            n => format!(" ({n} new albums or tracks left for the next refresh)"),
         };
         tracing::warn!(
             "refresh incomplete: {} kept as they were{left_out}: {why}",
@@ -252,12 +258,12 @@ pub async fn revalidate(
                 albums.push((before.clone(), false));
                 complete = false;
                 gaps.kept += before.tracks.len();
-                gaps.failed(e);
+                gaps.failed(e, "keeping an album as it was");
             }
             (Err(e), None) => {
                 complete = false;
                 gaps.left_out += 1;
-                gaps.failed(e);
+                gaps.failed(e, "skipping an album");
             }
         }
     }
@@ -317,7 +323,7 @@ pub async fn revalidate(
                 keep_etag(&mut etags.tracks, id, &current.etags.tracks);
                 complete = false;
                 gaps.kept += 1;
-                gaps.failed(e);
+                gaps.failed(e, "keeping a track as it was");
                 before.clone()
             }
             (Ok(Fresh::Unchanged), None) => {
@@ -329,7 +335,7 @@ pub async fn revalidate(
                 // One broken track must not hide the rest of the library.
                 complete = false;
                 gaps.left_out += 1;
-                gaps.failed(e);
+                gaps.failed(e, "skipping a track");
                 continue;
             }
         };
