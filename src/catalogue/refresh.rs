@@ -201,13 +201,15 @@ pub async fn revalidate(
     let mut complete = true;
     let mut gaps = Gaps::default();
     let mut seen = HashSet::new();
+    let mut unreadable = false;
     let mut ids = Vec::new();
     for entry in entries {
         match entry {
             Ok(id) if seen.insert(id) => ids.push(id),
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!("skipping a library entry: {e}");
+                unreadable = true;
+                gaps.failed(Some(e), "skipping a library entry");
             }
         }
     }
@@ -265,6 +267,21 @@ pub async fn revalidate(
                 gaps.left_out += 1;
                 gaps.failed(e, "skipping an album");
             }
+        }
+    }
+    if unreadable {
+        // Any album it does not list may be the one an unreadable entry stands for: none
+        // leaves the library on this answer.
+        complete = false;
+        let listed: HashSet<AlbumId> = albums.iter().map(|(a, _)| a.album.id).collect();
+        for before in current
+            .albums
+            .iter()
+            .filter(|a| !listed.contains(&a.album.id))
+        {
+            keep_etag(&mut etags.albums, before.album.id, &current.etags.albums);
+            gaps.kept += before.tracks.len();
+            albums.push((before.clone(), false));
         }
     }
     if albums.is_empty() {
@@ -341,6 +358,18 @@ pub async fn revalidate(
         };
         albums[i].0.tracks.push(track);
     }
+    // A new album none of whose tracks could be fetched would be an empty folder, reported
+    // as added: it waits for the next refresh instead.
+    albums.retain(|(entry, _)| {
+        let listed = entry.album.discs.iter().any(|d| !d.tracks.is_empty());
+        let empty = listed && entry.tracks.is_empty() && !known.contains_key(&entry.album.id);
+        if empty {
+            etags.albums.remove(&entry.album.id);
+            complete = false;
+            gaps.left_out += 1;
+        }
+        !empty
+    });
     // Tracks of albums kept whole (they could not be fetched) keep their ETags.
     for (entry, revalidated) in &albums {
         if !revalidated {

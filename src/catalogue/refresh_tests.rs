@@ -206,12 +206,15 @@ async fn playlists_loaded_at_mount_keep_their_etags_for_the_first_refresh() {
 }
 
 /// An origin that answers `/library`, then dies: after `answers` more albums and tracks, every
-/// request gives up as the real control plane's would after its attempts (no connection).
+/// request fails with `error` (by default it gives up as the real control plane's would after
+/// its attempts: no connection). `unreadable`: the library lists an entry that is no id.
 struct Dying {
     inner: MemoryControlPlane,
     answers: std::sync::atomic::AtomicIsize,
     /// Album and track requests made.
     asked: std::sync::atomic::AtomicUsize,
+    error: FetchError,
+    unreadable: bool,
 }
 
 impl Dying {
@@ -220,6 +223,15 @@ impl Dying {
             inner,
             answers: answers.into(),
             asked: 0.into(),
+            error: FetchError::GaveUp {
+                what: "track metadata".into(),
+                attempts: 6,
+                last: Box::new(FetchError::Connect {
+                    url: "http://127.0.0.1:9/metadata".into(),
+                    reason: "connection refused".into(),
+                }),
+            },
+            unreadable: false,
         }
     }
 
@@ -235,14 +247,7 @@ impl Dying {
         if self.answers.fetch_sub(1, Ordering::Relaxed) > 0 {
             return answer.await;
         }
-        Err(FetchError::GaveUp {
-            what: "track metadata".into(),
-            attempts: 6,
-            last: Box::new(FetchError::Connect {
-                url: "http://127.0.0.1:9/metadata".into(),
-                reason: "connection refused".into(),
-            }),
-        })
+        Err(self.error.clone())
     }
 }
 
@@ -251,7 +256,17 @@ impl ControlPlane for Dying {
         &self,
         etag: Option<String>,
     ) -> crate::client::seams::BoxFuture<'_, Revalidated<crate::client::seams::Library>> {
-        self.inner.library_if(etag)
+        Box::pin(async move {
+            let mut answer = self.inner.library_if(etag).await;
+            if let (Ok(Fresh::New(entries, _)), true) = (&mut answer, self.unreadable) {
+                entries.push(Err(FetchError::Malformed {
+                    what: "the library",
+                    url: "memory://library".into(),
+                    reason: "an album gid must be 16 bytes, got 3".into(),
+                }));
+            }
+            answer
+        })
     }
     fn album_if(
         &self,
@@ -355,11 +370,88 @@ async fn an_origin_dying_after_the_library_stops_the_refresh_and_keeps_everythin
         let failed = failed.expect("the refresh says the origin failed");
         assert!(matches!(failed.error, FetchError::GaveUp { .. }));
         assert_eq!(failed.kept, kept);
-        // Nothing removed: every album and track as it was.
-        assert!(
-            catalogue.albums[..100] == first.albums[..],
-            "answers: {answers}"
-        );
+        // Nothing removed: every album and track as it was; the new album waits.
+        assert!(catalogue.albums == first.albums, "answers: {answers}");
         assert_eq!(catalogue.etags.library, None);
     }
+}
+
+/// The outcome of a refresh that found the library changed.
+async fn revalidated(
+    api: &dyn ControlPlane,
+    current: &Catalogue,
+) -> (Catalogue, bool, Option<Box<Failed>>) {
+    match revalidate(api, current).await.unwrap() {
+        Outcome::Revalidated {
+            catalogue,
+            complete,
+            failed,
+        } => (catalogue, complete, failed),
+        Outcome::Unchanged => panic!("the library changed"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_library_entry_removes_nothing_and_the_library_is_asked_again() {
+    let (api, ids) = origin(true);
+    let first = load(&api).await.unwrap();
+    // Album 0 is no longer listed readably: it may be the unreadable entry.
+    api.remove_album(ids[0]);
+    let mut api = Dying::new(api, isize::MAX);
+    api.unreadable = true;
+    let (catalogue, complete, failed) = revalidated(&api, &first).await;
+    assert_eq!(names(&catalogue), ["Album 0", "Album 1", "Album 2"]);
+    assert_eq!(catalogue.albums[0], first.albums[0]);
+    assert!(!complete);
+    assert!(failed.is_none(), "the rest of the library answered");
+    assert_eq!(catalogue.etags.library, None);
+}
+
+#[tokio::test]
+async fn a_track_failing_mid_refresh_is_kept_and_the_library_asked_again() {
+    let (api, ids) = origin(true);
+    let first = load(&api).await.unwrap();
+    api.rename_album(ids[2], "Renamed");
+    let track = api.album_tracks(ids[1])[1];
+    api.fail(&track.0);
+    let (catalogue, complete, failed) = revalidated(&api, &first).await;
+    let kept = catalogue.albums[1].tracks.iter().find(|t| t.id == track);
+    assert_eq!(kept, first.albums[1].tracks.iter().find(|t| t.id == track));
+    assert!(kept.is_some());
+    assert!(!complete);
+    assert!(failed.is_some(), "a 503 is the origin failing");
+    assert_eq!(catalogue.etags.library, None);
+}
+
+#[tokio::test]
+async fn a_new_album_whose_tracks_all_fail_waits_for_the_next_refresh() {
+    let (api, _) = origin(true);
+    let first = load(&api).await.unwrap();
+    let (fresh, _) = api.add_album("Other", "Fresh", &[spec(1, "A"), spec(2, "B")]);
+    for track in api.album_tracks(fresh) {
+        api.fail(&track.0);
+    }
+    let (catalogue, complete, _) = revalidated(&api, &first).await;
+    assert_eq!(names(&catalogue), ["Album 0", "Album 1", "Album 2"]);
+    assert!(!catalogue.etags.albums.contains_key(&fresh));
+    assert!(!complete);
+    assert_eq!(catalogue.etags.library, None);
+}
+
+#[tokio::test]
+async fn a_refresh_where_no_album_or_track_answers_has_failed() {
+    let (api, _) = origin(true);
+    let first = load(&api).await.unwrap();
+    api.add_album("Other", "Fresh", &[spec(1, "A")]);
+    let mut api = Dying::new(api, 0);
+    // Each album's own failure, not the origin's: every one is asked, none answers.
+    api.error = FetchError::NotFound {
+        url: "memory://album".into(),
+    };
+    let (catalogue, complete, failed) = revalidated(&api, &first).await;
+    assert_eq!(api.asked(), 4);
+    assert_eq!(catalogue.albums, first.albums);
+    assert!(!complete);
+    let failed = failed.expect("nothing answered: the refresh failed");
+    assert_eq!(failed.kept, 6);
 }
