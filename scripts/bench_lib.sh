@@ -73,8 +73,15 @@ wait_mounted() { # MOUNTPOINT PID LOG
 mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from LIBRARY)
   local port=$1 name=$2 lib=$3
   shift 3
-  # Cold means cold: no disk cache (on by default, in ~/.cache) unless a row asks for one.
-  [[ " $* " == *" --disk-cache "* ]] || set -- --disk-cache off "$@"
+  # Cold means cold: no disk cache (on by default, in ~/.cache) unless a row asks for one;
+  # BENCH_DISK_CACHE=on gives every such mount a fresh, empty one instead (still cold).
+  if [[ " $* " != *" --disk-cache "* ]]; then
+    if [[ ${BENCH_DISK_CACHE:-off} == on ]]; then
+      set -- --disk-cache "$(mktemp -d "$W/disk-cache.XXXXXX")" "$@"
+    else
+      set -- --disk-cache off "$@"
+    fi
+  fi
   local mnt=$W/mnt/$name lg
   lg=$W/logs/mount-$name-$(date +%s%N).log
   mkdir -p "$mnt"
