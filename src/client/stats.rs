@@ -66,6 +66,8 @@ pub struct Stats {
     pub disk_bytes_written: Counter,
     pub disk_evictions: Counter,
     pub disk_checksum_failures: Counter,
+    /// Pieces passed on unstored because the disk did not keep up (or hung).
+    pub disk_pieces_skipped: Counter,
     /// Library refreshes (`catalogue::refresh`) done, and those that could not reach the origin.
     pub refreshes: Counter,
     pub refresh_failures: Counter,
@@ -86,7 +88,7 @@ impl Stats {
             0 => -1,
             at => unix_now().saturating_sub(at) as i128,
         };
-        let rows: [(&str, i128); 29] = [
+        let rows: [(&str, i128); 30] = [
             ("cache_hits", self.cache_hits.get() as i128),
             ("cache_misses", self.cache_misses.get() as i128),
             ("cache_evictions", self.cache_evictions.get() as i128),
@@ -111,6 +113,10 @@ impl Stats {
             (
                 "disk_checksum_failures",
                 self.disk_checksum_failures.get() as i128,
+            ),
+            (
+                "disk_pieces_skipped",
+                self.disk_pieces_skipped.get() as i128,
             ),
             ("refreshes", self.refreshes.get() as i128),
             ("refresh_failures", self.refresh_failures.get() as i128),
@@ -173,6 +179,7 @@ pub fn table(rendered: &str) -> String {
         "disk_misses",
         "disk_evictions",
         "disk_checksum_failures",
+        "disk_pieces_skipped",
         "refreshes",
         "refresh_failures",
         "not_modified",

@@ -2,12 +2,18 @@
 //! pieces are all on disk is answered from there with no request; otherwise the stored pieces
 //! at its start are used and the rest is asked below, with the ciphertext kept on its way up
 //! (copied off each piece just before the caller's transform decrypts it in place, so
-//! decryption stays one pass in the CPU's cache) and written by a thread of its own. The
-//! copies (in flight and queued for the writer) share one small bound: a fetch reserves room
-//! for its copy before it starts, and gives it back piece by piece as the writer stores them.
-//! When the writer is that far behind (a slow or busy disk), a fetch waits to start instead of
-//! dropping pieces: a track read once must be whole on disk (offline nothing could complete
-//! it), and the tier's memory stays within the bound (docs/benchmarks.md, row 8).
+//! decryption stays one pass in the CPU's cache) and written by threads of their own.
+//!
+//! A fetch never waits for the disk before it starts: the CDN's parallelism is the reader's
+//! (7-8 GETs on a slow path, docs/design.md "Parallel ranges"), and a copy in flight is bounded
+//! by the reader's own in-flight budget. Once the bytes have arrived, the copy needs room in
+//! the writers' queue (`QUEUE_ROOM` bytes, given back piece by piece as they are stored).
+//! When the queue is full, the fetch waits for room, but at most `ROOM_WAIT`: a busy disk
+//! that keeps writing slows the read to its pace, so a track read once is whole on disk
+//! (offline nothing could complete it; docs/benchmarks.md, row 8), while a stalled one (a
+//! spun-down USB disk, a hung NFS home) costs one read that bound, once: after it the tier
+//! stops waiting, skips storing what finds no room (counted in `disk_pieces_skipped`, one
+//! warning), and waits again only once the writers have emptied half the queue.
 
 use super::offline::Reachability;
 use super::store::{Store, BLOCK_SIZE};
@@ -16,16 +22,26 @@ use crate::client::seams::{BoxFuture, Fetched, RangeRequest, RangeSource, Transf
 use crate::protocol::model::FileId;
 use crate::readpath::buffers::Buffers;
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Ciphertext copied aside (in flight, or waiting for the writer), in bytes: the disk tier's
-/// own memory. Four of the reader's 2 MiB runs.
-const ROOM: u32 = 8 << 20;
+/// Ciphertext waiting for the writers, in bytes: the disk tier's own memory beyond the copies
+/// in flight. Eight of the reader's 2 MiB runs; kept small because peak RSS with the tier
+/// must stay within 16 MiB of that without it (issue 15), and a disk that keeps up keeps
+/// it nearly empty anyway.
+const QUEUE_ROOM: u32 = 16 << 20;
+/// The longest a fetch that has its bytes waits for queue room before passing them on
+/// unstored (issue 15: never an unbounded wait on the disk on the read path).
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 /// Ranges larger than this are passed on without being stored (the reader's runs are 2 MiB;
 /// only `--max-request` above it makes larger ones).
-const MAX_CAPTURE: u64 = ROOM as u64;
+const MAX_CAPTURE: u64 = 8 << 20;
+/// At most this much is allocated up front for the stored pieces of one range (a range's
+/// `last` may be far past the file's end); the buffer grows if more is found.
+const PREFIX_HINT: u64 = MAX_CAPTURE;
 /// Writer threads. Storing a piece is mostly waiting (creating an inode, journaling a
 /// rename), not CPU: two overlap those waits, so the disk keeps up with the CDN.
 const WRITERS: usize = 2;
@@ -42,17 +58,41 @@ enum Job {
     Flush(mpsc::Sender<()>),
 }
 
+/// The bounds above, smaller in tests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) queue_room: u32,
+    pub(crate) room_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue_room: QUEUE_ROOM,
+            room_wait: ROOM_WAIT,
+        }
+    }
+}
+
 pub struct DiskTier {
     store: Arc<Store>,
     lower: Arc<dyn RangeSource>,
     reach: Arc<Reachability>,
     /// One queue per writer thread; a piece goes to `block % WRITERS`.
     jobs: Mutex<Option<Vec<mpsc::Sender<Job>>>>,
-    /// Room for copies of ciphertext, in bytes (`ROOM`).
+    /// Room in the writers' queue, in bytes (`Limits::queue_room`).
     room: Arc<Semaphore>,
+    limits: Limits,
+    /// A wait for room ran out: until half the queue is free again, fetches do not wait.
+    stalled: AtomicBool,
+    /// The skipped pieces' warning was given (once a mount).
+    warned: AtomicBool,
     /// Where copies come from: recycled page-aligned buffers, so a copy costs no page faults
     /// and freed copies do not pile up in the allocator (a mount passes its pool).
     buffers: Option<Arc<Buffers>>,
+    /// Tests close it to stall the writers like a hung disk.
+    #[cfg(test)]
+    hold: Arc<tests::Hold>,
 }
 
 /// Ciphertext copied off the pieces of an answer as they pass, in order from `from`: a piece
@@ -80,13 +120,19 @@ impl Capture {
 impl DiskTier {
     pub fn new(store: Arc<Store>, lower: Arc<dyn RangeSource>, reach: Arc<Reachability>) -> Self {
         let mut senders = Vec::with_capacity(WRITERS);
+        #[cfg(test)]
+        let hold = Arc::new(tests::Hold::default());
         for n in 0..WRITERS {
             let (tx, rx) = mpsc::channel::<Job>();
             let writer_store = store.clone();
+            #[cfg(test)]
+            let writer_hold = hold.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("trackfs-disk{n}"))
                 .spawn(move || {
                     for job in rx {
+                        #[cfg(test)]
+                        writer_hold.pass();
                         match job {
                             Job::Write {
                                 file,
@@ -116,9 +162,22 @@ impl DiskTier {
             lower,
             reach,
             jobs: Mutex::new(jobs),
-            room: Arc::new(Semaphore::new(ROOM as usize)),
+            room: Arc::new(Semaphore::new(QUEUE_ROOM as usize)),
+            limits: Limits::default(),
+            stalled: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
             buffers: None,
+            #[cfg(test)]
+            hold,
         }
+    }
+
+    /// The same with other bounds (before any fetch).
+    #[cfg(test)]
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
+        self.room = Arc::new(Semaphore::new(limits.queue_room as usize));
+        self.limits = limits;
+        self
     }
 
     /// The same, copying into buffers from `buffers`.
@@ -131,18 +190,53 @@ impl DiskTier {
         &self.store
     }
 
-    /// Room for a copy of `len` bytes, waiting while the writer is `ROOM` behind; `None`
-    /// when nothing would be stored (no writer, writing off, a range too large).
-    async fn reserve(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+    /// Whether a range of `len` bytes fetched now would be stored: a writer runs, writing is
+    /// on, and the range is not too large.
+    fn would_store(&self, len: u64) -> bool {
         let writer = self
             .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if !writer || !self.store.is_writable() || len > MAX_CAPTURE {
+        writer && self.store.is_writable() && len <= MAX_CAPTURE
+    }
+
+    /// Room in the writers' queue for `len` bytes that have arrived: at once when there is
+    /// some, else after waiting at most `room_wait` (not at all while stalled); `None` when
+    /// there is none.
+    async fn room_for(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let len = u32::try_from(len).ok()?;
+        if len > self.limits.queue_room {
             return None;
         }
-        self.room.clone().acquire_many_owned(len as u32).await.ok()
+        if let Ok(room) = self.room.clone().try_acquire_many_owned(len) {
+            if self.room.available_permits() >= self.limits.queue_room as usize / 2 {
+                self.stalled.store(false, Ordering::Relaxed);
+            }
+            return Some(room);
+        }
+        if self.stalled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let wait = self.room.clone().acquire_many_owned(len);
+        match tokio::time::timeout(self.limits.room_wait, wait).await {
+            Ok(room) => room.ok(),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Counts `pieces` not stored for want of queue room, with one warning a mount.
+    fn skipped(&self, pieces: u64) {
+        self.store.stats.disk_pieces_skipped.add(pieces);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "disk cache: the disk is not keeping up (or hangs); reads go on from the network \
+                 and some pieces are not stored (disk_pieces_skipped in the stats)"
+            );
+        }
     }
 
     /// Queues a piece for the writer with its share of the room.
@@ -200,8 +294,12 @@ impl DiskTier {
             return (BytesMut::new(), None);
         }
         let store = self.store.clone();
-        let blocks = request.last / BLOCK_SIZE - request.first / BLOCK_SIZE + 1;
-        let len = (blocks * BLOCK_SIZE) as usize;
+        let last = match request.known_total {
+            Some(total) => request.last.min(total.saturating_sub(1)),
+            None => request.last,
+        };
+        let blocks = (last / BLOCK_SIZE).saturating_sub(request.first / BLOCK_SIZE) + 1;
+        let len = blocks.saturating_mul(BLOCK_SIZE).min(PREFIX_HINT) as usize;
         let out = match &self.buffers {
             Some(pool) => pool.aligned(len),
             None => BytesMut::with_capacity(len),
@@ -220,8 +318,8 @@ impl DiskTier {
         let block0 = request.first / BLOCK_SIZE * BLOCK_SIZE;
         let stored_to = block0 + data.len() as u64;
         let want_to = match total {
-            Some(t) => (request.last + 1).min(t),
-            None => request.last + 1,
+            Some(t) => request.last.saturating_add(1).min(t),
+            None => request.last.saturating_add(1),
         };
         let from_disk = total.is_some();
         // Cut to what was asked: the prefix starts at its block's start.
@@ -248,9 +346,8 @@ impl DiskTier {
             last: request.last,
             known_total: request.known_total.or(total),
         };
-        let len = request.last - from + 1;
-        let room = self.reserve(len).await;
-        let capture = room.is_some().then(|| {
+        let len = (request.last - from).saturating_add(1);
+        let capture = self.would_store(len).then(|| {
             let limit = len as usize;
             let bytes = match &self.buffers {
                 Some(pool) => pool.aligned(limit),
@@ -275,14 +372,15 @@ impl DiskTier {
                 return Err(e);
             }
         };
-        if let (Some(capture), Some(room)) = (capture, room) {
+        if let Some(capture) = capture {
             let c = capture.into_inner().unwrap_or_else(|p| p.into_inner());
             let seen = (c.bytes.len() as u64).min(fetched.data.len() as u64);
             let stored = match &self.buffers {
                 Some(pool) => pool.share(c.bytes),
                 None => c.bytes.freeze(),
             };
-            self.keep_blocks(request.file, fetched.total, from, stored, seen, room);
+            self.keep_blocks(request.file, fetched.total, from, stored, seen)
+                .await;
         }
         if !from_disk {
             return Ok(Some(fetched));
@@ -298,31 +396,43 @@ impl DiskTier {
     }
 
     /// Queues every whole block among `seen` bytes of ciphertext starting at `from`, each with
-    /// its share of `room` (what is not queued is given back at once).
-    fn keep_blocks(
-        &self,
-        file: FileId,
-        total: u64,
-        from: u64,
-        ciphertext: Bytes,
-        seen: u64,
-        mut room: OwnedSemaphorePermit,
-    ) {
-        let mut block = from.div_ceil(BLOCK_SIZE);
-        loop {
+    /// its share of the queue's room; all are skipped (and counted) when no room is found.
+    async fn keep_blocks(&self, file: FileId, total: u64, from: u64, ciphertext: Bytes, seen: u64) {
+        let (first, start, end) = whole_blocks(from, seen, total);
+        if start >= end {
+            return;
+        }
+        let Some(mut room) = self.room_for(end - start).await else {
+            self.skipped((end - start).div_ceil(BLOCK_SIZE));
+            return;
+        };
+        for block in first.. {
             let start = block * BLOCK_SIZE;
-            let end = (start + BLOCK_SIZE).min(total);
-            if start >= total || end > from + seen {
+            if start >= end {
                 return;
             }
-            let piece = ciphertext.slice((start - from) as usize..(end - from) as usize);
+            let stop = (start + BLOCK_SIZE).min(end);
+            let piece = ciphertext.slice((start - from) as usize..(stop - from) as usize);
             let Some(share) = room.split(piece.len()) else {
                 return;
             };
             self.queue(file, block, total, piece, share);
-            block += 1;
         }
     }
+}
+
+/// The whole pieces among `seen` bytes from `from` in a file of `total`: the first block's
+/// index, and the byte span they cover (empty when there is none). A file's last piece is
+/// whole when it reaches the file's end.
+fn whole_blocks(from: u64, seen: u64, total: u64) -> (u64, u64, u64) {
+    let first = from.div_ceil(BLOCK_SIZE);
+    let start = first.saturating_mul(BLOCK_SIZE);
+    let seen_to = from.saturating_add(seen).min(total);
+    let end = match seen_to == total {
+        true => total,
+        false => seen_to / BLOCK_SIZE * BLOCK_SIZE,
+    };
+    (first, start, end.max(start))
 }
 
 fn stored_prefix(

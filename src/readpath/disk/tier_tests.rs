@@ -1,6 +1,29 @@
 use super::*;
 use crate::client::doubles::{ScriptedRanges, Step};
 use crate::client::stats::Stats;
+use std::sync::Condvar;
+
+/// Stalls the writers while closed, like a disk that hangs.
+#[derive(Default)]
+pub(super) struct Hold {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Hold {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+
+    /// Returns once the hold is open.
+    pub(super) fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        while *closed {
+            closed = self.opened.wait(closed).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
 
 const F: FileId = FileId([4; 20]);
 
@@ -233,4 +256,132 @@ async fn with_a_buffer_pool_a_range_read_is_stored_whole() {
     let asked = r.cdn.requests().len();
     assert_eq!(get(&r.tier, 0, len - 1).await, expected(0, len - 1));
     assert_eq!(r.cdn.requests().len(), asked, "read again from disk only");
+}
+
+/// Fails (rather than hangs) a test whose reads would wait on the disk for ever.
+async fn bounded<T>(what: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), what)
+        .await
+        .expect("a read waited on the disk without bound")
+}
+
+fn small_limits(queue_room: u64) -> Limits {
+    Limits {
+        queue_room: queue_room as u32,
+        room_wait: std::time::Duration::from_millis(100),
+    }
+}
+
+#[tokio::test]
+async fn fetches_start_at_once_whatever_the_disk_is_doing() {
+    // Eight 2 MiB runs at once, as the reader asks on a slow CDN, while the writers hang and
+    // the queue has room for two runs: every fetch still reaches the CDN before any answers.
+    let r = rig();
+    let run = 2 << 20;
+    let big: Bytes = (0..8 * run)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    r.cdn.add_file(F, big.clone());
+    r.cdn.always(Step::Hold);
+    let tier = Arc::new(r.tier.with_limits(small_limits(2 * run)));
+    tier.hold.set(true);
+    let mut reads = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let tier = tier.clone();
+        reads.spawn(async move {
+            let fetched = tier.fetch(request(n * run, (n + 1) * run - 1), None).await;
+            (n, fetched.unwrap().unwrap().data)
+        });
+    }
+    bounded(async {
+        while r.cdn.request_count() < 8 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    r.cdn.release();
+    while let Some(done) = bounded(reads.join_next()).await {
+        let (n, data) = done.unwrap();
+        assert_eq!(
+            &data[..],
+            &big[(n * run) as usize..((n + 1) * run) as usize]
+        );
+    }
+    // Two runs found room; the other six were passed on unstored, and counted.
+    let per_run = run / BLOCK_SIZE;
+    assert_eq!(tier.store().stats.disk_pieces_skipped.get(), 6 * per_run);
+    tier.hold.set(false);
+    tier.flush();
+    assert_eq!(tier.store().usage().files.get(&F), Some(&(2 * run)));
+}
+
+#[tokio::test]
+async fn a_hung_disk_costs_one_bounded_wait_and_reads_go_on() {
+    let r = rig();
+    // Room for two pieces; the writers hang.
+    let tier = r.tier.with_limits(small_limits(2 * BLOCK_SIZE));
+    tier.hold.set(true);
+    let end = content().len() as u64;
+    for block in 0..3 {
+        let (first, last) = (block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE - 1);
+        assert_eq!(
+            bounded(get(&tier, first, last)).await,
+            expected(first, last)
+        );
+    }
+    // The third piece waited, found no room, and was passed on; now reads do not wait.
+    assert_eq!(tier.store().stats.disk_pieces_skipped.get(), 1);
+    for _ in 0..3 {
+        let last = bounded(get(&tier, 2 * BLOCK_SIZE, end - 1)).await;
+        assert_eq!(last, expected(2 * BLOCK_SIZE, end - 1));
+    }
+    assert_eq!(tier.store().stats.disk_pieces_skipped.get(), 4);
+    // The disk comes back: what was queued is stored, and so is the next read's piece.
+    tier.hold.set(false);
+    tier.flush();
+    assert!(tier.store().contains(F, 0) && tier.store().contains(F, 1));
+    assert!(!tier.store().contains(F, 2));
+    assert_eq!(
+        bounded(get(&tier, 2 * BLOCK_SIZE, end - 1)).await,
+        expected(2 * BLOCK_SIZE, end - 1)
+    );
+    tier.flush();
+    assert!(tier.store().contains(F, 2));
+    let asked = r.cdn.request_count();
+    assert_eq!(get(&tier, 0, end - 1).await, expected(0, end - 1));
+    assert_eq!(r.cdn.request_count(), asked, "all of it from disk now");
+}
+
+#[tokio::test]
+async fn a_range_far_past_the_end_reads_what_is_stored() {
+    let r = rig();
+    let end = content().len() as u64;
+    get(&r.tier, 0, end - 1).await;
+    r.tier.flush();
+    let asked = r.cdn.request_count();
+    for first in [0, BLOCK_SIZE + 7, end - 1] {
+        assert_eq!(
+            get(&r.tier, first, u64::MAX).await,
+            expected(first, end - 1)
+        );
+    }
+    assert_eq!(r.cdn.request_count(), asked);
+}
+
+#[test]
+fn whole_blocks_are_those_seen_from_start_to_end_or_to_the_file_end() {
+    let b = BLOCK_SIZE;
+    // Aligned and whole.
+    assert_eq!(whole_blocks(0, 2 * b, 10 * b), (0, 0, 2 * b));
+    // An unaligned start skips to the next block; a partial end is cut.
+    assert_eq!(whole_blocks(5, 2 * b, 10 * b), (1, b, 2 * b));
+    // The file's short last piece counts once the file's end is seen.
+    assert_eq!(
+        whole_blocks(2 * b, b / 2, 2 * b + b / 2),
+        (2, 2 * b, 2 * b + b / 2)
+    );
+    // Nothing whole: an empty span.
+    let (_, start, end) = whole_blocks(5, b, 10 * b);
+    assert_eq!(start, end);
 }
