@@ -381,20 +381,27 @@ fn from_track_dto(t: TrackDto) -> Result<Track, SnapshotError> {
 
 /// Replaces the snapshot in `dir` whole: a crash leaves the old one or the new one.
 pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write;
     let body = serde_json::to_vec(&to_body(snapshot)).map_err(std::io::Error::other)?;
-    let mut file = format!(
+    let first = format!(
         "{MAGIC} {VERSION} {:08x} {}\n",
         crc32c::crc32c(&body),
         body.len()
-    )
-    .into_bytes();
-    file.extend_from_slice(&body);
-    let temp = dir.join(format!(".{FILE_NAME}.tmp{}", std::process::id()));
-    std::fs::write(&temp, &file)
-        .and_then(|()| std::fs::rename(&temp, dir.join(FILE_NAME)))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp);
-        })
+    );
+    // A temporary of its own (two saves at once must not write into one file), on disk
+    // before it replaces the snapshot; removed when anything fails.
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{FILE_NAME}.tmp"))
+        .tempfile_in(dir)?;
+    temp.write_all(first.as_bytes())?;
+    temp.write_all(&body)?;
+    temp.as_file().sync_all()?;
+    temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;
+    // The rename itself on disk too (best effort: not every file system syncs folders).
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    Ok(())
 }
 
 /// The snapshot in `dir`, checked whole.

@@ -189,3 +189,34 @@ fn a_picture_of_an_unknown_type_is_a_damaged_snapshot_not_a_panic() {
     std::fs::write(&path, file).unwrap();
     assert!(matches!(load(dir.path()), Err(SnapshotError::Malformed(_))));
 }
+
+#[test]
+fn saves_at_once_from_several_threads_leave_a_snapshot_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots of different lengths, so that interleaved writes into one file would show.
+    let snapshots: Vec<Snapshot> = (0..4)
+        .map(|n| {
+            let mut s = sample();
+            for i in 0..n * 50 {
+                s.sizes.insert(FileId([i as u8; 20]), i as u64);
+            }
+            s
+        })
+        .collect();
+    let (all, dir_path) = (&snapshots, dir.path());
+    std::thread::scope(|scope| {
+        for snapshot in all {
+            let dir = dir_path;
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    save(dir, snapshot).unwrap();
+                    let loaded = load(dir).unwrap();
+                    assert!(all.contains(&loaded));
+                }
+            });
+        }
+    });
+    assert!(snapshots.contains(&load(dir.path()).unwrap()));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary files left behind");
+}

@@ -53,6 +53,9 @@ pub(crate) struct Disk {
     pub reach: Arc<Reachability>,
     tier: Mutex<Option<Arc<DiskTier>>>,
     saved: Mutex<Saved>,
+    /// Held while a snapshot is written: the refresh task and unmount may save at once, and
+    /// the later state must be the one left on disk.
+    saving: Mutex<()>,
     reader: Mutex<Option<Arc<Reader>>>,
     key_store: Mutex<Option<Arc<KeyStore>>>,
 }
@@ -88,6 +91,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         reach: Arc::new(Reachability::new(&config.origin)),
         tier: Mutex::new(None),
         saved: Mutex::default(),
+        saving: Mutex::new(()),
         reader: Mutex::new(None),
         key_store: Mutex::new(None),
     }))
@@ -197,6 +201,7 @@ impl Disk {
     /// Saves what `saved` holds with every size the reader has learned (a small file, written
     /// at mount, after refreshes that changed something, and at unmount).
     fn save(&self) {
+        let _saving = lock(&self.saving);
         let Saved {
             catalogue: Catalogue { albums, etags },
             extras,
