@@ -10,7 +10,8 @@
 //! new version number; an unknown version is not read. Version 2 added the ETags the answers
 //! came with (`refresh`), saved with the catalogue they describe; version 1 is read as having
 //! none. Version 3 added the covers shown and the playlists (with their ETags); older versions
-//! are read as having none, which the first refresh then loads.
+//! are read as having none, which the first refresh then loads. The change feed's last number
+//! is an optional field of version 3 (absent: none), so any version-3 reader reads both.
 
 use super::library::Extras;
 use super::refresh::Etags;
@@ -42,6 +43,9 @@ pub struct Snapshot {
     pub extras: Extras,
     /// The ETags of the playlists' answers.
     pub playlist_etags: HashMap<PlaylistId, String>,
+    /// The number of the last line of `.trackfs/changes` so far (0: none), so that the next
+    /// mount numbers on above it even when the clock went back meanwhile.
+    pub last_change: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,9 @@ struct Body {
     /// Absent before version 3.
     #[serde(default)]
     playlists: Vec<PlaylistDto>,
+    /// Absent before it was added within version 3 (read as 0: none).
+    #[serde(default)]
+    last_change: u64,
 }
 
 /// What a shown picture is: `cover.jpg` or `cover.png`, and its size for `stat`.
@@ -238,6 +245,7 @@ fn to_body(snapshot: &Snapshot) -> Body {
         etags: etags_dto(&snapshot.etags),
         covers,
         playlists: playlists.collect(),
+        last_change: snapshot.last_change,
     }
 }
 
@@ -355,6 +363,7 @@ fn from_body(body: Body) -> Result<Snapshot, SnapshotError> {
         etags,
         extras: Extras { playlists, covers },
         playlist_etags,
+        last_change: body.last_change,
     })
 }
 

@@ -78,6 +78,7 @@ fn sample() -> Snapshot {
         playlist_etags: [(PlaylistId([7; 16]), "\"p\"".into())]
             .into_iter()
             .collect(),
+        last_change: 1_764_000_000_000_123,
     }
 }
 
@@ -219,4 +220,17 @@ fn saves_at_once_from_several_threads_leave_a_snapshot_that_loads() {
     assert!(snapshots.contains(&load(dir.path()).unwrap()));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "no temporary files left behind");
+}
+
+#[test]
+fn the_change_feed_number_is_kept_and_a_snapshot_without_it_reads_as_none() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &sample()).unwrap();
+    assert_eq!(load(dir.path()).unwrap().last_change, 1_764_000_000_000_123);
+    write_as_version(dir.path(), 3, &["last_change"]);
+    let old = Snapshot {
+        last_change: 0,
+        ..sample()
+    };
+    assert_eq!(load(dir.path()).unwrap(), old);
 }

@@ -23,6 +23,7 @@ use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::Reader;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a mount starts from.
@@ -56,6 +57,9 @@ pub(crate) struct Disk {
     /// Held while a snapshot is written: the refresh task and unmount may save at once, and
     /// the later state must be the one left on disk.
     saving: Mutex<()>,
+    /// The number of the change feed's last line (`Snapshot::last_change`): the snapshot's
+    /// at first, then counted on by the refresh task.
+    last_change: AtomicU64,
     reader: Mutex<Option<Arc<Reader>>>,
     key_store: Mutex<Option<Arc<KeyStore>>>,
 }
@@ -92,6 +96,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         tier: Mutex::new(None),
         saved: Mutex::default(),
         saving: Mutex::new(()),
+        last_change: AtomicU64::new(0),
         reader: Mutex::new(None),
         key_store: Mutex::new(None),
     }))
@@ -144,6 +149,7 @@ impl Disk {
                     .covers
                     .retain(|file, info| self.has_picture(*file, info.size));
             }
+            self.last_change.store(saved.last_change, Ordering::Relaxed);
             *lock(&self.saved) = Saved {
                 catalogue: catalogue.clone(),
                 extras: extras.clone(),
@@ -222,10 +228,21 @@ impl Disk {
             etags,
             extras,
             playlist_etags,
+            last_change: self.last_change(),
         };
         if let Err(e) = snapshot::save(&self.folder, &snapshot) {
             tracing::warn!("disk cache: cannot save the catalogue: {e}");
         }
+    }
+
+    /// The number of the change feed's last line as the snapshot has it (0: none).
+    pub fn last_change(&self) -> u64 {
+        self.last_change.load(Ordering::Relaxed)
+    }
+
+    /// The change feed's last line is now number `last`; saved with the next snapshot.
+    pub fn changes_numbered_to(&self, last: u64) {
+        self.last_change.store(last, Ordering::Relaxed);
     }
 
     /// The control plane as the read path sees it: failing at once while offline.

@@ -64,7 +64,13 @@ pub(crate) fn spawn(
     now: bool,
     shutdown: CancellationToken,
 ) -> Asker {
-    refresher.core.number_changes_from(first_change_number());
+    // Above the last number a mount with this disk cache gave (the clock may have gone back).
+    let saved = refresher.disk.as_ref().map_or(0, |d| d.last_change());
+    let first = first_change_number(saved);
+    refresher.core.number_changes_from(first);
+    if let Some(disk) = &refresher.disk {
+        disk.changes_numbered_to(first - 1);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let asker = Asker(tx);
     let for_reads = asker.clone();
@@ -85,14 +91,16 @@ pub(crate) fn spawn(
 
 /// The number of this mount's first change-feed line: the Unix time in microseconds, so the
 /// numbers keep growing across remounts (a scanner's hook that remembers the last one it
-/// handled reads on after a remount) without any state on disk; a mount would need a
-/// million changes a second of its life to reach the next mount's first number. Exact in a
-/// double (under 2^53) for centuries, so `awk` compares them right.
-fn first_change_number() -> u64 {
-    std::time::SystemTime::now()
+/// handled reads on after a remount), also without a disk cache; a mount would need a
+/// million changes a second of its life to reach the next mount's first number. With a disk
+/// cache, above the `saved` last number too: a clock that went back between mounts (a
+/// Raspberry Pi without a real-time clock, before NTP) must not make them go down. Exact in
+/// a double (under 2^53) for centuries.
+fn first_change_number(saved: u64) -> u64 {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_micros() as u64)
-        .max(1)
+        .map_or(1, |d| d.as_micros() as u64);
+    now.max(saved.saturating_add(1)).max(1)
 }
 
 async fn run(
@@ -243,6 +251,10 @@ impl Refresher {
             })
             .await
             .map_err(|e| format!("the refresh failed: {e}"))?;
+            // The swap numbered one line per change, on from the last number.
+            if let Some(disk) = &self.disk {
+                disk.changes_numbered_to(disk.last_change() + lines as u64);
+            }
             summary = format!("{summary}; {lines} changes");
             tracing::info!("library refreshed: {summary}");
         }
@@ -266,5 +278,20 @@ impl Refresher {
             )),
             None => Ok(summary),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_change_number;
+
+    #[test]
+    fn change_numbers_go_on_above_the_saved_one_when_the_clock_went_back() {
+        let now = first_change_number(0);
+        // As if the last mount had run with a clock a day ahead of this one.
+        let ahead = now + 86_400_000_000;
+        assert_eq!(first_change_number(ahead), ahead + 1);
+        assert!(first_change_number(1) >= now, "the clock, when it is ahead");
+        assert_eq!(first_change_number(u64::MAX), u64::MAX);
     }
 }
