@@ -484,3 +484,35 @@ fn a_format_no_track_has_fails_the_mount_and_one_some_lack_is_named() {
     assert!(track_path(&mount, "Big One", 1).exists());
     mount.assert_logged("1 track hidden: no file in the formats asked for (--format MP3_320); they come in OGG_VORBIS_96");
 }
+
+#[test]
+fn an_origin_failing_mid_refresh_fails_trackfs_refresh_quietly_and_keeps_the_tree() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !support::fuse_usable() {
+        return;
+    }
+    let fx = fixture();
+    let broken = Arc::new(AtomicBool::new(false));
+    let failing = broken.clone();
+    // `/library` answers, then every metadata request is a 503.
+    let origin = liar(&fx, move |_, r| {
+        let fails = failing.load(Ordering::Relaxed) && r.path.starts_with("/metadata/");
+        fails.then(|| Answer::status(503))
+    });
+    let flags = ["--refresh-interval", "off", "--retries", "2"];
+    let (mount, _dir) = mount_ok(&origin.url, &flags);
+    broken.store(true, Ordering::Relaxed);
+    let out = support::run(
+        std::process::Command::new(support::TRACKFS)
+            .arg("refresh")
+            .arg(mount.path()),
+        std::time::Duration::from_secs(120),
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "trackfs refresh must fail: {text}");
+    assert!(text.contains("kept as they were"), "{text}");
+    assert!(track_path(&mount, "Big One", 1).exists(), "kept as it was");
+    mount.assert_logged("refresh incomplete: ");
+    let log = mount.log_text();
+    assert!(!log.contains("trying again"), "retries are quiet:\n{log}");
+}
