@@ -258,7 +258,7 @@ impl Refresher {
             summary = format!("{summary}; {lines} changes");
             tracing::info!("library refreshed: {summary}");
         }
-        if !complete {
+        if !complete && failed.is_none() {
             summary.push_str(" (some of the library could not be fetched; kept as it was)");
         }
         if changed_albums || extras_changed || catalogue.etags != self.catalogue.etags {
@@ -273,9 +273,10 @@ impl Refresher {
         match failed {
             // What was fetched before the origin failed is shown; the asker hears that the
             // refresh did not get through (`trackfs refresh` exits non-zero).
-            Some(failed) => Err(format!(
-                "cannot refresh from the origin: {failed} ({summary})"
+            Some(failed) if changed_albums || extras_changed => Err(format!(
+                "cannot refresh from the origin: {failed} (before that: {summary})"
             )),
+            Some(failed) => Err(format!("cannot refresh from the origin: {failed}")),
             None => Ok(summary),
         }
     }
