@@ -4,16 +4,20 @@
 //! (copied off each piece just before the caller's transform decrypts it in place, so
 //! decryption stays one pass in the CPU's cache) and written by threads of their own.
 //!
-//! A fetch never waits for the disk before it starts: the CDN's parallelism is the reader's
-//! (7-8 GETs on a slow path, docs/design.md "Parallel ranges"), and a copy in flight is bounded
-//! by the reader's own in-flight budget. Once the bytes have arrived, the copy needs room in
-//! the writers' queue (`QUEUE_ROOM` bytes, given back piece by piece as they are stored).
-//! When the queue is full, the fetch waits for room, but at most `ROOM_WAIT`: a busy disk
-//! that keeps writing slows the read to its pace, so a track read once is whole on disk
-//! (offline nothing could complete it; docs/benchmarks.md, row 8), while a stalled one (a
-//! spun-down USB disk, a hung NFS home) costs one read that bound, once: after it the tier
-//! stops waiting, skips storing what finds no room (counted in `disk_pieces_skipped`, one
-//! warning), and waits again only once the writers have emptied half the queue.
+//! Copies (in flight, and queued for the writers until stored) share `ROOM` bytes, and the
+//! disk never holds a read up for long:
+//! - A fetch takes room for its copy before it starts when there is some. When there is none
+//!   but the writers are not behind (less than half the room queued), it starts anyway and
+//!   takes room once its bytes have arrived: then the copies in flight are bounded by the
+//!   reader's own in-flight budget, and the CDN gets the reader's full parallelism (7-8 GETs
+//!   on a slow path, docs/design.md "Parallel ranges"). When the writers are behind (the disk
+//!   is slower than the CDN), it waits for room before it starts: the read goes at the disk's
+//!   pace, every piece is stored (offline nothing could complete a track; docs/benchmarks.md,
+//!   row 8) and memory stays within the room.
+//! - Every wait for room is bounded (`ROOM_WAIT`). A disk that hangs (a spun-down USB disk, a
+//!   hung NFS home) costs one read that bound: then the tier stops waiting, passes on what
+//!   finds no room unstored (counted in `disk_pieces_skipped`, one warning), and waits again
+//!   once the writers have emptied half the room.
 
 use super::offline::Reachability;
 use super::store::{Store, BLOCK_SIZE};
@@ -22,19 +26,19 @@ use crate::client::seams::{BoxFuture, Fetched, RangeRequest, RangeSource, Transf
 use crate::protocol::model::FileId;
 use crate::readpath::buffers::Buffers;
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Ciphertext waiting for the writers, in bytes: the disk tier's own memory beyond the copies
-/// in flight. Eight of the reader's 2 MiB runs; kept small because peak RSS with the tier
-/// must stay within 16 MiB of that without it (issue 15), and a disk that keeps up keeps
-/// it nearly empty anyway.
-const QUEUE_ROOM: u32 = 16 << 20;
-/// The longest a fetch that has its bytes waits for queue room before passing them on
-/// unstored (issue 15: never an unbounded wait on the disk on the read path).
+/// Ciphertext copied aside (in flight with room, or queued for the writers), in bytes: the
+/// disk tier's own memory while the disk is the slower side. Four of the reader's 2 MiB
+/// runs; small because peak RSS with the tier must stay within 16 MiB of that without it
+/// (issue 15; 16 MiB, or copies in flight not counted, measured +18 to +26 MiB).
+const ROOM: u32 = 8 << 20;
+/// The longest a read waits for room (issue 15: never an unbounded wait on the disk on the
+/// read path); then what finds none is passed on unstored.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
 /// Ranges larger than this are passed on without being stored (the reader's runs are 2 MiB;
 /// only `--max-request` above it makes larger ones).
@@ -52,26 +56,59 @@ enum Job {
         block: u64,
         total: u64,
         data: Bytes,
-        /// Its room, given back once written.
+        /// Its room and its share of the backlog, given back once written.
         _room: OwnedSemaphorePermit,
+        _queued: Queued,
     },
     Flush(mpsc::Sender<()>),
+}
+
+/// Bytes queued for the writers and not yet stored: whether the disk keeps up.
+struct Queued {
+    backlog: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Queued {
+    fn new(backlog: &Arc<AtomicU64>, bytes: u64) -> Queued {
+        backlog.fetch_add(bytes, Ordering::Relaxed);
+        Queued {
+            backlog: backlog.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// The bounds above, smaller in tests.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) queue_room: u32,
+    pub(crate) room: u32,
     pub(crate) room_wait: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            queue_room: QUEUE_ROOM,
+            room: ROOM,
             room_wait: ROOM_WAIT,
         }
     }
+}
+
+/// How a fetch goes about its copy.
+enum Copy {
+    /// Copied with its room taken.
+    Room(OwnedSemaphorePermit),
+    /// Copied; room is taken once the bytes are in.
+    Later,
+    /// Not copied: nothing is stored.
+    Skip,
 }
 
 pub struct DiskTier {
@@ -80,10 +117,12 @@ pub struct DiskTier {
     reach: Arc<Reachability>,
     /// One queue per writer thread; a piece goes to `block % WRITERS`.
     jobs: Mutex<Option<Vec<mpsc::Sender<Job>>>>,
-    /// Room in the writers' queue, in bytes (`Limits::queue_room`).
+    /// Room for copies, in bytes (`Limits::room`).
     room: Arc<Semaphore>,
+    /// Bytes queued for the writers, not yet stored.
+    backlog: Arc<AtomicU64>,
     limits: Limits,
-    /// A wait for room ran out: until half the queue is free again, fetches do not wait.
+    /// A wait for room ran out: until half the room is free again, reads do not wait.
     stalled: AtomicBool,
     /// The skipped pieces' warning was given (once a mount).
     warned: AtomicBool,
@@ -139,7 +178,7 @@ impl DiskTier {
                                 block,
                                 total,
                                 data,
-                                _room,
+                                ..
                             } => writer_store.write(file, block, total, &data),
                             Job::Flush(done) => drop(done.send(())),
                         }
@@ -162,7 +201,8 @@ impl DiskTier {
             lower,
             reach,
             jobs: Mutex::new(jobs),
-            room: Arc::new(Semaphore::new(QUEUE_ROOM as usize)),
+            room: Arc::new(Semaphore::new(ROOM as usize)),
+            backlog: Arc::default(),
             limits: Limits::default(),
             stalled: AtomicBool::new(false),
             warned: AtomicBool::new(false),
@@ -175,7 +215,7 @@ impl DiskTier {
     /// The same with other bounds (before any fetch).
     #[cfg(test)]
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
-        self.room = Arc::new(Semaphore::new(limits.queue_room as usize));
+        self.room = Arc::new(Semaphore::new(limits.room as usize));
         self.limits = limits;
         self
     }
@@ -201,18 +241,19 @@ impl DiskTier {
         writer && self.store.is_writable() && len <= MAX_CAPTURE
     }
 
-    /// Room in the writers' queue for `len` bytes that have arrived: at once when there is
-    /// some, else after waiting at most `room_wait` (not at all while stalled); `None` when
-    /// there is none.
-    async fn room_for(&self, len: u64) -> Option<OwnedSemaphorePermit> {
-        let len = u32::try_from(len).ok()?;
-        if len > self.limits.queue_room {
-            return None;
+    /// Room for `len` bytes if there is some now (when half the room is free, the tier is no
+    /// longer stalled).
+    fn room_now(&self, len: u32) -> Option<OwnedSemaphorePermit> {
+        let room = self.room.clone().try_acquire_many_owned(len).ok()?;
+        if self.room.available_permits() >= self.limits.room as usize / 2 {
+            self.stalled.store(false, Ordering::Relaxed);
         }
-        if let Ok(room) = self.room.clone().try_acquire_many_owned(len) {
-            if self.room.available_permits() >= self.limits.queue_room as usize / 2 {
-                self.stalled.store(false, Ordering::Relaxed);
-            }
+        Some(room)
+    }
+
+    /// Room for `len` bytes, waiting at most `room_wait` (not at all while stalled).
+    async fn room_within_bound(&self, len: u32) -> Option<OwnedSemaphorePermit> {
+        if let Some(room) = self.room_now(len) {
             return Some(room);
         }
         if self.stalled.load(Ordering::Relaxed) {
@@ -225,6 +266,25 @@ impl DiskTier {
                 self.stalled.store(true, Ordering::Relaxed);
                 None
             }
+        }
+    }
+
+    /// Before a fetch of `len` bytes: its room now if there is some; later if the writers
+    /// keep up (less than half the room queued); else after a bounded wait, or not at all.
+    async fn copy_before(&self, len: u64) -> Copy {
+        let Some(len) = u32::try_from(len).ok().filter(|&l| l <= self.limits.room) else {
+            return Copy::Skip;
+        };
+        if let Some(room) = self.room_now(len) {
+            return Copy::Room(room);
+        }
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        if backlog < u64::from(self.limits.room / 2) {
+            return Copy::Later;
+        }
+        match self.room_within_bound(len).await {
+            Some(room) => Copy::Room(room),
+            None => Copy::Skip,
         }
     }
 
@@ -244,6 +304,7 @@ impl DiskTier {
         if self.store.contains(file, block) {
             return;
         }
+        let queued = Queued::new(&self.backlog, data.len() as u64);
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         // A writer gone (closed) drops the job, and with it its room.
         let _ = jobs.as_ref().map(|writers| {
@@ -253,6 +314,7 @@ impl DiskTier {
                 total,
                 data,
                 _room: room,
+                _queued: queued,
             })
         });
     }
@@ -347,7 +409,17 @@ impl DiskTier {
             known_total: request.known_total.or(total),
         };
         let len = (request.last - from).saturating_add(1);
-        let capture = self.would_store(len).then(|| {
+        let storing = self.would_store(len);
+        let copy = match storing {
+            true => self.copy_before(len).await,
+            false => Copy::Skip,
+        };
+        let (capture, room) = match copy {
+            Copy::Skip => (false, None),
+            Copy::Later => (true, None),
+            Copy::Room(room) => (true, Some(room)),
+        };
+        let capture = capture.then(|| {
             let limit = len as usize;
             let bytes = match &self.buffers {
                 Some(pool) => pool.aligned(limit),
@@ -379,8 +451,11 @@ impl DiskTier {
                 Some(pool) => pool.share(c.bytes),
                 None => c.bytes.freeze(),
             };
-            self.keep_blocks(request.file, fetched.total, from, stored, seen)
+            self.keep_blocks(request.file, fetched.total, from, stored, seen, room)
                 .await;
+        } else if storing {
+            let (_, start, end) = whole_blocks(from, fetched.data.len() as u64, fetched.total);
+            self.skipped((end - start).div_ceil(BLOCK_SIZE));
         }
         if !from_disk {
             return Ok(Some(fetched));
@@ -396,13 +471,26 @@ impl DiskTier {
     }
 
     /// Queues every whole block among `seen` bytes of ciphertext starting at `from`, each with
-    /// its share of the queue's room; all are skipped (and counted) when no room is found.
-    async fn keep_blocks(&self, file: FileId, total: u64, from: u64, ciphertext: Bytes, seen: u64) {
+    /// its share of `room` (taken now, within the bound, when there is none yet); all are
+    /// skipped (and counted) when no room is found.
+    async fn keep_blocks(
+        &self,
+        file: FileId,
+        total: u64,
+        from: u64,
+        ciphertext: Bytes,
+        seen: u64,
+        room: Option<OwnedSemaphorePermit>,
+    ) {
         let (first, start, end) = whole_blocks(from, seen, total);
         if start >= end {
             return;
         }
-        let Some(mut room) = self.room_for(end - start).await else {
+        let room = match room {
+            Some(room) => Some(room),
+            None => self.room_within_bound((end - start) as u32).await,
+        };
+        let Some(mut room) = room else {
             self.skipped((end - start).div_ceil(BLOCK_SIZE));
             return;
         };

@@ -265,9 +265,9 @@ async fn bounded<T>(what: impl std::future::Future<Output = T>) -> T {
         .expect("a read waited on the disk without bound")
 }
 
-fn small_limits(queue_room: u64) -> Limits {
+fn small_limits(room: u64) -> Limits {
     Limits {
-        queue_room: queue_room as u32,
+        room: room as u32,
         room_wait: std::time::Duration::from_millis(100),
     }
 }
