@@ -151,6 +151,12 @@ line() {
         if awk -v r="${ratio%x}" -v t="$tv" 'BEGIN { exit !(r >= t) }'; then verdict=PASS; else verdict=FAIL; fi
       fi
       ;;
+    ratio_le)
+      target="<= ${tv}x $plabel"
+      if [[ -n $ratio ]]; then
+        if awk -v r="${ratio%x}" -v t="$tv" 'BEGIN { exit !(r <= t) }'; then verdict=PASS; else verdict=FAIL; fi
+      fi
+      ;;
     le)
       target="<= $tv $unit"
       if [[ -n $ours ]]; then
