@@ -3,7 +3,8 @@
 //! its tags, loads a playlist file of the mount in order, plays and seeks, and answers
 //! `albumart` with the cover's bytes; its database update of long tracks with the default
 //! flags fetches at most 1 MiB per track after the first (whose open still gets the wide
-//! kernel read-ahead), and narrows the kernel's read-ahead until a copy widens it. docs/design.md ("Covers, playlists and scans") says how to run mpd so.
+//! kernel read-ahead), and narrows the kernel's read-ahead until a copy widens it.
+//! docs/design.md ("Covers, playlists and scans") says how to run mpd so.
 
 mod support;
 
