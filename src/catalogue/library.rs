@@ -14,7 +14,8 @@ use crate::readpath::images::{CoverInfo, ImageStore};
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 
-const PLAYLISTS_AT_ONCE: usize = 16;
+/// Playlist requests under way at once, at mount and in each refresh.
+pub(crate) const PLAYLISTS_AT_ONCE: usize = 16;
 const IMAGES_AT_ONCE: usize = 16;
 
 /// The ETags of playlists' answers, by playlist.

@@ -17,6 +17,7 @@
 //! kept as it was too, and one line says so, instead of every track of a large library
 //! spending its whole retry bound (and logging each retry) against a dead origin.
 
+use crate::catalogue::library::PLAYLISTS_AT_ONCE;
 use crate::client::error::FetchError;
 use crate::client::retry;
 use crate::client::seams::{ControlPlane, Fresh, Revalidated};
@@ -31,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 const ALBUMS_AT_ONCE: usize = 32;
 const TRACKS_AT_ONCE: usize = 64;
-const PLAYLISTS_AT_ONCE: usize = 16;
 
 /// The ETags the answers of a catalogue came with (none from an origin that sends none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -421,7 +421,9 @@ fn bare(album: Album) -> AlbumEntry {
 
 /// The user's playlists, revalidated: the rootlist (small) whole, then each playlist with the
 /// ETag of its last answer (a `304` keeps it). What cannot be fetched is kept as it was; a
-/// rootlist that cannot be read keeps them all. Returns the playlists and their ETags.
+/// rootlist that cannot be read keeps them all. Once a playlist request shows the origin
+/// itself failing, no more are asked (as for albums and tracks) and one line says so.
+/// Returns the playlists and their ETags.
 pub async fn revalidate_playlists(
     api: &dyn ControlPlane,
     before: &[Playlist],
@@ -435,39 +437,53 @@ pub async fn revalidate_playlists(
         }
     };
     let known: HashMap<PlaylistId, &Playlist> = before.iter().map(|p| (p.id, p)).collect();
+    let asking = Asking::default();
     let answers: Vec<_> = stream::iter(ids)
         .map(|id| {
             let etag = known
                 .contains_key(&id)
                 .then(|| etags.get(&id).cloned())
                 .flatten();
-            async move { (id, retry::quietly(api.playlist_if(id, etag)).await) }
+            let asking = &asking;
+            async move { (id, asking.ask(api.playlist_if(id, etag)).await) }
         })
         .buffered(PLAYLISTS_AT_ONCE)
         .collect()
         .await;
     let (mut playlists, mut kept) = (Vec::new(), HashMap::new());
+    let mut not_asked = 0;
     for (id, answer) in answers {
         match (answer, known.get(&id)) {
-            (Ok(Fresh::New(playlist, etag)), _) => {
+            (Some(Ok(Fresh::New(playlist, etag))), _) => {
                 if let Some(etag) = etag {
                     kept.insert(id, etag);
                 }
                 playlists.push(playlist);
             }
-            (Ok(Fresh::Unchanged), Some(before)) => {
+            (Some(Ok(Fresh::Unchanged)), Some(before)) => {
                 keep_etag(&mut kept, id, etags);
                 playlists.push((*before).clone());
             }
-            (Err(e), Some(before)) => {
+            (Some(Err(e)), Some(before)) if !origin_failing(&e) => {
                 tracing::warn!(playlist = %id.to_base62(), "keeping a playlist as it was: {e}");
                 playlists.push((*before).clone());
             }
-            (Ok(Fresh::Unchanged), None) => {}
-            (Err(e), None) => {
+            (Some(Err(_)) | None, Some(before)) => {
+                not_asked += 1;
+                playlists.push((*before).clone());
+            }
+            (Some(Ok(Fresh::Unchanged)), None) => {}
+            (Some(Err(e)), None) if !origin_failing(&e) => {
                 tracing::warn!(playlist = %id.to_base62(), "skipping a playlist: {e}");
             }
+            (Some(Err(_)) | None, None) => not_asked += 1,
         }
+    }
+    if let Some(e) = asking.failure() {
+        tracing::warn!(
+            "{} kept as they were or left for the next refresh: {e}",
+            count(not_asked, "playlist")
+        );
     }
     (playlists, kept)
 }

@@ -320,6 +320,13 @@ impl ControlPlane for Dying {
     fn rootlist(&self) -> crate::client::seams::BoxFuture<'_, Result<Vec<PlaylistId>, FetchError>> {
         self.inner.rootlist()
     }
+    fn playlist_if(
+        &self,
+        id: PlaylistId,
+        etag: Option<String>,
+    ) -> crate::client::seams::BoxFuture<'_, Revalidated<Playlist>> {
+        Box::pin(self.item(self.inner.playlist_if(id, etag)))
+    }
     fn playlist(
         &self,
         id: PlaylistId,
@@ -454,4 +461,20 @@ async fn a_refresh_where_no_album_or_track_answers_has_failed() {
     assert!(!complete);
     let failed = failed.expect("nothing answered: the refresh failed");
     assert_eq!(failed.kept, 6);
+}
+
+#[tokio::test]
+async fn an_origin_dying_before_the_playlists_stops_asking_and_keeps_them() {
+    let (api, ids) = origin(true);
+    let tracks = api.album_tracks(ids[0]);
+    for i in 0..40 {
+        api.add_playlist(&format!("Mix {i}"), &tracks);
+    }
+    let (first, etags) = revalidate_playlists(&api, &[], &HashMap::new()).await;
+    assert_eq!(first.len(), 40);
+    let api = Dying::new(api, 0);
+    let (again, _) = revalidate_playlists(&api, &first, &etags).await;
+    // Without the stop: all 40 asked, each spending its retries.
+    assert!(api.asked() <= PLAYLISTS_AT_ONCE, "{} requests", api.asked());
+    assert_eq!(again, first, "every playlist kept as it was");
 }
