@@ -124,9 +124,12 @@ pub(crate) fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Publish(args) => publish::run(args),
         Command::Mount(args) => args.into_config().and_then(|config| {
-            runtime()?
-                .block_on(trackfs::mount::run(config))
-                .map_err(|e| e.to_string())
+            let rt = runtime()?;
+            let result = rt.block_on(trackfs::mount::run(config));
+            // A read abandoned on a hung disk may still be stuck in its blocking thread:
+            // exit without it (dropping the runtime would wait for it for ever).
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result.map_err(|e| e.to_string())
         }),
         Command::Stats(args) => stats::run(args),
         Command::Pin(args) => pin::pin(args),

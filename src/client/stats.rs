@@ -68,6 +68,8 @@ pub struct Stats {
     pub disk_checksum_failures: Counter,
     /// Pieces passed on unstored because the disk did not keep up (or hung).
     pub disk_pieces_skipped: Counter,
+    /// Reads of stored pieces given up on because the disk did not answer in time.
+    pub disk_reads_timed_out: Counter,
     /// Library refreshes (`catalogue::refresh`) done, and those that could not reach the origin.
     pub refreshes: Counter,
     pub refresh_failures: Counter,
@@ -88,7 +90,7 @@ impl Stats {
             0 => -1,
             at => unix_now().saturating_sub(at) as i128,
         };
-        let rows: [(&str, i128); 30] = [
+        let rows: [(&str, i128); 31] = [
             ("cache_hits", self.cache_hits.get() as i128),
             ("cache_misses", self.cache_misses.get() as i128),
             ("cache_evictions", self.cache_evictions.get() as i128),
@@ -117,6 +119,10 @@ impl Stats {
             (
                 "disk_pieces_skipped",
                 self.disk_pieces_skipped.get() as i128,
+            ),
+            (
+                "disk_reads_timed_out",
+                self.disk_reads_timed_out.get() as i128,
             ),
             ("refreshes", self.refreshes.get() as i128),
             ("refresh_failures", self.refresh_failures.get() as i128),
@@ -180,6 +186,7 @@ pub fn table(rendered: &str) -> String {
         "disk_evictions",
         "disk_checksum_failures",
         "disk_pieces_skipped",
+        "disk_reads_timed_out",
         "refreshes",
         "refresh_failures",
         "not_modified",

@@ -5,6 +5,7 @@
 //! - `block`: the checked on-disk form of one stored piece.
 //! - `store`: the pieces on disk, their order, the bound, pins.
 //! - `keys`: audio keys, stored only wrapped under the credentials.
+//! - `read`: the tier's reads from the store, bounded in time so a hung disk hangs no read.
 //! - `tier`: the store as a `RangeSource` over the CDN, writing on a thread of its own.
 //! - `offline`: knowing the origin is unreachable, so uncached reads fail at once.
 
@@ -12,5 +13,8 @@ pub(crate) mod block;
 pub mod dir;
 pub mod keys;
 pub mod offline;
+pub(crate) mod read;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_hold;
 pub mod tier;

@@ -55,6 +55,9 @@ pub struct Store {
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
     lock: Mutex<Option<DirLock>>,
+    /// Tests close it to make reads hang like a hung disk.
+    #[cfg(test)]
+    pub(crate) read_hold: super::test_hold::Hold,
 }
 
 fn parse_name(name: &str) -> Option<Key> {
@@ -97,6 +100,8 @@ impl Store {
             next_temp: AtomicU64::new(0),
             stats,
             lock: Mutex::new(Some(lock)),
+            #[cfg(test)]
+            read_hold: Default::default(),
         };
         // The bound may have been lowered since the last mount.
         store.evict();
@@ -131,6 +136,8 @@ impl Store {
     /// no copy) and gives its file's total size; `None`, with `out` as it was, when it is not
     /// stored or fails its checks (then it is dropped, counted and logged).
     pub fn read_into(&self, file: FileId, block: u64, out: &mut BytesMut) -> Option<u64> {
+        #[cfg(test)]
+        self.read_hold.pass();
         let key = (file, block);
         let path = self.path(key);
         let start = out.len();

@@ -20,6 +20,7 @@
 //!   once the writers have emptied half the room.
 
 use super::offline::Reachability;
+use super::read::{self, ReadGuard, READ_WAIT};
 use super::store::{Store, BLOCK_SIZE};
 use crate::client::error::FetchError;
 use crate::client::seams::{BoxFuture, Fetched, RangeRequest, RangeSource, Transform};
@@ -29,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Ciphertext copied aside (in flight with room, or queued for the writers), in bytes: the
@@ -49,6 +50,10 @@ const PREFIX_HINT: u64 = MAX_CAPTURE;
 /// Writer threads. Storing a piece is mostly waiting (creating an inode, journaling a
 /// rename), not CPU: two overlap those waits, so the disk keeps up with the CDN.
 const WRITERS: usize = 2;
+/// The longest a flush (at unmount, or between a pin's chunks) waits for the writers: a hung
+/// disk must not hang an unmount. Far above what writing the whole room (8 MiB) takes on a
+/// slow disk.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 enum Job {
     Write {
@@ -90,6 +95,8 @@ impl Drop for Queued {
 pub(crate) struct Limits {
     pub(crate) room: u32,
     pub(crate) room_wait: Duration,
+    pub(crate) read_wait: Duration,
+    pub(crate) flush_wait: Duration,
 }
 
 impl Default for Limits {
@@ -97,6 +104,8 @@ impl Default for Limits {
         Limits {
             room: ROOM,
             room_wait: ROOM_WAIT,
+            read_wait: READ_WAIT,
+            flush_wait: FLUSH_WAIT,
         }
     }
 }
@@ -126,12 +135,14 @@ pub struct DiskTier {
     stalled: AtomicBool,
     /// The skipped pieces' warning was given (once a mount).
     warned: AtomicBool,
+    /// Reads from the store: bounded, and skipped while the disk does not answer.
+    reads: ReadGuard,
     /// Where copies come from: recycled page-aligned buffers, so a copy costs no page faults
     /// and freed copies do not pile up in the allocator (a mount passes its pool).
     buffers: Option<Arc<Buffers>>,
     /// Tests close it to stall the writers like a hung disk.
     #[cfg(test)]
-    hold: Arc<tests::Hold>,
+    hold: Arc<super::test_hold::Hold>,
 }
 
 /// Ciphertext copied off the pieces of an answer as they pass, in order from `from`: a piece
@@ -160,7 +171,7 @@ impl DiskTier {
     pub fn new(store: Arc<Store>, lower: Arc<dyn RangeSource>, reach: Arc<Reachability>) -> Self {
         let mut senders = Vec::with_capacity(WRITERS);
         #[cfg(test)]
-        let hold = Arc::new(tests::Hold::default());
+        let hold = Arc::new(super::test_hold::Hold::default());
         for n in 0..WRITERS {
             let (tx, rx) = mpsc::channel::<Job>();
             let writer_store = store.clone();
@@ -196,16 +207,18 @@ impl DiskTier {
             }
         }
         let jobs = (!senders.is_empty()).then_some(senders);
+        let limits = Limits::default();
         DiskTier {
             store,
             lower,
             reach,
             jobs: Mutex::new(jobs),
-            room: Arc::new(Semaphore::new(ROOM as usize)),
+            room: Arc::new(Semaphore::new(limits.room as usize)),
             backlog: Arc::default(),
-            limits: Limits::default(),
+            limits,
             stalled: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            reads: ReadGuard::new(limits.read_wait),
             buffers: None,
             #[cfg(test)]
             hold,
@@ -216,6 +229,7 @@ impl DiskTier {
     #[cfg(test)]
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.room = Arc::new(Semaphore::new(limits.room as usize));
+        self.reads = ReadGuard::new(limits.read_wait);
         self.limits = limits;
         self
     }
@@ -319,8 +333,9 @@ impl DiskTier {
         });
     }
 
-    /// Waits (blocking) until every piece queued so far is on disk.
-    pub fn flush(&self) {
+    /// Waits (blocking) until every piece queued so far is on disk, at most `FLUSH_WAIT`:
+    /// whether it all was. Past the bound (a hung disk) it says what was not stored.
+    pub fn flush(&self) -> bool {
         let (tx, rx) = mpsc::channel();
         let sent = {
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,13 +346,26 @@ impl DiskTier {
                 .filter(|w| w.send(Job::Flush(tx.clone())).is_ok())
                 .count()
         };
+        let deadline = Instant::now() + self.limits.flush_wait;
         for _ in 0..sent {
-            let _ = rx.recv();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
+                tracing::warn!(
+                    "disk cache: the disk did not finish writing within {} s (a hung disk?): \
+                     {} bytes queued for it are not stored. Nothing is lost: the CDN still has \
+                     them, and they are fetched again when read",
+                    self.limits.flush_wait.as_secs_f32(),
+                    self.backlog.load(Ordering::Relaxed)
+                );
+                return false;
+            }
         }
+        true
     }
 
-    /// Writes what is queued, stops the writer and lets go of the directory's lock, so the
-    /// next mount (maybe in this same process) can open it.
+    /// Writes what is queued (within the flush's bound), stops the writers and lets go of the
+    /// directory's lock, so the next mount (maybe in this same process) can open it. Writers
+    /// still stuck on a hung disk write nothing more once it answers (writing is off).
     pub fn close(&self) {
         self.flush();
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -346,11 +374,13 @@ impl DiskTier {
 
     /// The stored ciphertext from `first`'s block on, as far as the pieces follow each other,
     /// and the file's total size (read on a blocking thread: after a reboot it comes from the
-    /// disk itself). Read into one buffer, from the pool when there is one.
+    /// disk itself), or nothing when the disk does not answer within the bound ([`read`]).
+    /// Read into one buffer, from the pool when there is one.
     async fn stored_prefix(&self, request: RangeRequest) -> (BytesMut, Option<u64>) {
-        if !self
-            .store
-            .contains(request.file, request.first / BLOCK_SIZE)
+        if self.reads.is_slow()
+            || !self
+                .store
+                .contains(request.file, request.first / BLOCK_SIZE)
         {
             self.store.stats.disk_misses.incr();
             return (BytesMut::new(), None);
@@ -366,9 +396,10 @@ impl DiskTier {
             Some(pool) => pool.aligned(len),
             None => BytesMut::with_capacity(len),
         };
-        tokio::task::spawn_blocking(move || stored_prefix(&store, request, out))
-            .await
-            .unwrap_or_default()
+        let read =
+            move |given_up: &dyn Fn() -> bool| read::stored_prefix(&store, request, out, given_up);
+        let stats = &self.store.stats;
+        self.reads.run(stats, read).await.unwrap_or_default()
     }
 
     async fn fetch_inner(
@@ -521,38 +552,6 @@ fn whole_blocks(from: u64, seen: u64, total: u64) -> (u64, u64, u64) {
         false => seen_to / BLOCK_SIZE * BLOCK_SIZE,
     };
     (first, start, end.max(start))
-}
-
-fn stored_prefix(
-    store: &Store,
-    request: RangeRequest,
-    mut out: BytesMut,
-) -> (BytesMut, Option<u64>) {
-    let mut found = None;
-    for block in request.first / BLOCK_SIZE..=request.last / BLOCK_SIZE {
-        if !store.contains(request.file, block) {
-            store.stats.disk_misses.incr();
-            break;
-        }
-        let before = out.len();
-        let Some(total) = store.read_into(request.file, block, &mut out) else {
-            break;
-        };
-        let start = block * BLOCK_SIZE;
-        let got = (out.len() - before) as u64;
-        let whole = start < total && got == BLOCK_SIZE.min(total - start);
-        let agrees =
-            found.is_none_or(|t| t == total) && request.known_total.is_none_or(|k| k == total);
-        if !whole || !agrees {
-            out.truncate(before);
-            break;
-        }
-        found = Some(total);
-        if start + BLOCK_SIZE >= total {
-            break;
-        }
-    }
-    (out, found)
 }
 
 impl RangeSource for DiskTier {

@@ -1,29 +1,6 @@
 use super::*;
 use crate::client::doubles::{ScriptedRanges, Step};
 use crate::client::stats::Stats;
-use std::sync::Condvar;
-
-/// Stalls the writers while closed, like a disk that hangs.
-#[derive(Default)]
-pub(super) struct Hold {
-    closed: Mutex<bool>,
-    opened: Condvar,
-}
-
-impl Hold {
-    fn set(&self, closed: bool) {
-        *self.closed.lock().unwrap() = closed;
-        self.opened.notify_all();
-    }
-
-    /// Returns once the hold is open.
-    pub(super) fn pass(&self) {
-        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
-        while *closed {
-            closed = self.opened.wait(closed).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
 
 const F: FileId = FileId([4; 20]);
 
@@ -269,6 +246,7 @@ fn small_limits(room: u64) -> Limits {
     Limits {
         room: room as u32,
         room_wait: std::time::Duration::from_millis(100),
+        ..Limits::default()
     }
 }
 
@@ -384,4 +362,72 @@ fn whole_blocks_are_those_seen_from_start_to_end_or_to_the_file_end() {
     // Nothing whole: an empty span.
     let (_, start, end) = whole_blocks(5, b, 10 * b);
     assert_eq!(start, end);
+}
+
+fn quick_disk_limits() -> Limits {
+    Limits {
+        read_wait: std::time::Duration::from_millis(100),
+        flush_wait: std::time::Duration::from_millis(100),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_stored_range_on_a_hung_disk_comes_from_the_network_and_the_disk_is_skipped() {
+    let r = rig();
+    let tier = r.tier.with_limits(quick_disk_limits());
+    let end = content().len() as u64;
+    get(&tier, 0, end - 1).await;
+    tier.flush();
+    let stats = tier.store().stats.clone();
+    tier.store().read_hold.set(true);
+    // Stored, but the disk does not answer: the read is given up on and asks the CDN.
+    let first = (0, BLOCK_SIZE - 1);
+    assert_eq!(
+        bounded(get(&tier, first.0, first.1)).await,
+        expected(0, BLOCK_SIZE - 1)
+    );
+    assert_eq!(r.cdn.request_count(), 2);
+    assert_eq!(stats.disk_reads_timed_out.get(), 1);
+    // While that read has not returned, reads do not try the disk (nor wait for it again).
+    assert!(tier.reads.is_slow());
+    let second = (BLOCK_SIZE, end - 1);
+    assert_eq!(
+        bounded(get(&tier, second.0, second.1)).await,
+        expected(second.0, second.1)
+    );
+    assert_eq!(r.cdn.request_count(), 3);
+    assert_eq!(stats.disk_reads_timed_out.get(), 1);
+    // The disk answers again: once the abandoned read is back, reads come from disk.
+    tier.store().read_hold.set(false);
+    bounded(async {
+        while tier.reads.is_slow() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(bounded(get(&tier, 0, end - 1)).await, expected(0, end - 1));
+    assert_eq!(r.cdn.request_count(), 3, "all of it from disk again");
+}
+
+#[tokio::test]
+async fn closing_on_a_hung_disk_gives_up_on_the_queue_and_frees_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let r = rig_in(dir);
+    let tier = Arc::new(r.tier.with_limits(quick_disk_limits()));
+    tier.hold.set(true);
+    get(&tier, 0, 2 * BLOCK_SIZE - 1).await;
+    let flushing = tier.clone();
+    let flushed = bounded(tokio::task::spawn_blocking(move || flushing.flush())).await;
+    assert!(!flushed.unwrap(), "the writers hang: not all was stored");
+    let closing = tier.clone();
+    bounded(tokio::task::spawn_blocking(move || closing.close()))
+        .await
+        .unwrap();
+    // The next mount opens the directory; the pieces that were queued are not there.
+    let again = Store::open(&root, 1 << 30, Arc::default()).unwrap();
+    assert_eq!(again.usage().bytes, 0);
+    // The stuck writers may end (writing nothing: writing is off once closed).
+    tier.hold.set(false);
 }

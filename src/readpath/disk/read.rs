@@ -1,0 +1,132 @@
+//! The tier's reads from the store: the stored pieces at a range's start, read on a blocking
+//! thread and waited for at most [`READ_WAIT`] (issue 15: a hung disk never hangs a read).
+//!
+//! A read that runs out of time is abandoned, not cancelled (blocking file I/O cannot be):
+//! its thread stops at its next piece, or when the disk answers. The range is then fetched
+//! from below as if nothing were stored, and while an abandoned read has not returned, reads
+//! do not try the disk at all: a hung disk costs one read the bound (per read in flight when
+//! it hung), not every read, and ties up no more threads. The disk is tried again as soon as
+//! every abandoned read has returned. Why: docs/design.md, "Disk cache", "A disk that hangs".
+
+use super::store::{Store, BLOCK_SIZE};
+use crate::client::seams::RangeRequest;
+use crate::client::stats::Stats;
+use bytes::BytesMut;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest a read waits for the stored pieces of one range (up to 8 MiB: a fraction of a
+/// second even on a slow USB disk); past it the range comes from below.
+pub(crate) const READ_WAIT: Duration = Duration::from_secs(2);
+
+/// A read's fate, settled once by whichever side gets there first.
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Whether the disk answers reads: abandoned reads still out, and the one warning.
+pub(crate) struct ReadGuard {
+    wait: Duration,
+    /// Reads given up on whose threads have not returned yet: while any, the disk is skipped.
+    abandoned: Arc<AtomicU64>,
+    warned: AtomicBool,
+}
+
+impl ReadGuard {
+    pub(crate) fn new(wait: Duration) -> ReadGuard {
+        ReadGuard {
+            wait,
+            abandoned: Arc::default(),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether an earlier read was given up on and has not returned: then skip the disk.
+    pub(crate) fn is_slow(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire) > 0
+    }
+
+    /// Runs `read` on a blocking thread and gives its result, or `None` once it took longer
+    /// than the bound (counted in `disk_reads_timed_out`, one warning a mount). `read` is
+    /// told whether it was given up on, so it can stop early.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        stats: &Stats,
+        read: impl FnOnce(&dyn Fn() -> bool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let fate = Arc::new(AtomicU8::new(RUNNING));
+        let (theirs, abandoned) = (fate.clone(), self.abandoned.clone());
+        let mut task = tokio::task::spawn_blocking(move || {
+            let out = read(&|| theirs.load(Ordering::Acquire) == ABANDONED);
+            let settled =
+                theirs.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
+            if settled.is_err() {
+                // Given up on: the disk answers again.
+                abandoned.fetch_sub(1, Ordering::AcqRel);
+            }
+            out
+        });
+        if let Ok(joined) = tokio::time::timeout(self.wait, &mut task).await {
+            return joined.ok();
+        }
+        // Counted before it is settled, so the thread's decrement always comes after.
+        self.abandoned.fetch_add(1, Ordering::AcqRel);
+        let settled =
+            fate.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        if settled.is_err() {
+            // It finished just now: its answer is as good as any.
+            self.abandoned.fetch_sub(1, Ordering::AcqRel);
+            return task.await.ok();
+        }
+        stats.disk_reads_timed_out.incr();
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "disk cache: the disk did not answer a read within {} s (a spun-down or hung \
+                 disk?); reads go on from the network, and the disk is tried again once it \
+                 answers (disk_reads_timed_out in the stats)",
+                self.wait.as_secs_f32()
+            );
+        }
+        None
+    }
+}
+
+/// The stored ciphertext from `request.first`'s block on, appended to `out` as far as the
+/// pieces follow each other and agree on the file's size, and that size (`None`: nothing
+/// stored). Stops early, with what it has, once `given_up` says so.
+pub(crate) fn stored_prefix(
+    store: &Store,
+    request: RangeRequest,
+    mut out: BytesMut,
+    given_up: &dyn Fn() -> bool,
+) -> (BytesMut, Option<u64>) {
+    let mut found = None;
+    for block in request.first / BLOCK_SIZE..=request.last / BLOCK_SIZE {
+        if given_up() {
+            break;
+        }
+        if !store.contains(request.file, block) {
+            store.stats.disk_misses.incr();
+            break;
+        }
+        let before = out.len();
+        let Some(total) = store.read_into(request.file, block, &mut out) else {
+            break;
+        };
+        let start = block * BLOCK_SIZE;
+        let got = (out.len() - before) as u64;
+        let whole = start < total && got == BLOCK_SIZE.min(total - start);
+        let agrees =
+            found.is_none_or(|t| t == total) && request.known_total.is_none_or(|k| k == total);
+        if !whole || !agrees {
+            out.truncate(before);
+            break;
+        }
+        found = Some(total);
+        if start + BLOCK_SIZE >= total {
+            break;
+        }
+    }
+    (out, found)
+}
