@@ -18,13 +18,75 @@
 //! so a copy on a fresh mount and the first file of a scan get the wide window; after that a
 //! scan costs what it reads. The sysfs file is written when the choice changes (and checked
 //! at each open of a track), only as root; without root nothing is written, as before.
+//!
+//! Safety: the bdi is the device of the mountpoint, so it is taken only when `statfs` says
+//! the mountpoint is a FUSE mount. A mountpoint the mount is not on (yet, or any more) would
+//! name the disk below it, and trackfs would rewrite the system disk's read-ahead; then
+//! nothing is written and a warning says so.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The kernel's own default, and what mpd's 256 KiB reads cost nothing extra with.
 pub const NARROW_KB: u32 = 128;
+
+/// `statfs`'s `f_type` for a FUSE mount (`FUSE_SUPER_MAGIC`, linux/magic.h).
+const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
+
+/// `applied` after a write failed: the kernel's window stays, nothing more is tried.
+const GAVE_UP: u32 = u32::MAX;
+
+/// Why the mount's read-ahead setting was not found.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttachError {
+    #[error("cannot look at {path}: {errno}")]
+    Stat {
+        path: String,
+        errno: rustix::io::Errno,
+    },
+    #[error(
+        "{path} is not a FUSE mount (filesystem type {f_type:#x}): its device's read-ahead \
+         belongs to the filesystem below"
+    )]
+    NotFuse { path: String, f_type: u64 },
+}
+
+/// The read-ahead setting of a mountpoint whose filesystem is `f_type` on device `dev`: only
+/// a FUSE mount's own. Any other type means the mount is not on the path, and `dev` is the
+/// disk below it, which is not trackfs's to change.
+pub(crate) fn bdi_setting(f_type: u64, dev: u64) -> Option<PathBuf> {
+    (f_type == FUSE_SUPER_MAGIC).then(|| {
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"))
+    })
+}
+
+/// `statfs` and `stat` of the one directory `mountpoint` names now (one descriptor, so both
+/// describe the same filesystem even if a mount comes or goes meanwhile).
+fn mount_bdi(mountpoint: &Path) -> Result<PathBuf, AttachError> {
+    use rustix::fs::{Mode, OFlags};
+    let path = || mountpoint.display().to_string();
+    let stat_error = |errno| AttachError::Stat {
+        path: path(),
+        errno,
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(mountpoint, flags, Mode::empty()).map_err(stat_error)?;
+    // `FsWord` is `i64` or `u32` by target; the magic numbers are all positive.
+    let f_type = rustix::fs::fstatfs(&dir).map_err(stat_error)?.f_type as u64;
+    let dev = std::fs::File::from(dir)
+        .metadata()
+        .map_err(|e| {
+            stat_error(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+        })?
+        .dev();
+    bdi_setting(f_type, dev).ok_or_else(|| AttachError::NotFuse {
+        path: path(),
+        f_type,
+    })
+}
 
 /// The mount's kernel read-ahead, switched between a wide and a narrow window.
 #[derive(Debug)]
@@ -35,8 +97,10 @@ pub(crate) struct KernelWindow {
     path: OnceLock<PathBuf>,
     /// What the next open should get.
     narrow: AtomicBool,
-    /// What was last written (0: nothing yet; `u32::MAX`: writing failed, given up).
+    /// What was last written (0: nothing yet; `GAVE_UP`: writing failed, given up).
     applied: Mutex<u32>,
+    /// A warning was logged: one a mount is enough.
+    warned: AtomicBool,
 }
 
 impl KernelWindow {
@@ -48,6 +112,7 @@ impl KernelWindow {
             path: OnceLock::new(),
             narrow: AtomicBool::new(false),
             applied: Mutex::new(0),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -57,21 +122,18 @@ impl KernelWindow {
     }
 
     /// After the mount is up (INIT answered): finds the mount's bdi and sets the wide window.
+    /// A mountpoint that is not a FUSE mount gets nothing written (module docs: Safety).
     pub fn attach(&self, mountpoint: &Path) {
-        use std::os::unix::fs::MetadataExt;
         if self.wide_kb == 0 {
             return;
         }
-        let Ok(meta) = std::fs::metadata(mountpoint) else {
-            return;
-        };
-        let dev = meta.dev();
-        let path = format!(
-            "/sys/class/bdi/{}:{}/read_ahead_kb",
-            rustix::fs::major(dev),
-            rustix::fs::minor(dev)
-        );
-        self.attach_file(PathBuf::from(path));
+        match mount_bdi(mountpoint) {
+            Ok(path) => self.attach_file(path),
+            Err(e) => self.warn_once(format_args!(
+                "--kernel-read-ahead: nothing set: {e}; copies and players get the kernel's \
+                 default READs (slower)"
+            )),
+        }
     }
 
     /// The same with the file to write given (tests use a plain file).
@@ -94,7 +156,8 @@ impl KernelWindow {
 
     /// A stream read on past its head: a player or a copy is at work.
     pub fn note_streaming(&self) {
-        // Called at every read of a stream: a load first keeps the cache line shared.
+        // Called at every read of a stream: a load first keeps the cache line shared, and
+        // only a change takes the lock and writes.
         if self.narrow.load(Ordering::Relaxed) && self.narrow.swap(false, Ordering::Relaxed) {
             tracing::debug!("a stream reads on: wide kernel read-ahead for new opens");
             self.apply(self.wide_kb);
@@ -109,7 +172,7 @@ impl KernelWindow {
         }
     }
 
-    /// The window new opens get now, in KiB (0: left alone).
+    /// The window new opens get now, in KiB (0: left alone; `GAVE_UP`).
     #[cfg(test)]
     pub fn applied_kb(&self) -> u32 {
         *self.applied.lock().unwrap_or_else(|p| p.into_inner())
@@ -120,8 +183,7 @@ impl KernelWindow {
             return;
         };
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        // u32::MAX: writing failed once (not root, or no such bdi); the kernel's window stays.
-        if *applied == kb || kb == 0 || *applied == u32::MAX {
+        if *applied == kb || kb == 0 || *applied == GAVE_UP {
             return;
         }
         match std::fs::write(path, kb.to_string()) {
@@ -134,8 +196,16 @@ impl KernelWindow {
                     "kernel read-ahead left at its default: {}: {e}",
                     path.display()
                 );
-                *applied = u32::MAX;
+                *applied = GAVE_UP;
             }
+        }
+    }
+
+    fn warn_once(&self, message: std::fmt::Arguments<'_>) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            tracing::debug!("{message}");
+        } else {
+            tracing::warn!("{message}");
         }
     }
 }
@@ -261,6 +331,71 @@ mod tests {
         window.attach_file(dir.path().join("missing/read_ahead_kb"));
         window.note_looked_at();
         window.before_open();
-        assert_eq!(window.applied_kb(), u32::MAX);
+        assert_eq!(window.applied_kb(), GAVE_UP);
+    }
+
+    /// The mount's setting is only ever a FUSE mount's: anything else is the disk below.
+    #[test]
+    fn only_a_fuse_mount_has_its_read_ahead_set() {
+        let fuse = rustix::fs::makedev(0, 52);
+        assert_eq!(
+            bdi_setting(FUSE_SUPER_MAGIC, fuse),
+            Some(PathBuf::from("/sys/class/bdi/0:52/read_ahead_kb"))
+        );
+        const EXT4_SUPER_MAGIC: u64 = 0xef53;
+        const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+        let disk = rustix::fs::makedev(253, 0);
+        assert_eq!(bdi_setting(EXT4_SUPER_MAGIC, disk), None);
+        assert_eq!(bdi_setting(OVERLAYFS_SUPER_MAGIC, fuse), None);
+    }
+
+    /// A mountpoint the mount is not on: its device is the disk below, left alone.
+    #[test]
+    fn a_mountpoint_without_the_mount_gets_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = KernelWindow::new(1024);
+        let logs = logs(|| {
+            window.attach(dir.path());
+            window.before_open();
+            window.attach(dir.path());
+        });
+        assert_eq!(window.path.get(), None);
+        assert_eq!(window.applied_kb(), 0);
+        let warnings = warnings(&logs);
+        assert_eq!(warnings.len(), 1, "{logs}");
+        assert!(warnings[0].contains("--kernel-read-ahead"), "{logs}");
+        assert!(warnings[0].contains("not a FUSE mount"), "{logs}");
+        assert!(warnings[0].contains(&dir.path().display().to_string()));
+    }
+
+    /// What `f` logs, every level, one event a line.
+    fn logs(f: impl FnOnce()) -> String {
+        use std::sync::Arc;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn warnings(logs: &str) -> Vec<&str> {
+        logs.lines().filter(|l| l.contains("WARN")).collect()
     }
 }
