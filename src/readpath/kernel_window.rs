@@ -23,6 +23,13 @@
 //! the mountpoint is a FUSE mount. A mountpoint the mount is not on (yet, or any more) would
 //! name the disk below it, and trackfs would rewrite the system disk's read-ahead; then
 //! nothing is written and a warning says so.
+//!
+//! Failures: a first write that fails (not root, no such bdi) gives up for the mount: the
+//! kernel's value stays, as before this existed. A write that fails after one worked keeps
+//! what was last written as the window and is tried again at the next open, so one bad write
+//! never pins the narrow window (copies slow) or the wide one (scans costly) for good. As
+//! root, where writing must work, the first failure is a warning naming the setting, the file,
+//! the error and what it costs; without root it is expected, and logged at debug.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +42,7 @@ pub const NARROW_KB: u32 = 128;
 /// `statfs`'s `f_type` for a FUSE mount (`FUSE_SUPER_MAGIC`, linux/magic.h).
 const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
 
-/// `applied` after a write failed: the kernel's window stays, nothing more is tried.
+/// `applied` after a first write failed: the kernel's window stays, nothing more is tried.
 const GAVE_UP: u32 = u32::MAX;
 
 /// Why the mount's read-ahead setting was not found.
@@ -93,13 +100,15 @@ fn mount_bdi(mountpoint: &Path) -> Result<PathBuf, AttachError> {
 pub(crate) struct KernelWindow {
     wide_kb: u32,
     narrow_kb: u32,
+    /// Running as root: writing is expected to work, and a failure is a warning.
+    root: bool,
     /// `read_ahead_kb` of the mount's bdi, once mounted (none: nothing is ever written).
     path: OnceLock<PathBuf>,
     /// What the next open should get.
     narrow: AtomicBool,
-    /// What was last written (0: nothing yet; `GAVE_UP`: writing failed, given up).
+    /// What was last written (0: nothing yet; `GAVE_UP`: the first write failed).
     applied: Mutex<u32>,
-    /// A warning was logged: one a mount is enough.
+    /// A warning was logged: one a mount is enough, later failures go to debug.
     warned: AtomicBool,
 }
 
@@ -109,6 +118,7 @@ impl KernelWindow {
         KernelWindow {
             wide_kb,
             narrow_kb: NARROW_KB.min(wide_kb),
+            root: rustix::process::geteuid().is_root(),
             path: OnceLock::new(),
             narrow: AtomicBool::new(false),
             applied: Mutex::new(0),
@@ -145,7 +155,8 @@ impl KernelWindow {
     }
 
     /// Before a track's OPEN is answered: makes sure the file gets the window that fits
-    /// lately's readers (the changes below write it at once; this covers a write that raced).
+    /// lately's readers (the changes below write it at once; this covers a write that raced
+    /// or failed).
     pub fn before_open(&self) {
         let kb = match self.narrow.load(Ordering::Relaxed) {
             true => self.narrow_kb,
@@ -178,6 +189,13 @@ impl KernelWindow {
         *self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The same, as root or not whatever the tests run as.
+    #[cfg(test)]
+    fn run_as_root(mut self, root: bool) -> Self {
+        self.root = root;
+        self
+    }
+
     fn apply(&self, kb: u32) {
         let Some(path) = self.path.get() else {
             return;
@@ -191,13 +209,39 @@ impl KernelWindow {
                 tracing::debug!("kernel read-ahead set to {kb} KiB ({})", path.display());
                 *applied = kb;
             }
-            Err(e) => {
-                tracing::debug!(
-                    "kernel read-ahead left at its default: {}: {e}",
-                    path.display()
-                );
+            // Never written: not root, or no such bdi; the kernel's window stays.
+            Err(e) if *applied == 0 => {
                 *applied = GAVE_UP;
+                self.failed(format_args!(
+                    "--kernel-read-ahead: cannot write {kb} to {}: {e}; the kernel's \
+                     read-ahead stays as it is, so copies and players get smaller READs \
+                     (slower); not tried again",
+                    path.display()
+                ));
             }
+            // Written before: the last value stays, and the next open tries again.
+            Err(e) => {
+                let meaning = if kb < self.wide_kb {
+                    "new opens keep the wide window, so media scans fetch more than they read"
+                } else {
+                    "new opens keep the narrow window, so copies and players get smaller \
+                     READs (slower)"
+                };
+                self.failed(format_args!(
+                    "--kernel-read-ahead: cannot write {kb} to {}: {e}; {meaning}; tried again \
+                     at the next open",
+                    path.display()
+                ));
+            }
+        }
+    }
+
+    /// A write failed: a warning as root (once), where it should have worked; else debug.
+    fn failed(&self, message: std::fmt::Arguments<'_>) {
+        if self.root {
+            self.warn_once(message);
+        } else {
+            tracing::debug!("{message}");
         }
     }
 
@@ -325,13 +369,38 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_cannot_be_written_is_given_up() {
+    fn a_file_never_written_is_given_up() {
         let dir = tempfile::tempdir().unwrap();
-        let window = KernelWindow::new(1024);
-        window.attach_file(dir.path().join("missing/read_ahead_kb"));
+        let file = dir.path().join("missing/read_ahead_kb");
+        let window = KernelWindow::new(1024).run_as_root(false);
+        window.attach_file(file.clone());
         window.note_looked_at();
+        assert_eq!(window.applied_kb(), GAVE_UP);
+        // Not tried at each open for nothing: the kernel's window stays.
+        std::fs::create_dir(dir.path().join("missing")).unwrap();
+        window.note_streaming();
         window.before_open();
         assert_eq!(window.applied_kb(), GAVE_UP);
+        assert!(!file.exists());
+    }
+
+    /// One bad write after good ones must not pin the narrow window (copies slow) for good.
+    #[test]
+    fn a_write_failing_after_one_worked_is_tried_again_at_the_next_open() {
+        let (window, _dir, file) = attached(1024);
+        window.note_looked_at();
+        assert_eq!(written(&file), "128");
+        // The file cannot be written for a while (a directory in its place).
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        window.note_streaming();
+        window.before_open();
+        assert_eq!(window.applied_kb(), 128, "what the kernel has, still");
+        std::fs::remove_dir(&file).unwrap();
+        std::fs::write(&file, "128").unwrap();
+        window.before_open();
+        assert_eq!(written(&file), "1024", "the next open widens it after all");
+        assert_eq!(window.applied_kb(), 1024);
     }
 
     /// The mount's setting is only ever a FUSE mount's: anything else is the disk below.
@@ -366,6 +435,54 @@ mod tests {
         assert!(warnings[0].contains("--kernel-read-ahead"), "{logs}");
         assert!(warnings[0].contains("not a FUSE mount"), "{logs}");
         assert!(warnings[0].contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn as_root_a_failed_first_write_is_one_warning_naming_the_setting_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("missing/read_ahead_kb");
+        let window = KernelWindow::new(1024).run_as_root(true);
+        let logs = logs(|| {
+            window.attach_file(file.clone());
+            window.note_looked_at();
+            window.before_open();
+        });
+        let warnings = warnings(&logs);
+        assert_eq!(warnings.len(), 1, "{logs}");
+        let warning = warnings[0];
+        assert!(warning.contains("--kernel-read-ahead"), "{warning}");
+        assert!(warning.contains(&file.display().to_string()), "{warning}");
+        assert!(warning.contains("os error 2"), "the error: {warning}");
+        assert!(warning.contains("copies and players"), "{warning}");
+    }
+
+    #[test]
+    fn as_root_a_failed_later_write_says_what_it_costs_once() {
+        let (window, _dir, file) = attached(1024);
+        let window = window.run_as_root(true);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let logs = logs(|| {
+            window.note_looked_at();
+            window.before_open();
+            window.before_open();
+        });
+        let warnings = warnings(&logs);
+        assert_eq!(warnings.len(), 1, "{logs}");
+        assert!(warnings[0].contains("scans fetch more"), "{logs}");
+        assert!(warnings[0].contains(&file.display().to_string()), "{logs}");
+    }
+
+    #[test]
+    fn without_root_a_failed_write_is_expected_and_only_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = KernelWindow::new(1024).run_as_root(false);
+        let logs = logs(|| window.attach_file(dir.path().join("missing/read_ahead_kb")));
+        assert_eq!(warnings(&logs), Vec::<&str>::new());
+        assert!(
+            logs.contains("DEBUG") && logs.contains("--kernel-read-ahead"),
+            "{logs}"
+        );
     }
 
     /// What `f` logs, every level, one event a line.
