@@ -30,6 +30,11 @@
 //! never pins the narrow window (copies slow) or the wide one (scans costly) for good. As
 //! root, where writing must work, the first failure is a warning naming the setting, the file,
 //! the error and what it costs; without root it is expected, and logged at debug.
+//!
+//! Known limits: the setting is one per mount, not per reader, so a copy streaming beside a
+//! scan widens the window again at each of its reads, and the scanner's next opens get 1 MiB;
+//! and opens at the same moment race on the one value: an open gets whatever was last
+//! written. A wrong guess costs bytes or CPU, never data.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
