@@ -1,5 +1,5 @@
-//! The independent client (`tests/independent/client_check.py`, written from docs/protocol.md alone)
-//! walks `trackfs serve` and checks every rule of the wire protocol: tokens, 401s, 404s,
+//! The independent client (`tests/independent/client_check.py`, written from docs/protocol.md
+//! alone) walks `trackfs serve` and checks every rule of the wire protocol: tokens, 401s, 404s,
 //! 206/416/403, unaligned ranges decrypting to the sources, head files, expiry, and v1.1:
 //! covers (`/image/`), the rootlist and playlists with base62 ids, ETags and 304s.
 

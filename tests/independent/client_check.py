@@ -18,7 +18,6 @@ import collections
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,17 +25,16 @@ import urllib.parse
 
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_cdn  # noqa: E402
 import check_change  # noqa: E402
 import check_v11  # noqa: E402
 import pb  # noqa: E402
 from check_support import (  # noqa: E402
     FORMAT_EXT, OGG_FORMATS, NetError, Report, Response, ctr_crypt, dec_album, dec_resolve,
-    dec_track, expected_names, http_request, index_library, index_sources, nfc, parse_expiry,
-    with_query)
+    dec_track, expected_names, http_request, index_library, index_sources, nfc, parse_expiry)
 
 OGG_HEADER_LEN = 167
 HEAD_MIN = 64 * 1024
-CHUNK = 1 << 20
 
 
 # ================================================================ the checker
@@ -64,11 +62,11 @@ class Checker:
         self.library_files = index_library(args.library)
         self.file_results = {}      # file id hex -> (content sha256, is_ogg) or None
         self.track_results = []     # (track dict, content sha256)
-        self.signed_forms = set()   # expiry forms already probed for 403s
         self.sample = {}            # ids and a signed URL for the 404 probes
         self.heads = collections.Counter()
         self.albums = []            # decoded albums, with "gid" the id asked for
         self.seen = {}              # catalogue path -> ETag and body hash (check_change)
+        self.cdn = check_cdn.Cdn(self)
 
     # ---------------------------------------------------------- HTTP helpers
 
@@ -257,15 +255,15 @@ class Checker:
     def _check_file(self, fid, is_ogg):
         urls = self.resolve(fid)
         key = self.audio_key(fid)
-        got = self.download(fid, urls) if urls else None
+        got = self.cdn.download(fid, urls) if urls else None
         if not (got and key):
             return None
         url, cipher = got
         plain = ctr_crypt(key, 0, cipher)
         self.check_layout(fid, plain, is_ogg)
-        self.check_ranges(url, cipher, key, plain)
+        self.cdn.check_ranges(url, cipher, key, plain)
         self.check_head(fid, plain)
-        self.check_signatures(url)
+        self.cdn.check_signatures(url)
         self.check_library_copy(fid, cipher)
         audio = plain[OGG_HEADER_LEN:] if is_ogg else plain
         self.file_results[fid] = (hashlib.sha256(audio).hexdigest(), is_ogg)
@@ -298,57 +296,6 @@ class Checker:
         return resp.body if self.r.expect(len(resp.body) == 16, "audiokey",
                                           "%s: key is 16 bytes (got %d)" % (fid, len(resp.body))) else None
 
-    def ranged(self, url, spec):
-        return self.get(url, {"Range": "bytes=" + spec})
-
-    def check_206(self, resp, first, last, total, what):
-        """206 with the exact Content-Range and body length; -> bool."""
-        want = "bytes %d-%d/%d" % (first, last, total) if total is not None else None
-        got = resp.header("content-range")
-        ok = resp.status == 206 and (want is None or got == want) and len(resp.body) == last - first + 1
-        return self.r.expect(ok, "cdn-range", "%s -> %d, Content-Range %r, %d body bytes (want 206, %r, %d)"
-                             % (what, resp.status, got, len(resp.body), want, last - first + 1))
-
-    def download(self, fid, urls):
-        """Whole ciphertext in CHUNK ranges from the first cdnurl that works,
-        re-resolving once on 403/404/410. -> (url, ciphertext) or None."""
-        url = self.first_working_url(fid, urls)
-        if not url:
-            return None
-        parts, total, pos, renewed = [], None, 0, False
-        while total is None or pos < total:
-            resp = self.ranged(url, "%d-%d" % (pos, pos + CHUNK - 1))
-            if resp.status in (403, 404, 410) and not renewed:
-                renewed, url = True, self.first_working_url(fid, self.resolve(fid) or [])
-                if not url:
-                    return None
-                continue
-            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("content-range") or "")
-            total = int(m.group(3)) if m else total
-            if total is None:
-                return self.r.fail("cdn-range", "GET %s bytes=%d-%d -> %d without a readable Content-Range (%r)"
-                                   % (fid, pos, pos + CHUNK - 1, resp.status, resp.header("content-range")))
-            if not self.check_206(resp, pos, min(pos + CHUNK, total) - 1, total,
-                                                   "GET %s bytes=%d-%d" % (fid, pos, pos + CHUNK - 1)):
-                return None
-            parts.append(resp.body)
-            pos += len(resp.body)
-        self.r.ok("cdn-download", "%s: %d bytes" % (fid, total))
-        return url, b"".join(parts)
-
-    def first_working_url(self, fid, urls):
-        for i, url in enumerate(urls):
-            try:
-                resp = self.ranged(url, "0-0")
-            except NetError as e:
-                self.r.note("%s: cdnurl #%d unusable (%s); trying the next" % (fid, i, e))
-                continue
-            if resp.status == 206:
-                return url
-            self.r.note("%s: cdnurl #%d answered %d; trying the next" % (fid, i, resp.status))
-        self.r.fail("cdn", "%s: no cdnurl answers bytes=0-0 with 206 (%d urls)" % (fid, len(urls)))
-        return None
-
     def check_layout(self, fid, plain, is_ogg):
         if is_ogg:
             # The 167-byte header is opaque (it may itself be an Ogg page, as Spotify's
@@ -356,31 +303,6 @@ class Checker:
             self.r.expect(plain[OGG_HEADER_LEN:OGG_HEADER_LEN + 4] == b"OggS", "ogg-header",
                           "%s: an OggS page at byte 167 (found %r)"
                           % (fid, plain[OGG_HEADER_LEN:OGG_HEADER_LEN + 4]))
-
-    def check_ranges(self, url, cipher, key, plain):
-        """Range forms and edge cases on a file whose bytes we already know."""
-        total = len(cipher)
-        a = min(total - 1, 13 + total // 3)                 # deliberately unaligned
-        cases = [("%d-%d" % (a, min(total - 1, a + 4099)), a, min(total - 1, a + 4099)),
-                 ("0-0", 0, 0), ("%d-%d" % (total - 1, total - 1), total - 1, total - 1),
-                 ("%d-" % (total // 2 + 5), total // 2 + 5, total - 1),
-                 ("-%d" % min(1000, total), total - min(1000, total), total - 1),
-                 ("-%d" % (total + 100), 0, total - 1),
-                 ("%d-%d" % (max(0, total - 5), total + 100), max(0, total - 5), total - 1)]
-        for spec, first, last in cases:
-            if first > last or first >= total:
-                continue
-            what = "bytes=%s of %d" % (spec, total)
-            resp = self.ranged(url, spec)
-            if self.check_206(resp, first, last, total, what):
-                self.r.expect(resp.body == cipher[first:last + 1], "cdn-range", what + ": same ciphertext")
-                self.r.expect(ctr_crypt(key, first, resp.body) == plain[first:last + 1], "decrypt",
-                              what + ": decrypts at its offset to the same plaintext")
-        for spec in ("%d-" % total, "%d-%d" % (total + 1000, total + 2000)):
-            resp = self.ranged(url, spec)
-            self.r.expect(resp.status == 416 and resp.header("content-range") == "bytes */%d" % total,
-                          "cdn-416", "bytes=%s of %d -> %d, Content-Range %r (want 416, 'bytes */%d')"
-                          % (spec, total, resp.status, resp.header("content-range"), total))
 
     def check_head(self, fid, plain):
         resp = self.try_get(self.origin + "/head/" + fid)
@@ -401,39 +323,6 @@ class Checker:
         if path:
             with open(path, "rb") as f:
                 self.r.expect(f.read() == cipher, "library-copy", "%s equals what the CDN served" % path)
-
-    # ---------------------------------------------------------- URL signing
-
-    def check_signatures(self, url):
-        """403 on expired, extended, tampered and unsigned URLs, once per
-        expiry form the origin uses."""
-        self.sample.setdefault("url", url)
-        parsed = parse_expiry(url)
-        if parsed is None:
-            if "unreadable" not in self.signed_forms:
-                self.signed_forms.add("unreadable")
-                self.r.note("cdnurl expiry form not readable, treated as non-expiring: %s" % url)
-            return
-        form, exp, (s, e), exp_span = parsed
-        self.r.expect(exp > time.time(), "url-expiry", "%s: expiry %d (%s) is in the future" % (url, exp, form))
-        if self.args.unsigned_cdn or form in self.signed_forms:
-            return
-        self.signed_forms.add(form)
-        query = urllib.parse.urlsplit(url).query
-        sig = query[s:e]
-        flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
-        cases = [("expired", self.replace(query, exp_span, str(int(time.time()) - 60))),
-                 ("expiry extended", self.replace(query, exp_span, str(exp + 86400))),
-                 ("signature tampered", self.replace(query, (s, e), flipped)),
-                 ("no signature", "")]
-        for label, q in cases:
-            bad = with_query(url, q)
-            self.status_is("cdn-403", self.try_get(bad, {"Range": "bytes=0-15"}), 403,
-                           "%s URL (%s form) %s" % (label, form, bad))
-
-    @staticmethod
-    def replace(s, span, text):
-        return s[:span[0]] + text + s[span[1]:]
 
     # ---------------------------------------------------------- error paths
 
