@@ -196,40 +196,11 @@ fi
 # rclone: the same plaintext, encrypted by rclone-crypt into a folder nginx serves with
 # listings; the mounted remote is crypt over http. The config is ours alone (--config).
 log "encrypting the same plaintext with rclone-crypt"
-pass=$(rclone obscure "trackfs-bench-password")
-salt=$(rclone obscure "trackfs-bench-salt")
 NGINX_PORT=$(free_port)
 PROXY_PORT=$(free_port)
-cat >"$W/rclone.conf" <<EOF
-[lcrypt]
-type = crypt
-remote = $W/crypt
-password = $pass
-password2 = $salt
-
-[web]
-type = http
-url = http://127.0.0.1:$NGINX_PORT/crypt/
-
-[wcrypt]
-type = crypt
-remote = web:
-password = $pass
-password2 = $salt
-
-[wanweb]
-type = http
-url = http://127.0.0.1:$PROXY_PORT/crypt/
-
-[wancrypt]
-type = crypt
-remote = wanweb:
-password = $pass
-password2 = $salt
-EOF
-mkdir -p "$W/crypt"
-rclone --config "$W/rclone.conf" copy "$SRC" lcrypt: 2>"$W/logs/rclone-copy.log" ||
-  { tail "$W/logs/rclone-copy.log" >&2; die "rclone copy into the crypt folder failed"; }
+rclone_crypt_copy "$SRC" "$W/crypt" lcrypt
+rclone_crypt_remote wcrypt "http://127.0.0.1:$NGINX_PORT/crypt/"
+rclone_crypt_remote wancrypt "http://127.0.0.1:$PROXY_PORT/crypt/"
 
 log "starting nginx (CDN for LIBRARY/audio, and the rclone-crypt folder at /crypt/)"
 NGINX_PID=$("$scripts/nginx-cdn.sh" "$W/lib" "$NGINX_PORT" --dir /crypt/="$W/crypt" 2>"$W/logs/nginx-start.log") ||

@@ -93,6 +93,25 @@ mount_trackfs() { # ORIGIN_PORT NAME LIBRARY [mount flags...] (credentials from 
   wait_mounted "$mnt" "$MOUNT_PID" "$lg"
   MNT=$mnt
 }
+# The bench's own rclone config, $W/rclone.conf (every rclone call passes --config): one password
+# and salt for every crypt remote, so a folder filled through one remote reads through another.
+rclone_crypt_remote() { # NAME DIR|URL: a crypt remote NAME over a folder or an http URL
+  local remote=$2
+  : "${RCLONE_PASS:=$(rclone obscure trackfs-bench-password)}"
+  : "${RCLONE_SALT:=$(rclone obscure trackfs-bench-salt)}"
+  if [[ $2 == http://* ]]; then
+    printf '[%s-http]\ntype = http\nurl = %s\n\n' "$1" "$2"
+    remote=$1-http:
+  fi
+  printf '[%s]\ntype = crypt\nremote = %s\npassword = %s\npassword2 = %s\n\n' \
+    "$1" "$remote" "$RCLONE_PASS" "$RCLONE_SALT"
+} >>"$W/rclone.conf"
+rclone_crypt_copy() { # FROM DIR NAME: FROM encrypted into the folder DIR (crypt remote NAME)
+  mkdir -p "$2"
+  rclone_crypt_remote "$3" "$2"
+  rclone --config "$W/rclone.conf" copy "$1" "$3:" 2>"$W/logs/rclone-copy-$3.log" ||
+    { tail "$W/logs/rclone-copy-$3.log" >&2; die "rclone copy of $1 into $2 failed"; }
+}
 mount_rclone() { # NAME [REMOTE]: the crypt remote over nginx, or REMOTE (e.g. wancrypt)
   local mnt=$W/mnt/$1 lg remote=${2:-wcrypt}
   lg=$W/logs/rclone-$1-$(date +%s%N).log

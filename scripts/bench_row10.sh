@@ -97,27 +97,8 @@ row10_setup() {
     { tail -20 "$W/logs/publish-scan.log" >&2; die "trackfs publish (scan library) failed"; }
   nginx_port=$(free_port)
   proxy_port=$(free_port)
-  cat >>"$W/rclone.conf" <<EOF
-
-[lcryptscan]
-type = crypt
-remote = $W/crypt-scan
-password = $pass
-password2 = $salt
-
-[scanweb]
-type = http
-url = http://127.0.0.1:$proxy_port/crypt/
-
-[scancrypt]
-type = crypt
-remote = scanweb:
-password = $pass
-password2 = $salt
-EOF
-  mkdir -p "$W/crypt-scan"
-  rclone --config "$W/rclone.conf" copy "$W/src-scan" lcryptscan: 2>"$W/logs/rclone-copy-scan.log" ||
-    { tail "$W/logs/rclone-copy-scan.log" >&2; die "rclone copy of the scan library failed"; }
+  rclone_crypt_copy "$W/src-scan" "$W/crypt-scan" lcryptscan
+  rclone_crypt_remote scancrypt "http://127.0.0.1:$proxy_port/crypt/"
   note "library: $(du -sh "$W/src-scan" | cut -f1) of MP3s, published and rclone-crypted"
 
   nginx_pid=$("$scripts/nginx-cdn.sh" "$W/lib-scan" "$nginx_port" --dir /crypt/="$W/crypt-scan" \
