@@ -4,6 +4,7 @@
 //! - `dir`: where the cache lives (per origin, 0700) and its one-mount-at-a-time lock.
 //! - `block`: the checked on-disk form of one stored piece.
 //! - `store`: the pieces on disk, their order, the bound, pins.
+//! - `scan`: reading back what earlier mounts stored, in the background.
 //! - `keys`: audio keys, stored only wrapped under the credentials.
 //! - `read`: the tier's reads from the store, bounded in time so a hung disk hangs no read.
 //! - `tier`: the store as a `RangeSource` over the CDN, writing on a thread of its own.
@@ -14,6 +15,7 @@ pub mod dir;
 pub mod keys;
 pub mod offline;
 pub(crate) mod read;
+pub(crate) mod scan;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod test_hold;

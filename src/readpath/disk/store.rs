@@ -4,12 +4,14 @@
 //! Why this layout (and its numbers): docs/design.md, "Disk cache".
 //!
 //! The least recently used order is the files' modification times: a hit sets it, a restart
-//! reads it back, and there is no index file that a crash could tear. Eviction runs after a
-//! write, on the writer's thread, never on a reader's; pinned files are evicted last, that is
-//! never for the size bound (the pin wins and the rest of the cache makes room).
+//! reads it back (in the background, [`super::scan`]), and there is no index file that a
+//! crash could tear. Eviction runs after a write, on the writer's thread, never on a reader's;
+//! pinned files are evicted last, that is never for the size bound (the pin wins and the rest
+//! of the cache makes room).
 
 use super::block::{self, HEADER_LEN};
 use super::dir::{self, DirError, DirLock};
+use super::scan::{self, Found, Key};
 use crate::client::stats::Stats;
 use crate::protocol::model::FileId;
 use bytes::{Bytes, BytesMut};
@@ -19,20 +21,29 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 /// Bytes of ciphertext per stored piece: the reader's block, so every run it asks for is
 /// made of whole pieces (the last piece of a file is shorter).
 pub(crate) const BLOCK_SIZE: u64 = 256 << 10;
 
-/// (file, block index).
-type Key = (FileId, u64);
-
 struct State {
     /// Stored bytes (header included) per piece, most recently used first.
     lru: LruCache<Key, u64>,
     bytes: u64,
     pinned: HashSet<FileId>,
+    /// While the opening scan runs: the pieces read or written since (then most recent).
+    touched: Option<HashSet<Key>>,
+}
+
+impl State {
+    /// Marks `key` used now.
+    fn touch(&mut self, key: Key) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(key);
+        }
+    }
 }
 
 /// What `trackfs cache` shows.
@@ -55,19 +66,17 @@ pub struct Store {
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
     lock: Mutex<Option<DirLock>>,
+    /// The opening scan of sizes and last uses, until it is settled into the index.
+    scanning: Mutex<Option<JoinHandle<Vec<Found>>>>,
     /// Tests close it to make reads hang like a hung disk.
     #[cfg(test)]
     pub(crate) read_hold: super::test_hold::Hold,
 }
 
-fn parse_name(name: &str) -> Option<Key> {
-    let (id, block) = name.split_once('.')?;
-    Some((FileId::from_hex(id).ok()?, block.parse().ok()?))
-}
-
 impl Store {
     /// Opens (creating) the store in `root`, the origin's own folder: takes the lock, drops
-    /// what a crash left half-written, and reads back the pieces in least-recently-used order.
+    /// what a crash left half-written, and lists the stored pieces; their sizes and order
+    /// are read back by a thread of its own ([`scan`]), settled by the first eviction.
     pub fn open(root: &Path, bound: u64, stats: Arc<Stats>) -> Result<Store, DirError> {
         let io = |source| DirError::Io {
             dir: root.display().to_string(),
@@ -80,14 +89,26 @@ impl Store {
         let _ = std::fs::remove_dir_all(&temp);
         std::fs::create_dir_all(&temp).map_err(io)?;
         std::fs::create_dir_all(root.join("data")).map_err(io)?;
-        let mut found = scan(&root.join("data"));
-        found.sort_by_key(|(_, _, modified)| *modified);
+        let keys = scan::list(&root.join("data"));
         let mut lru = LruCache::unbounded();
-        let mut bytes = 0;
-        for (key, len, _) in found {
-            bytes += len;
-            lru.put(key, len);
+        for key in &keys {
+            lru.put(*key, scan::WHOLE);
         }
+        let mut bytes = scan::WHOLE * keys.len() as u64;
+        let scan_root = root.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("trackfs-scan".into())
+            .spawn(move || scan::sizes(&scan_root, keys));
+        let (scanning, touched) = match spawned {
+            Ok(handle) => (Some(handle), Some(HashSet::new())),
+            // No thread to spare: the scan is done here.
+            Err(_) => {
+                let found = scan::sizes(root, lru.iter().map(|(k, _)| *k).collect());
+                (lru, bytes) = scan::settled(&lru, found, &HashSet::new());
+                (None, None)
+            }
+        };
+        let settled = scanning.is_none();
         let store = Store {
             root: root.to_path_buf(),
             bound,
@@ -95,16 +116,21 @@ impl Store {
                 lru,
                 bytes,
                 pinned: read_pins(&root.join("pins")),
+                touched,
             }),
             writable: AtomicBool::new(true),
             next_temp: AtomicU64::new(0),
             stats,
             lock: Mutex::new(Some(lock)),
+            scanning: Mutex::new(scanning),
             #[cfg(test)]
             read_hold: Default::default(),
         };
-        // The bound may have been lowered since the last mount.
-        store.evict();
+        // The bound may have been lowered since the last mount (with a scan running,
+        // `DiskTier::new` has it seen to, by `tidy`).
+        if settled {
+            store.evict();
+        }
         Ok(store)
     }
 
@@ -112,12 +138,31 @@ impl Store {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn path(&self, (file, block): Key) -> PathBuf {
-        let hex = file.to_string();
-        self.root
-            .join("data")
-            .join(&hex[..2])
-            .join(format!("{hex}.{block}"))
+    fn path(&self, key: Key) -> PathBuf {
+        scan::piece_path(&self.root, key)
+    }
+
+    /// Waits for the opening scan if it still runs, and rebuilds the index from it: sizes and
+    /// order as stored, the pieces used since most recent. Blocking: never called by a read.
+    fn settle(&self) {
+        let mut scanning = self.scanning.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(handle) = scanning.take() else {
+            return;
+        };
+        // A scan that panicked found nothing: every listed piece stays counted as whole.
+        let found = handle.join().ok();
+        let mut state = self.lock();
+        let touched = state.touched.take().unwrap_or_default();
+        if let Some(found) = found {
+            (state.lru, state.bytes) = scan::settled(&state.lru, found, &touched);
+        }
+    }
+
+    /// Waits for the opening scan, settles it and evicts down to the bound (which may have
+    /// been lowered since the last mount): once as a mount begins, on a thread of its own.
+    pub(crate) fn tidy(&self) {
+        self.settle();
+        self.evict();
     }
 
     pub fn contains(&self, file: FileId, block: u64) -> bool {
@@ -150,9 +195,9 @@ impl Store {
             f.read_exact(&mut header[..head])?;
             out.resize(start + data, 0);
             f.read_exact(&mut out[start..])?;
-            Ok((f, head))
+            Ok((f, head, len))
         });
-        let (f, head) = match found {
+        let (f, head, len) = match found {
             Ok(found) => found,
             Err(e) => {
                 out.truncate(start);
@@ -168,7 +213,16 @@ impl Store {
             Ok(piece) => {
                 // Recency lives in the file's time, so it survives a restart.
                 let _ = f.set_modified(SystemTime::now());
-                self.lock().lru.promote(&key);
+                let mut state = self.lock();
+                state.touch(key);
+                // Its size is known now (until the opening scan is in, it was a guess).
+                if let Some(was) = state
+                    .lru
+                    .get_mut(&key)
+                    .map(|was| std::mem::replace(was, len))
+                {
+                    state.bytes = state.bytes - was + len;
+                }
                 self.stats.disk_hits.incr();
                 self.stats.disk_bytes_read.add(piece.len as u64);
                 Some(piece.total)
@@ -217,6 +271,7 @@ impl Store {
             Ok(len) => {
                 self.stats.disk_bytes_written.add(data.len() as u64);
                 let mut state = self.lock();
+                state.touch(key);
                 if let Some(old) = state.lru.put(key, len) {
                     state.bytes -= old;
                 }
@@ -262,7 +317,12 @@ impl Store {
     }
 
     /// Removes least recently used pieces of unpinned files until the store fits its bound.
+    /// Until the opening scan is in, the sizes counted are upper bounds and the order is not
+    /// known: within the bound by them, nothing needs to go; past it, the scan is waited for.
     fn evict(&self) {
+        if self.lock().bytes > self.bound {
+            self.settle();
+        }
         let victims: Vec<Key> = {
             let mut state = self.lock();
             let mut excess = state.bytes.saturating_sub(self.bound);
@@ -298,14 +358,15 @@ impl Store {
         self.change_pins(|pinned| pinned.extend(files.iter().copied()))
     }
 
-    /// Lets `files` be evicted again (and evicts now if the cache is over its bound).
+    /// Lets `files` be evicted again (and evicts now if the cache is over its bound, once the
+    /// opening scan is in). Blocking.
     pub fn unpin(&self, files: &[FileId]) -> std::io::Result<()> {
         self.change_pins(|pinned| {
             files.iter().for_each(|f| {
                 pinned.remove(f);
             })
         })?;
-        self.evict();
+        self.tidy();
         Ok(())
     }
 
@@ -324,6 +385,7 @@ impl Store {
     }
 
     pub fn usage(&self) -> Usage {
+        self.settle();
         let state = self.lock();
         let mut usage = Usage {
             bytes: state.bytes,
@@ -340,34 +402,6 @@ impl Store {
         }
         usage
     }
-}
-
-/// Every stored piece under `data`: key, size on disk, last use. Names that are not pieces
-/// (left by something else, or by an older version) are removed.
-fn scan(data: &Path) -> Vec<(Key, u64, SystemTime)> {
-    let mut found = Vec::new();
-    let Ok(prefixes) = std::fs::read_dir(data) else {
-        return found;
-    };
-    for prefix in prefixes.flatten() {
-        let Ok(entries) = std::fs::read_dir(prefix.path()) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let key = name.to_str().and_then(parse_name);
-            match (key, entry.metadata()) {
-                (Some(key), Ok(meta)) if meta.is_file() => {
-                    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    found.push((key, meta.len(), modified));
-                }
-                _ => {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-    }
-    found
 }
 
 fn read_pins(path: &Path) -> HashSet<FileId> {

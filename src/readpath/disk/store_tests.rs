@@ -110,6 +110,8 @@ fn the_order_survives_a_restart() {
     drop(store);
     // A smaller bound at the next mount keeps the two most recently used.
     let store = Store::open(dir.path(), 2 * PIECE, Arc::default()).unwrap();
+    // Once the scan of what is stored is in.
+    store.tidy();
     assert!(store.contains(F, 1) && store.contains(F, 3));
     assert!(!store.contains(F, 0) && !store.contains(F, 2));
     assert_eq!(store.usage().bytes, 2 * PIECE);
@@ -212,4 +214,21 @@ fn read_into_appends_a_good_piece_and_leaves_the_buffer_as_it_was_otherwise() {
     assert_eq!(store.read_into(F, 1, &mut out), None);
     assert_eq!(out.len(), len);
     assert_eq!(store.stats.disk_checksum_failures.get(), 2);
+}
+
+#[test]
+fn a_reopened_store_reads_at_once_and_settles_to_the_stored_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    for block in 0..3 {
+        store.write(F, block, 10_000, &data(block as u8));
+    }
+    drop(store);
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    // Listed from the names alone: every piece is there and reads, scan or no scan.
+    assert!((0..3).all(|b| store.contains(F, b)));
+    assert_eq!(&store.read(F, 1).unwrap().0[..], &data(1)[..]);
+    // Its size is known once it is read.
+    assert!(store.usage().bytes == 3 * PIECE);
+    assert_eq!(store.usage().files.get(&F), Some(&3000));
 }

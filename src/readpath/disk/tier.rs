@@ -207,6 +207,12 @@ impl DiskTier {
             }
         }
         let jobs = (!senders.is_empty()).then_some(senders);
+        // Settles the store's opening scan (and evicts) off the mount's way.
+        let tidying = store.clone();
+        let tidy = std::thread::Builder::new().name("trackfs-tidy".into());
+        if let Err(e) = tidy.spawn(move || tidying.tidy()) {
+            tracing::debug!("disk cache: no thread to settle the scan ({e}); the first write will");
+        }
         let limits = Limits::default();
         DiskTier {
             store,
