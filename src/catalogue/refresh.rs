@@ -464,12 +464,15 @@ pub async fn revalidate_playlists(
                 keep_etag(&mut kept, id, etags);
                 playlists.push((*before).clone());
             }
+            // Kept as it was, with the ETag it had: the next refresh can still get a `304`.
             (Some(Err(e)), Some(before)) if !origin_failing(&e) => {
                 tracing::warn!(playlist = %id.to_base62(), "keeping a playlist as it was: {e}");
+                keep_etag(&mut kept, id, etags);
                 playlists.push((*before).clone());
             }
             (Some(Err(_)) | None, Some(before)) => {
                 not_asked += 1;
+                keep_etag(&mut kept, id, etags);
                 playlists.push((*before).clone());
             }
             (Some(Ok(Fresh::Unchanged)), None) => {}

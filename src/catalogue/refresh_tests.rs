@@ -187,8 +187,11 @@ async fn playlists_are_revalidated_each_with_its_etag() {
     assert_eq!(again, first);
     assert_eq!(kept, etags);
     assert_eq!(take_calls(&api).3, 2, "two 304s");
-    // Without the ETags they are fetched again, and a playlist that fails is kept.
+    // A playlist that fails is kept, with its ETag; without ETags they are fetched again.
     api.fail(&mix.0);
+    let (kept_too, kept_etags) = revalidate_playlists(&api, &first, &etags).await;
+    assert_eq!(kept_too, first);
+    assert_eq!(kept_etags, etags);
     let (kept_too, _) = revalidate_playlists(&api, &first, &HashMap::new()).await;
     assert_eq!(kept_too, first);
 }
@@ -473,8 +476,9 @@ async fn an_origin_dying_before_the_playlists_stops_asking_and_keeps_them() {
     let (first, etags) = revalidate_playlists(&api, &[], &HashMap::new()).await;
     assert_eq!(first.len(), 40);
     let api = Dying::new(api, 0);
-    let (again, _) = revalidate_playlists(&api, &first, &etags).await;
+    let (again, kept) = revalidate_playlists(&api, &first, &etags).await;
     // Without the stop: all 40 asked, each spending its retries.
     assert!(api.asked() <= PLAYLISTS_AT_ONCE, "{} requests", api.asked());
     assert_eq!(again, first, "every playlist kept as it was");
+    assert_eq!(kept, etags, "with its ETag, for a 304 next time");
 }
