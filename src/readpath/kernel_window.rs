@@ -22,7 +22,8 @@
 //! Safety: the bdi is the device of the mountpoint, so it is taken only when `statfs` says
 //! the mountpoint is a FUSE mount. A mountpoint the mount is not on (yet, or any more) would
 //! name the disk below it, and trackfs would rewrite the system disk's read-ahead; then
-//! nothing is written and a warning says so.
+//! nothing is written and a warning says so. Another FUSE filesystem under the path (ntfs-3g's
+//! `fuseblk`) is refused too: the device must be listed in `/proc/self/mountinfo` as trackfs's.
 //!
 //! Failures: a first write that fails (not root, no such bdi) gives up for the mount: the
 //! kernel's value stays, as before this existed. A write that fails after one worked keeps
@@ -63,6 +64,27 @@ pub(crate) enum AttachError {
          belongs to the filesystem below"
     )]
     NotFuse { path: String, f_type: u64 },
+    #[error(
+        "{path} is a FUSE mount, but not trackfs's (device {dev}): its read-ahead is another \
+         filesystem's"
+    )]
+    NotOurs { path: String, dev: String },
+}
+
+/// Whether `/proc/self/mountinfo` text lists device `major:minor` as a trackfs mount: type
+/// `fuse` (or `fuse.trackfs` where the subtype is kept) with the source `trackfs` that fuse.rs
+/// mounts with. Another FUSE filesystem (`fuseblk` of ntfs-3g, say) can be on the path when
+/// ours is gone; its setting is not ours to change.
+pub(crate) fn is_trackfs_device(mountinfo: &str, major: u32, minor: u32) -> bool {
+    let wanted = format!("{major}:{minor}");
+    mountinfo.lines().any(|line| {
+        let device = line.split(' ').nth(2);
+        let mut after = line.split(" - ").nth(1).unwrap_or("").split(' ');
+        let (fs_type, source) = (after.next(), after.next());
+        device == Some(wanted.as_str())
+            && matches!(fs_type, Some("fuse" | "fuse.trackfs"))
+            && source == Some("trackfs")
+    })
 }
 
 /// The read-ahead setting of a mountpoint whose filesystem is `f_type` on device `dev`: only
@@ -94,10 +116,19 @@ fn mount_bdi(mountpoint: &Path) -> Result<PathBuf, AttachError> {
             stat_error(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
         })?
         .dev();
-    bdi_setting(f_type, dev).ok_or_else(|| AttachError::NotFuse {
+    let setting = bdi_setting(f_type, dev).ok_or_else(|| AttachError::NotFuse {
         path: path(),
         f_type,
-    })
+    })?;
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match is_trackfs_device(&mountinfo, major, minor) {
+        true => Ok(setting),
+        false => Err(AttachError::NotOurs {
+            path: path(),
+            dev: format!("{major}:{minor}"),
+        }),
+    }
 }
 
 /// The mount's kernel read-ahead, switched between a wide and a narrow window.
@@ -519,5 +550,23 @@ mod tests {
 
     fn warnings(logs: &str) -> Vec<&str> {
         logs.lines().filter(|l| l.contains("WARN")).collect()
+    }
+
+    #[test]
+    fn only_a_trackfs_device_in_mountinfo_is_ours() {
+        let mountinfo = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+61 22 0:40 / /tmp/m ro,nosuid,nodev,noatime - fuse trackfs ro,user_id=0,group_id=0
+62 22 0:41 / /media/usb rw,nosuid shared:31 - fuseblk /dev/sdb1 rw,user_id=0
+63 22 0:42 / /tmp/n ro,nosuid,nodev - fuse.trackfs trackfs ro,user_id=0
+64 22 0:43 / /tmp/s rw,nosuid,nodev - fuse.sshfs me@host: rw,user_id=0
+";
+        assert!(is_trackfs_device(mountinfo, 0, 40));
+        assert!(is_trackfs_device(mountinfo, 0, 42), "with its subtype");
+        assert!(!is_trackfs_device(mountinfo, 0, 43), "sshfs");
+        assert!(!is_trackfs_device(mountinfo, 0, 41), "ntfs-3g's fuseblk");
+        assert!(!is_trackfs_device(mountinfo, 254, 0), "the disk below");
+        assert!(!is_trackfs_device(mountinfo, 0, 4), "no such device");
+        assert!(!is_trackfs_device("", 0, 40));
     }
 }
