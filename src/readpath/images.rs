@@ -5,6 +5,10 @@
 //! With a disk cache, pictures are stored there too, in its checksummed pieces under their
 //! file id (they are content-addressed and unencrypted on the wire, so they are kept as
 //! sent): a remount, or a mount started from its snapshot, learns and reads them from disk.
+//! The disk is never waited on for long: a picture is read from it for at most `READ_WAIT`
+//! (then, and while that read has not returned, it comes from the origin), and stored in the
+//! background, a couple at a time (`background`; docs/design.md, "Disk cache", "Nothing
+//! outside the tier waits on the disk either").
 //!
 //! A picture's size is learned when the catalogue is loaded (getattr must answer it before any
 //! read); a later fetch that brings another size is refused, as a changed audio file would be,
@@ -14,6 +18,8 @@ use crate::client::error::FetchError;
 use crate::client::seams::ControlPlane;
 use crate::client::stats::Stats;
 use crate::protocol::model::{FileId, PictureKind};
+use crate::readpath::background::Writes;
+use crate::readpath::disk::read::{ReadGuard, READ_WAIT};
 use crate::readpath::disk::store::{Store, BLOCK_SIZE};
 use bytes::Bytes;
 use lru::LruCache;
@@ -45,6 +51,9 @@ impl CoverInfo {
 
 type Flight = Arc<tokio::sync::Mutex<()>>;
 
+/// Pictures being written to disk at once, at most (a few hundred KiB each).
+const PICTURE_WRITES: usize = 2;
+
 pub struct ImageStore {
     control: Arc<dyn ControlPlane>,
     stats: Arc<Stats>,
@@ -52,6 +61,9 @@ pub struct ImageStore {
     /// One lock per picture being fetched, so concurrent misses fetch it once.
     flights: Mutex<HashMap<FileId, Flight>>,
     disk: Option<Arc<Store>>,
+    /// Reads from disk: bounded, and skipped while the disk does not answer.
+    disk_reads: ReadGuard,
+    disk_writes: Writes,
 }
 
 struct Kept {
@@ -72,6 +84,8 @@ impl ImageStore {
             }),
             flights: Mutex::new(HashMap::new()),
             disk: None,
+            disk_reads: ReadGuard::new(READ_WAIT),
+            disk_writes: Writes::new(PICTURE_WRITES),
         }
     }
 
@@ -82,10 +96,13 @@ impl ImageStore {
     }
 
     /// The picture from the disk cache: every piece present and checked, and the size they
-    /// give the expected one.
+    /// give the expected one; `None` too when the disk does not answer within the bound.
     async fn read_disk(&self, file: FileId, expected: Option<u64>) -> Option<Bytes> {
         let disk = self.disk.clone()?;
-        tokio::task::spawn_blocking(move || {
+        if self.disk_reads.is_slow() || !disk.contains(file, 0) {
+            return None;
+        }
+        let read = move |given_up: &dyn Fn() -> bool| {
             let (first, total) = disk.read(file, 0)?;
             if expected.is_some_and(|e| e != total) || total > MAX_PICTURE {
                 return None;
@@ -93,6 +110,9 @@ impl ImageStore {
             let mut whole = bytes::BytesMut::with_capacity(total as usize);
             whole.extend_from_slice(&first);
             for piece in 1..total.div_ceil(BLOCK_SIZE) {
+                if given_up() {
+                    return None;
+                }
                 let (bytes, also) = disk.read(file, piece)?;
                 if also != total {
                     return None;
@@ -100,18 +120,26 @@ impl ImageStore {
                 whole.extend_from_slice(&bytes);
             }
             (whole.len() as u64 == total).then(|| whole.freeze())
-        })
-        .await
-        .ok()
-        .flatten()
+        };
+        self.disk_reads.run(&self.stats, read).await.flatten()
     }
 
-    /// Stores the picture in the disk cache, off the async threads, without waiting.
+    /// Stores the picture in the disk cache, off the async threads, without waiting; not
+    /// while the disk does not answer, nor when it is being stored already or enough
+    /// pictures are (then it is stored when next fetched).
     fn write_disk(&self, file: FileId, bytes: Bytes) {
         let Some(disk) = self.disk.clone() else {
             return;
         };
+        if self.disk_reads.is_slow() {
+            return;
+        }
+        let Some(turn) = self.disk_writes.start(file) else {
+            tracing::debug!(%file, "disk cache: the picture is not stored (the disk is busy)");
+            return;
+        };
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let total = bytes.len() as u64;
             for (piece, chunk) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
                 disk.write(file, piece as u64, total, chunk);
@@ -259,5 +287,35 @@ mod tests {
             1,
             "the second read no picture"
         );
+    }
+
+    #[tokio::test]
+    async fn a_picture_on_a_disk_that_hangs_comes_from_the_origin() {
+        let control = Arc::new(MemoryControlPlane::new());
+        let spec = TrackSpec::new(1, "T", AudioFormat::Mp3_320, vec![0u8; 10]);
+        let (album, _) = control.add_album("A", "B", &[spec]);
+        let picture: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let file = control.add_image(album, picture.clone(), ImageSize::Large, None);
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(Store::open(dir.path(), 64 << 20, Arc::default()).unwrap());
+        let total = picture.len() as u64;
+        for (piece, chunk) in picture.chunks(BLOCK_SIZE as usize).enumerate() {
+            disk.write(file, piece as u64, total, chunk);
+        }
+        disk.read_hold.set(true);
+        let stats = Arc::new(Stats::default());
+        let mut images =
+            ImageStore::new(control.clone(), stats.clone(), 1 << 20).with_disk(Some(disk.clone()));
+        images.disk_reads = ReadGuard::new(std::time::Duration::from_millis(50));
+        // Hang guard only.
+        let wait = std::time::Duration::from_secs(60);
+        let got = tokio::time::timeout(wait, images.get(file, Some(total))).await;
+        let slow = images.disk_reads.is_slow();
+        // The abandoned read goes (the runtime waits for it at the end).
+        disk.read_hold.set(false);
+        assert_eq!(got.expect("the read hung").unwrap(), picture);
+        assert_eq!(control.calls.image.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.disk_reads_timed_out.get(), 1);
+        assert!(slow, "the disk is skipped until it answers");
     }
 }

@@ -1,22 +1,38 @@
 //! Where a file's AES key comes from: a local key file owned by the user first, then the
 //! origin's `/audiokey`, fetched once per file and kept for the session, and kept wrapped in
 //! the disk cache (when there is one) for the next mount, also offline.
+//!
+//! The disk is never waited on for long: a key is looked up there on a blocking thread for at
+//! most `READ_WAIT` (past it, and while that lookup has not returned, keys come from the
+//! origin as if none were stored), and kept there in the background, a few at a time
+//! (`background`). Why: docs/design.md, "Disk cache", "Nothing outside the tier waits on the
+//! disk either".
 
 use crate::client::error::FetchError;
 use crate::client::seams::ControlPlane;
+use crate::client::stats::Stats;
 use crate::protocol::crypto::AudioKey;
 use crate::protocol::keyfile::Keys;
 use crate::protocol::model::FileId;
+use crate::readpath::background::Writes;
 use crate::readpath::disk::keys::WrappedKeys;
+use crate::readpath::disk::read::{ReadGuard, READ_WAIT};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
+
+/// Keys being written to disk at once, at most (one small file each).
+const KEY_WRITES: usize = 4;
 
 pub struct KeyStore {
     local: Keys,
     fetched: Mutex<HashMap<FileId, Arc<OnceCell<AudioKey>>>>,
     control: Arc<dyn ControlPlane>,
     disk: Option<Arc<WrappedKeys>>,
+    /// Lookups on disk: bounded, and skipped while the disk does not answer.
+    disk_reads: ReadGuard,
+    disk_writes: Writes,
+    stats: Arc<Stats>,
 }
 
 impl KeyStore {
@@ -26,26 +42,59 @@ impl KeyStore {
             fetched: Mutex::new(HashMap::new()),
             control,
             disk: None,
+            disk_reads: ReadGuard::new(READ_WAIT),
+            disk_writes: Writes::new(KEY_WRITES),
+            stats: Arc::default(),
         }
     }
 
-    /// Keys are also looked for in, and kept in, `disk`.
-    pub fn with_disk(mut self, disk: Option<Arc<WrappedKeys>>) -> Self {
+    /// Keys are also looked for in, and kept in, `disk`; lookups that time out are counted
+    /// in `stats`.
+    pub fn with_disk(mut self, disk: Option<Arc<WrappedKeys>>, stats: Arc<Stats>) -> Self {
         self.disk = disk;
+        self.stats = stats;
         self
     }
 
     async fn fetch(&self, file: FileId) -> Result<AudioKey, FetchError> {
-        if let Some(key) = self.disk.as_ref().and_then(|d| d.get(file)) {
+        if let Some(key) = self.stored_key(file).await {
             return Ok(key);
         }
         let key = self.control.audio_key(file).await?;
-        if let Some(disk) = &self.disk {
+        self.keep_on_disk(file, &key);
+        Ok(key)
+    }
+
+    /// The key kept on disk, if the disk answers within the bound.
+    async fn stored_key(&self, file: FileId) -> Option<AudioKey> {
+        let disk = self.disk.clone()?;
+        if self.disk_reads.is_slow() {
+            return None;
+        }
+        let read = move |_: &dyn Fn() -> bool| disk.get(file);
+        self.disk_reads.run(&self.stats, read).await.flatten()
+    }
+
+    /// Keeps `key` on disk in the background (not while the disk does not answer, nor when
+    /// enough keys are being written already: then it is asked for again next mount).
+    fn keep_on_disk(&self, file: FileId, key: &AudioKey) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        if self.disk_reads.is_slow() {
+            return;
+        }
+        let Some(turn) = self.disk_writes.start(file) else {
+            tracing::debug!(%file, "disk cache: the key is not kept (the disk is busy)");
+            return;
+        };
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             if let Err(e) = disk.put(file, &key) {
                 tracing::debug!(%file, "disk cache: cannot keep the key: {e}");
             }
-        }
-        Ok(key)
+        });
     }
 
     /// The key if it is already known, without I/O.
@@ -120,5 +169,70 @@ mod tests {
         assert!(keys.cached(file).is_none());
         assert!(keys.get(file).await.is_err());
         assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 2);
+    }
+
+    fn wrapped(dir: &std::path::Path) -> Arc<WrappedKeys> {
+        let credentials = crate::protocol::credentials::Credentials {
+            user: "alice".into(),
+            password: "pw".into(),
+        };
+        Arc::new(WrappedKeys::open(dir, "o", &credentials).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_fetched_key_is_kept_wrapped_and_read_from_disk_by_the_next_mount() {
+        let (control, file) = control_with_one_file();
+        let dir = tempfile::tempdir().unwrap();
+        let first = KeyStore::new(Keys::new(), control.clone())
+            .with_disk(Some(wrapped(dir.path())), Arc::default());
+        assert_eq!(first.get(file).await.unwrap(), control.key(file).unwrap());
+        // Hang guard only: kept in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while wrapped(dir.path()).get(file).is_none() {
+            assert!(std::time::Instant::now() < deadline, "never kept");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let next = KeyStore::new(Keys::new(), control.clone())
+            .with_disk(Some(wrapped(dir.path())), Arc::default());
+        assert_eq!(next.get(file).await.unwrap(), control.key(file).unwrap());
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_key_file_that_hangs_falls_back_to_the_origin_and_frees_the_runtime() {
+        let (control, file) = control_with_one_file();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = wrapped(dir.path());
+        let pipe = dir.path().join("keys").join(file.to_hex());
+        crate::readpath::background::hung_file(&pipe);
+        let stats = Arc::new(Stats::default());
+        let (done, answer) = std::sync::mpsc::channel();
+        let (asking, counted) = (control.clone(), stats.clone());
+        std::thread::spawn(move || {
+            // One runtime thread: a lookup made on it would freeze the runtime.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut keys = KeyStore::new(Keys::new(), asking).with_disk(Some(disk), counted);
+            keys.disk_reads = ReadGuard::new(std::time::Duration::from_millis(50));
+            let keys = Arc::new(keys);
+            let got = runtime.block_on(keys.get(file));
+            let slow = keys.disk_reads.is_slow();
+            // A writer lets the abandoned lookup go, so the runtime can end.
+            drop(std::fs::OpenOptions::new().write(true).open(&pipe));
+            drop(runtime);
+            let _ = done.send((got, slow));
+        });
+        // Hang guard only.
+        let wait = std::time::Duration::from_secs(60);
+        let (got, slow) = answer.recv_timeout(wait).expect("the key lookup hung");
+        assert_eq!(got.unwrap(), control.key(file).unwrap());
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 1);
+        assert!(
+            slow,
+            "the disk is skipped while the lookup is out, and nothing written"
+        );
+        assert_eq!(stats.disk_reads_timed_out.get(), 1);
     }
 }

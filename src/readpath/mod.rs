@@ -10,8 +10,10 @@
 //! - `keys`, `heads`: audio keys and plaintext head files, cached.
 //! - `images`: cover pictures, fetched whole once and kept within a budget.
 //! - `buffers`: reuse of large response buffers.
+//! - `background`: the disk writes of keys and pictures, bounded in number.
 //! - `budget`: `--cache-size` split into the parts' limits.
 
+pub(crate) mod background;
 pub mod block_cache;
 pub(crate) mod budget;
 pub(crate) mod buffers;
