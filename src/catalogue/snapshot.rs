@@ -390,6 +390,17 @@ fn from_track_dto(t: TrackDto) -> Result<Track, SnapshotError> {
 
 /// Replaces the snapshot in `dir` whole: a crash leaves the old one or the new one.
 pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    save_unless(dir, snapshot, || false).map(|_| ())
+}
+
+/// The same, except that once the new one is written it replaces the old one only if
+/// `given_up` says no: a save that a closing mount stopped waiting for (a hung disk) must not
+/// land later over what the next mount saved. Whether it was put in place.
+pub fn save_unless(
+    dir: &Path,
+    snapshot: &Snapshot,
+    given_up: impl Fn() -> bool,
+) -> std::io::Result<bool> {
     use std::io::Write;
     let body = serde_json::to_vec(&to_body(snapshot)).map_err(std::io::Error::other)?;
     let first = format!(
@@ -405,12 +416,16 @@ pub fn save(dir: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
     temp.write_all(first.as_bytes())?;
     temp.write_all(&body)?;
     temp.as_file().sync_all()?;
+    if given_up() {
+        // Dropped: the temporary is removed.
+        return Ok(false);
+    }
     temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;
     // The rename itself on disk too (best effort: not every file system syncs folders).
     if let Ok(folder) = std::fs::File::open(dir) {
         let _ = folder.sync_all();
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The snapshot in `dir`, checked whole.

@@ -234,3 +234,18 @@ fn the_change_feed_number_is_kept_and_a_snapshot_without_it_reads_as_none() {
     };
     assert_eq!(load(dir.path()).unwrap(), old);
 }
+
+#[test]
+fn a_save_given_up_on_leaves_the_snapshot_before_it_and_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = sample();
+    save(dir.path(), &before).unwrap();
+    let mut later = sample();
+    later.last_change += 1;
+    assert!(!save_unless(dir.path(), &later, || true).unwrap());
+    assert_eq!(load(dir.path()).unwrap(), before);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary files left behind");
+    assert!(save_unless(dir.path(), &later, || false).unwrap());
+    assert_eq!(load(dir.path()).unwrap(), later);
+}

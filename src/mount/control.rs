@@ -124,7 +124,7 @@ async fn answer(stream: UnixStream, disk: &Disk, core: &FsCore) -> std::io::Resu
         }
     };
     let result = match request {
-        Request::Cache => Ok(super::pins::report(disk, &core.tree())),
+        Request::Cache => super::pins::report(disk, &core.tree()).await,
         Request::Unpin { paths } => match files_at(&core.tree(), &paths) {
             Ok(files) => super::pins::unpin(disk, &files).await,
             Err(e) => Err(e),

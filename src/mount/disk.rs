@@ -4,6 +4,10 @@
 //! the tree is whole at once and offline; saving the snapshot once covers and playlists are
 //! loaded and after each refresh that changed it, and closing it all at unmount so the next
 //! mount can take the lock.
+//!
+//! Snapshots are written by one thread of their own, the latest asked for winning, and waited
+//! for at most [`SAVE_WAIT`]: a hung disk never hangs an unmount or the refresh task
+//! (docs/design.md, "Disk cache", "Nothing outside the tier waits on the disk either").
 
 use super::{MountConfig, MountError};
 use crate::catalogue::library::Extras;
@@ -22,9 +26,15 @@ use crate::readpath::disk::tier::DiskTier;
 use crate::readpath::keys::KeyStore;
 use crate::readpath::reader::Reader;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest a save of the catalogue snapshot is waited for (at unmount, after a refresh):
+/// it is a small file written once and synced, a fraction of a second on any disk that
+/// answers. Past it the save goes on alone and the snapshot saved before stays valid.
+const SAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a mount starts from.
 pub(crate) struct Start {
@@ -54,9 +64,13 @@ pub(crate) struct Disk {
     pub reach: Arc<Reachability>,
     tier: Mutex<Option<Arc<DiskTier>>>,
     saved: Mutex<Saved>,
-    /// Held while a snapshot is written: the refresh task and unmount may save at once, and
-    /// the later state must be the one left on disk.
-    saving: Mutex<()>,
+    /// The snapshots being written: the refresh task and unmount may save at once, and the
+    /// later state must be the one left on disk.
+    saves: Arc<Saves>,
+    /// How long a save is waited for (`SAVE_WAIT`; shorter in tests).
+    save_wait: Duration,
+    /// The control socket's calls into the store, bounded in time.
+    pub(crate) calls: super::pins::Calls,
     /// The number of the change feed's last line (`Snapshot::last_change`): the snapshot's
     /// at first, then counted on by the refresh task.
     last_change: AtomicU64,
@@ -95,7 +109,9 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         reach: Arc::new(Reachability::new(&config.origin)),
         tier: Mutex::new(None),
         saved: Mutex::default(),
-        saving: Mutex::new(()),
+        saves: Arc::default(),
+        save_wait: SAVE_WAIT,
+        calls: super::pins::Calls::new(super::pins::ANSWER_WAIT),
         last_change: AtomicU64::new(0),
         reader: Mutex::new(None),
         key_store: Mutex::new(None),
@@ -185,7 +201,7 @@ impl Disk {
         let mut saved = lock(&self.saved);
         (saved.extras, saved.playlist_etags) = (extras, playlist_etags);
         drop(saved);
-        self.save();
+        self.save_or_warn();
     }
 
     /// After a refresh that changed the catalogue, its covers or playlists: the snapshot
@@ -201,13 +217,60 @@ impl Disk {
             extras,
             playlist_etags,
         };
-        self.save();
+        self.save_or_warn();
     }
 
     /// Saves what `saved` holds with every size the reader has learned (a small file, written
-    /// at mount, after refreshes that changed something, and at unmount).
-    fn save(&self) {
-        let _saving = lock(&self.saving);
+    /// at mount, after refreshes that changed something, and at unmount), waiting for it at
+    /// most `save_wait`: whether it was written (or failed, with a warning) by then.
+    fn save(&self) -> bool {
+        let deadline = Instant::now() + self.save_wait;
+        let mut state = lock(&self.saves.state);
+        state.asked += 1;
+        let number = state.asked;
+        // Taken under the lock, so the numbers follow the states: the last asked is the last
+        // state, and the one left on disk.
+        state.next = Some((number, self.snapshot()));
+        if !state.running {
+            let (saves, folder) = (self.saves.clone(), self.folder.clone());
+            let spawned = std::thread::Builder::new()
+                .name("trackfs-save".into())
+                .spawn(move || saves.run(&folder));
+            if let Err(e) = spawned {
+                tracing::warn!("disk cache: cannot save the catalogue (no thread: {e})");
+                state.next = None;
+                return true;
+            }
+            state.running = true;
+        }
+        while state.finished < number {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let (next, _) = self
+                .saves
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+        }
+        true
+    }
+
+    /// The same, with a warning when the disk did not answer in time.
+    fn save_or_warn(&self) {
+        if !self.save() {
+            tracing::warn!(
+                "disk cache: the catalogue snapshot was not saved within {} s (a hung disk?); \
+                 the one saved before stays valid, and the next mount revalidates it",
+                self.save_wait.as_secs_f32()
+            );
+        }
+    }
+
+    /// What the next snapshot holds (no I/O).
+    fn snapshot(&self) -> Snapshot {
         let Saved {
             catalogue: Catalogue { albums, etags },
             extras,
@@ -222,16 +285,13 @@ impl Disk {
                 }
             }
         }
-        let snapshot = Snapshot {
+        Snapshot {
             albums,
             sizes,
             etags,
             extras,
             playlist_etags,
             last_change: self.last_change(),
-        };
-        if let Err(e) = snapshot::save(&self.folder, &snapshot) {
-            tracing::warn!("disk cache: cannot save the catalogue: {e}");
         }
     }
 
@@ -283,15 +343,84 @@ impl Disk {
         Some((tier, reader, keys))
     }
 
-    /// At unmount: the snapshot with the sizes learned, queued pieces written, lock released.
-    /// Blocking (it writes what is queued): called once the FUSE session is over.
+    /// At unmount: queued pieces written, the snapshot with the sizes learned, lock released.
+    /// Blocking, and bounded however the disk behaves (`FLUSH_WAIT`, then `SAVE_WAIT`):
+    /// called once the FUSE session is over.
     pub fn close(&self) {
-        self.save();
-        match lock(&self.tier).take() {
-            Some(tier) => tier.close(),
-            None => self.store.close(),
+        let tier = lock(&self.tier).take();
+        let flushed = tier.as_ref().is_none_or(|tier| tier.flush());
+        self.save_or_warn();
+        // A save still running lands nowhere now: the next mount may save its own.
+        lock(&self.saves.state).closed = true;
+        match tier {
+            Some(tier) if flushed => tier.close(),
+            // Its flush would wait the bound out again: writing off and the lock released
+            // at once; its writers stop with the tier.
+            _ => self.store.close(),
         }
         lock(&self.reader).take();
         lock(&self.key_store).take();
     }
 }
+
+/// Snapshots asked for and written: by one thread at a time, which writes the latest asked
+/// for and goes on while more are asked. So a disk that hangs holds one thread, and a later
+/// save neither waits behind a stuck one for ever nor is overtaken by an older state.
+#[derive(Default)]
+struct Saves {
+    state: Mutex<SaveState>,
+    /// Told each time a save is finished.
+    done: Condvar,
+    /// Tests close it to make saves hang like a hung disk.
+    #[cfg(test)]
+    hold: crate::readpath::disk::test_hold::Hold,
+}
+
+#[derive(Default)]
+struct SaveState {
+    /// The number of the last save asked for.
+    asked: u64,
+    /// The number of the last save finished (written, failed, or dropped once closed).
+    finished: u64,
+    /// The latest snapshot asked for and not yet taken by the thread.
+    next: Option<(u64, Snapshot)>,
+    /// The thread is running.
+    running: bool,
+    /// The mount is closed (its lock released): what is written is not put in place.
+    closed: bool,
+}
+
+impl Saves {
+    /// The saving thread: writes the latest snapshot asked for until none is left.
+    fn run(&self, folder: &Path) {
+        loop {
+            let (number, snapshot) = {
+                let mut state = lock(&self.state);
+                match state.next.take() {
+                    Some(next) => next,
+                    None => {
+                        state.running = false;
+                        return;
+                    }
+                }
+            };
+            #[cfg(test)]
+            self.hold.pass();
+            let closed = || lock(&self.state).closed;
+            match snapshot::save_unless(folder, &snapshot, closed) {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(
+                    "disk cache: a catalogue snapshot finished after the mount was closed; \
+                     not used"
+                ),
+                Err(e) => tracing::warn!("disk cache: cannot save the catalogue: {e}"),
+            }
+            lock(&self.state).finished = number;
+            self.done.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "disk_tests.rs"]
+mod tests;

@@ -1,12 +1,72 @@
 //! Pinning (`trackfs pin`): whole files fetched into the disk cache, with their keys, and kept
 //! out of eviction; and the report of `trackfs cache`.
+//!
+//! The store's bookkeeping (pins, usage) is blocking file I/O: it runs on blocking threads,
+//! waited for at most [`ANSWER_WAIT`] ([`Calls`]), so a hung disk answers the command with an
+//! error instead of freezing one of the runtime's few workers (and with it FUSE requests).
 
 use super::disk::Disk;
 use crate::fs::tree::{NodeKind, Tree, ROOT};
 use crate::readpath::disk::store::BLOCK_SIZE;
 use crate::readpath::reader::FileRef;
 use crate::units::format_size;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+
+/// The longest a command waits for the store's bookkeeping. Generous: settling the opening
+/// scan of a large cache on a cold disk takes seconds; a disk that answers never gets near it.
+pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// The answer when the store did not answer in time.
+pub(crate) const NOT_ANSWERING: &str =
+    "the disk cache is not answering (a spun-down or hung disk?); try again later";
+
+/// Blocking store calls made for the control socket: each on a blocking thread, waited for
+/// at most a bound. While a call given up on has not returned, the next ones fail at once, so
+/// a hung disk holds one thread, not one per command.
+pub(crate) struct Calls {
+    wait: Duration,
+    stuck: Arc<AtomicU64>,
+}
+
+impl Calls {
+    pub(crate) fn new(wait: Duration) -> Calls {
+        Calls {
+            wait,
+            stuck: Arc::default(),
+        }
+    }
+
+    /// `call`'s result, or [`NOT_ANSWERING`] once it took longer than the bound (it goes on
+    /// alone: what it does is done when the disk answers) or an earlier one is still stuck.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        if self.stuck.load(Ordering::Acquire) > 0 {
+            return Err(NOT_ANSWERING.into());
+        }
+        let mut task = tokio::task::spawn_blocking(call);
+        match tokio::time::timeout(self.wait, &mut task).await {
+            Ok(joined) => joined.map_err(|e| e.to_string()),
+            Err(_) => {
+                tracing::warn!(
+                    "disk cache: the disk did not answer within {} s (a spun-down or hung disk?)",
+                    self.wait.as_secs_f32()
+                );
+                self.stuck.fetch_add(1, Ordering::AcqRel);
+                let stuck = self.stuck.clone();
+                tokio::spawn(async move {
+                    let _ = task.await;
+                    stuck.fetch_sub(1, Ordering::AcqRel);
+                });
+                Err(NOT_ANSWERING.into())
+            }
+        }
+    }
+}
 
 /// Bytes fetched per request while pinning: whole stored pieces, so every one is kept.
 const CHUNK: u64 = 8 * BLOCK_SIZE;
@@ -18,9 +78,9 @@ pub(crate) async fn pin(
     progress: UnboundedSender<(u64, u64)>,
 ) -> Result<String, String> {
     let ids: Vec<_> = files.iter().map(|f| f.id).collect();
-    disk.store
-        .pin(&ids)
-        .map_err(|e| format!("cannot record the pins: {e}"))?;
+    let store = disk.store.clone();
+    let recorded = disk.calls.run(move || store.pin(&ids)).await?;
+    recorded.map_err(|e| format!("cannot record the pins: {e}"))?;
     let (tier, reader, keys) = disk.parts().ok_or("the mount is shutting down")?;
     // Sizes first (one small request each when unknown), for an honest progress total.
     let mut sizes = Vec::with_capacity(files.len());
@@ -66,13 +126,13 @@ pub(crate) async fn pin(
             ));
         }
     }
-    let usage = disk.store.usage();
-    let mut message = format!(
-        "pinned {} track(s), {}; {} pinned in all",
-        files.len(),
-        format_size(total),
-        format_size(usage.pinned_bytes)
-    );
+    let mut message = format!("pinned {} track(s), {}", files.len(), format_size(total));
+    let store = disk.store.clone();
+    // All is pinned and stored by now: a store that does not answer only leaves the totals out.
+    let Ok(usage) = disk.calls.run(move || store.usage()).await else {
+        return Ok(message);
+    };
+    message += &format!("; {} pinned in all", format_size(usage.pinned_bytes));
     if usage.pinned_bytes > usage.bound {
         message += &format!(
             "; that is more than --disk-cache-size ({}): the pins stay, nothing else is kept",
@@ -85,10 +145,8 @@ pub(crate) async fn pin(
 pub(crate) async fn unpin(disk: &Disk, files: &[FileRef]) -> Result<String, String> {
     let ids: Vec<_> = files.iter().map(|f| f.id).collect();
     let store = disk.store.clone();
-    tokio::task::spawn_blocking(move || store.unpin(&ids))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot record the pins: {e}"))?;
+    let recorded = disk.calls.run(move || store.unpin(&ids)).await?;
+    recorded.map_err(|e| format!("cannot record the pins: {e}"))?;
     Ok(format!(
         "unpinned {} track(s); they may be evicted now",
         files.len()
@@ -96,8 +154,9 @@ pub(crate) async fn unpin(disk: &Disk, files: &[FileRef]) -> Result<String, Stri
 }
 
 /// Total, pinned, bound, hits and misses, and per album the share of its bytes on disk.
-pub(crate) fn report(disk: &Disk, tree: &Tree) -> String {
-    let usage = disk.store.usage();
+pub(crate) async fn report(disk: &Disk, tree: &Tree) -> Result<String, String> {
+    let store = disk.store.clone();
+    let usage = disk.calls.run(move || store.usage()).await?;
     let stats = &disk.store.stats;
     let mut out = format!(
         "disk cache   {}\nused         {} of {}\npinned       {}\nhits         {}\nmisses       {}\n\n",
@@ -127,7 +186,7 @@ pub(crate) fn report(disk: &Disk, tree: &Tree) -> String {
         let mark = if pinned { "  (pinned)" } else { "" };
         out += &format!("{percent:5.1} %  {artist}/{album}{mark}\n");
     }
-    out
+    Ok(out)
 }
 
 /// (artist, album, tracks) for every album folder.
@@ -149,4 +208,34 @@ fn albums(tree: &Tree) -> Vec<(String, String, Vec<FileRef>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[tokio::test]
+    async fn a_call_that_hangs_is_answered_and_the_next_fail_at_once_until_it_returns() {
+        let calls = Calls::new(Duration::from_millis(50));
+        let (release, hung) = std::sync::mpsc::channel::<()>();
+        // One runtime thread: a call made on it would freeze the test.
+        let first = calls.run(move || hung.recv().is_ok()).await;
+        assert_eq!(first, Err(NOT_ANSWERING.to_string()));
+        let ran = Arc::new(AtomicBool::new(false));
+        let also = ran.clone();
+        let second = calls.run(move || also.store(true, Ordering::SeqCst)).await;
+        assert_eq!(second, Err(NOT_ANSWERING.to_string()));
+        assert!(!ran.load(Ordering::SeqCst), "not run while the disk hangs");
+        release.send(()).unwrap();
+        // Hang guard only: the stuck call returns at once now.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match calls.run(|| 7).await {
+                Ok(answer) => break assert_eq!(answer, 7),
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
