@@ -110,8 +110,16 @@ pub(crate) async fn pin(
                     .map_err(|e| e.to_string())?
                     .ok_or("no tier holds these bytes")?;
                 // Written before the next chunk: memory stays bounded and nothing is dropped.
+                // A flush that runs out (`FLUSH_WAIT`) is a disk that does not write: said
+                // now rather than after waiting that out for every chunk left.
                 let flushing = tier.clone();
-                let _ = tokio::task::spawn_blocking(move || flushing.flush()).await;
+                let flushed = tokio::task::spawn_blocking(move || flushing.flush()).await;
+                if !flushed.unwrap_or(false) {
+                    return Err(format!(
+                        "{NOT_ANSWERING}: file {} is not all stored (the pins stay)",
+                        file.id
+                    ));
+                }
             }
             done += last + 1 - first;
             let _ = progress.send((done, total));
