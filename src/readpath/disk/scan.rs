@@ -12,6 +12,7 @@ use super::store::BLOCK_SIZE;
 use crate::protocol::model::FileId;
 use lru::LruCache;
 use std::collections::HashSet;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -63,11 +64,23 @@ pub(crate) fn list(data: &Path) -> Vec<Key> {
     found
 }
 
-/// The size and last use of each of `keys` (those gone meanwhile are left out).
+/// The size and last use of each of `keys`. Those gone meanwhile are left out, and so are
+/// those shorter than a header (a power cut can leave a renamed piece empty or torn), which
+/// are removed. One that cannot be `stat`ed for another reason stays, as a whole piece used
+/// least recently: left out, it would stay on disk uncounted and never evicted.
 pub(crate) fn sizes(root: &Path, keys: Vec<Key>) -> Vec<Found> {
     keys.into_iter()
         .filter_map(|key| {
-            let meta = std::fs::metadata(piece_path(root, key)).ok()?;
+            let path = piece_path(root, key);
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::NotFound => return None,
+                Err(_) => return Some((key, WHOLE, SystemTime::UNIX_EPOCH)),
+            };
+            if meta.len() < HEADER_LEN as u64 {
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
             let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             Some((key, meta.len(), modified))
         })
@@ -144,13 +157,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let piece = piece_path(dir.path(), key(7));
         std::fs::create_dir_all(piece.parent().unwrap()).unwrap();
-        std::fs::write(&piece, b"x").unwrap();
+        std::fs::write(&piece, [7u8; HEADER_LEN]).unwrap();
         let stray = piece.with_file_name("not-a-piece");
         std::fs::write(&stray, b"y").unwrap();
         assert_eq!(list(&dir.path().join("data")), vec![key(7)]);
         assert!(!stray.exists());
         let sized = sizes(dir.path(), vec![key(7), key(8)]);
         assert_eq!(sized.len(), 1);
-        assert_eq!((sized[0].0, sized[0].1), (key(7), 1));
+        assert_eq!((sized[0].0, sized[0].1), (key(7), HEADER_LEN as u64));
+    }
+
+    #[test]
+    fn a_piece_shorter_than_a_header_is_removed_and_one_that_cannot_be_statted_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let torn = piece_path(dir.path(), key(7));
+        std::fs::create_dir_all(torn.parent().unwrap()).unwrap();
+        std::fs::write(&torn, [7u8; HEADER_LEN - 1]).unwrap();
+        // key(9)'s prefix folder is a file: its `stat` fails with ENOTDIR, not NotFound.
+        let odd = piece_path(dir.path(), key(9));
+        std::fs::write(odd.parent().unwrap(), b"in the way").unwrap();
+        let sized = sizes(dir.path(), vec![key(7), key(9)]);
+        assert!(!torn.exists(), "a torn piece is removed");
+        let kept: Vec<(Key, u64)> = sized.iter().map(|(k, l, _)| (*k, *l)).collect();
+        assert_eq!(kept, vec![(key(9), WHOLE)]);
     }
 }

@@ -8,6 +8,11 @@
 //! crash could tear. Eviction runs after a write, on the writer's thread, never on a reader's;
 //! pinned files are evicted last, that is never for the size bound (the pin wins and the rest
 //! of the cache makes room).
+//!
+//! Once closed (the mount is over; the next mount, maybe in this same process, may own the
+//! directory), a store touches the directory no more: threads still stuck on a hung disk
+//! place no piece, evict nothing and write no pins when it answers, and temporary names are
+//! the store's own, so an old writer never moves the next mount's temporaries.
 
 use super::block::{self, HEADER_LEN};
 use super::dir::{self, DirError, DirLock};
@@ -20,13 +25,16 @@ use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 /// Bytes of ciphertext per stored piece: the reader's block, so every run it asks for is
 /// made of whole pieces (the last piece of a file is shorter).
 pub(crate) const BLOCK_SIZE: u64 = 256 << 10;
+
+/// Stores opened by this process so far: with the pid, what makes temporary names a store's own.
+static OPENED: AtomicU64 = AtomicU64::new(0);
 
 struct State {
     /// Stored bytes (header included) per piece, most recently used first.
@@ -55,6 +63,9 @@ pub struct Usage {
     /// Ciphertext bytes stored per file.
     pub files: HashMap<FileId, u64>,
     pub pinned: Vec<FileId>,
+    /// The opening scan is not in yet: `bytes` and the files' sizes are upper bounds (every
+    /// piece stored by an earlier mount and not used since counts as a whole one).
+    pub measuring: bool,
 }
 
 pub struct Store {
@@ -62,7 +73,14 @@ pub struct Store {
     bound: u64,
     state: Mutex<State>,
     writable: AtomicBool,
+    /// Set by [`Store::close`]: the directory is no longer this store's.
+    closed: AtomicBool,
+    /// `<pid>-<store>`: temporary names no other store (of this process or another) uses.
+    temp_prefix: String,
     next_temp: AtomicU64,
+    /// Held while the pins change and their file is replaced: one change at a time, written
+    /// in order, and never under the index's lock (a pin on a hung disk holds no read up).
+    pins_file: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
     lock: Mutex<Option<DirLock>>,
@@ -71,6 +89,12 @@ pub struct Store {
     /// Tests close it to make reads hang like a hung disk.
     #[cfg(test)]
     pub(crate) read_hold: super::test_hold::Hold,
+    /// Tests close it to hang a writer between its temporary and the rename.
+    #[cfg(test)]
+    pub(crate) write_hold: super::test_hold::Hold,
+    /// Tests close it to hang the writing of the pins file.
+    #[cfg(test)]
+    pub(crate) pins_hold: super::test_hold::Hold,
 }
 
 impl Store {
@@ -78,6 +102,16 @@ impl Store {
     /// what a crash left half-written, and lists the stored pieces; their sizes and order
     /// are read back by a thread of its own ([`scan`]), settled by the first eviction.
     pub fn open(root: &Path, bound: u64, stats: Arc<Stats>) -> Result<Store, DirError> {
+        Store::open_gated(root, bound, stats, || ())
+    }
+
+    /// The same, the scan starting once `gate` returns (tests hold it like a hung disk).
+    pub(crate) fn open_gated(
+        root: &Path,
+        bound: u64,
+        stats: Arc<Stats>,
+        gate: impl FnOnce() + Send + 'static,
+    ) -> Result<Store, DirError> {
         let io = |source| DirError::Io {
             dir: root.display().to_string(),
             source,
@@ -98,7 +132,10 @@ impl Store {
         let scan_root = root.to_path_buf();
         let spawned = std::thread::Builder::new()
             .name("trackfs-scan".into())
-            .spawn(move || scan::sizes(&scan_root, keys));
+            .spawn(move || {
+                gate();
+                scan::sizes(&scan_root, keys)
+            });
         let (scanning, touched) = match spawned {
             Ok(handle) => (Some(handle), Some(HashSet::new())),
             // No thread to spare: the scan is done here.
@@ -119,12 +156,23 @@ impl Store {
                 touched,
             }),
             writable: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            temp_prefix: format!(
+                "{}-{}",
+                std::process::id(),
+                OPENED.fetch_add(1, Ordering::Relaxed)
+            ),
             next_temp: AtomicU64::new(0),
+            pins_file: Mutex::new(()),
             stats,
             lock: Mutex::new(Some(lock)),
             scanning: Mutex::new(scanning),
             #[cfg(test)]
             read_hold: Default::default(),
+            #[cfg(test)]
+            write_hold: Default::default(),
+            #[cfg(test)]
+            pins_hold: Default::default(),
         };
         // The bound may have been lowered since the last mount (with a scan running,
         // `DiskTier::new` has it seen to, by `tidy`).
@@ -146,9 +194,28 @@ impl Store {
     /// order as stored, the pieces used since most recent. Blocking: never called by a read.
     fn settle(&self) {
         let mut scanning = self.scanning.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(handle) = scanning.take() else {
-            return;
+        if let Some(handle) = scanning.take() {
+            self.settle_from(handle);
+        }
+    }
+
+    /// Settles the opening scan if it has ended, without waiting for it (nor for a thread
+    /// that waits for it): never blocks on the disk.
+    fn settle_if_done(&self) {
+        let mut scanning = match self.scanning.try_lock() {
+            Ok(scanning) => scanning,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
         };
+        if scanning.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(handle) = scanning.take() {
+                self.settle_from(handle);
+            }
+        }
+    }
+
+    /// Rebuilds the index from the scan's findings (called with `scanning` held).
+    fn settle_from(&self, handle: JoinHandle<Vec<Found>>) {
         // A scan that panicked found nothing: every listed piece stays counted as whole.
         let found = handle.join().ok();
         let mut state = self.lock();
@@ -158,8 +225,14 @@ impl Store {
         }
     }
 
+    /// Whether the opening scan is in (the sizes and order are the stored ones).
+    fn is_settled(&self) -> bool {
+        self.lock().touched.is_none()
+    }
+
     /// Waits for the opening scan, settles it and evicts down to the bound (which may have
     /// been lowered since the last mount): once as a mount begins, on a thread of its own.
+    /// Once the store is closed it evicts nothing.
     pub(crate) fn tidy(&self) {
         self.settle();
         self.evict();
@@ -234,7 +307,10 @@ impl Store {
                     path.display()
                 );
                 self.stats.disk_checksum_failures.incr();
-                let _ = std::fs::remove_file(&path);
+                // (Once closed, the next mount may have replaced it meanwhile.)
+                if !self.is_closed() {
+                    let _ = std::fs::remove_file(&path);
+                }
                 self.forget(key);
                 self.stats.disk_misses.incr();
                 None
@@ -249,10 +325,16 @@ impl Store {
         }
     }
 
-    /// Stops writing and lets go of the directory's lock.
+    /// Stops writing and lets go of the directory's lock: from now on nothing of this store
+    /// touches the directory (it may be the next mount's).
     pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.writable.store(false, Ordering::Relaxed);
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     pub fn is_writable(&self) -> bool {
@@ -268,7 +350,8 @@ impl Store {
         }
         let key = (file, block);
         match self.write_piece(key, total, data) {
-            Ok(len) => {
+            Ok(None) => return,
+            Ok(Some(len)) => {
                 self.stats.disk_bytes_written.add(data.len() as u64);
                 let mut state = self.lock();
                 state.touch(key);
@@ -278,7 +361,7 @@ impl Store {
                 state.bytes += len;
             }
             Err(e) => {
-                if self.writable.swap(false, Ordering::Relaxed) {
+                if self.writable.swap(false, Ordering::Relaxed) && !self.is_closed() {
                     tracing::warn!(
                         "disk cache {}: cannot write ({e}); it is off for this mount, reads go on from the network",
                         self.root.display()
@@ -290,9 +373,10 @@ impl Store {
         self.evict();
     }
 
-    fn write_piece(&self, key: Key, total: u64, data: &[u8]) -> std::io::Result<u64> {
-        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let temp = self.root.join("tmp").join(n.to_string());
+    /// Writes a piece under a temporary name and renames it into place: its stored size, or
+    /// `None` when the store was closed meanwhile (then nothing is placed).
+    fn write_piece(&self, key: Key, total: u64, data: &[u8]) -> std::io::Result<Option<u64>> {
+        let temp = self.temp_path();
         let header = block::header(key.0, key.1 * BLOCK_SIZE, total, data);
         let written = std::fs::File::create(&temp).and_then(|mut f| {
             f.write_all(&header)?;
@@ -301,6 +385,14 @@ impl Store {
             // would tie, and their order would be lost at the next mount.
             f.set_modified(SystemTime::now())
         });
+        #[cfg(test)]
+        self.write_hold.pass();
+        // Closed while the disk hung: the directory may be the next mount's now. (Closing
+        // just after this check can still place this piece: a whole, checked one.)
+        if self.is_closed() {
+            let _ = std::fs::remove_file(&temp);
+            return Ok(None);
+        }
         let target = self.path(key);
         let placed = written.and_then(|()| match std::fs::rename(&temp, &target) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -313,15 +405,29 @@ impl Store {
         if placed.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
-        placed.map(|()| (HEADER_LEN + data.len()) as u64)
+        placed.map(|()| Some((HEADER_LEN + data.len()) as u64))
+    }
+
+    /// A temporary name of this store's own.
+    fn temp_path(&self) -> PathBuf {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{n}", self.temp_prefix);
+        self.root.join("tmp").join(name)
     }
 
     /// Removes least recently used pieces of unpinned files until the store fits its bound.
     /// Until the opening scan is in, the sizes counted are upper bounds and the order is not
     /// known: within the bound by them, nothing needs to go; past it, the scan is waited for.
+    /// Nothing once the store is closed (the pieces may be listed by the next mount).
     fn evict(&self) {
+        if self.is_closed() {
+            return;
+        }
         if self.lock().bytes > self.bound {
             self.settle();
+        }
+        if self.is_closed() {
+            return;
         }
         let victims: Vec<Key> = {
             let mut state = self.lock();
@@ -348,6 +454,9 @@ impl Store {
             chosen.into_iter().map(|(k, _)| k).collect()
         };
         for key in victims {
+            if self.is_closed() {
+                return;
+            }
             let _ = std::fs::remove_file(self.path(key));
             self.stats.disk_evictions.incr();
         }
@@ -358,25 +467,42 @@ impl Store {
         self.change_pins(|pinned| pinned.extend(files.iter().copied()))
     }
 
-    /// Lets `files` be evicted again (and evicts now if the cache is over its bound, once the
-    /// opening scan is in). Blocking.
+    /// Lets `files` be evicted again, and evicts now if the cache is over its bound and the
+    /// opening scan is in (else the mount's `tidy` does, once it is: an unpin never waits
+    /// for the scan). Blocking.
     pub fn unpin(&self, files: &[FileId]) -> std::io::Result<()> {
         self.change_pins(|pinned| {
             files.iter().for_each(|f| {
                 pinned.remove(f);
             })
         })?;
-        self.tidy();
+        self.settle_if_done();
+        if self.is_settled() {
+            self.evict();
+        }
         Ok(())
     }
 
     fn change_pins(&self, change: impl FnOnce(&mut HashSet<FileId>)) -> std::io::Result<()> {
-        let mut state = self.lock();
-        change(&mut state.pinned);
-        let mut text: Vec<String> = state.pinned.iter().map(|f| f.to_string()).collect();
-        text.sort();
+        let _file = self.pins_file.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_closed() {
+            return Err(closed());
+        }
+        let text = {
+            let mut state = self.lock();
+            change(&mut state.pinned);
+            let mut text: Vec<String> = state.pinned.iter().map(|f| f.to_string()).collect();
+            text.sort();
+            text.join("\n") + "\n"
+        };
+        #[cfg(test)]
+        self.pins_hold.pass();
+        // One name (changes are one at a time); a store closed meanwhile renames nothing.
         let temp = self.root.join("tmp").join("pins");
-        std::fs::write(&temp, text.join("\n") + "\n")?;
+        std::fs::write(&temp, text)?;
+        if self.is_closed() {
+            return Err(closed());
+        }
         std::fs::rename(&temp, self.root.join("pins"))
     }
 
@@ -384,17 +510,22 @@ impl Store {
         self.lock().pinned.contains(&file)
     }
 
+    /// What is stored now. Never waits for the opening scan (it may hang on a hung disk,
+    /// and this is asked from async code): until it is in, the figures are upper bounds and
+    /// `measuring` says so.
     pub fn usage(&self) -> Usage {
-        self.settle();
+        self.settle_if_done();
         let state = self.lock();
         let mut usage = Usage {
             bytes: state.bytes,
             bound: self.bound,
             pinned: state.pinned.iter().copied().collect(),
+            measuring: state.touched.is_some(),
             ..Usage::default()
         };
         for ((file, _), len) in state.lru.iter() {
-            let data = len - HEADER_LEN as u64;
+            // A torn piece may be shorter than a header (it fails its check when read).
+            let data = len.saturating_sub(HEADER_LEN as u64);
             *usage.files.entry(*file).or_default() += data;
             if state.pinned.contains(file) {
                 usage.pinned_bytes += len;
@@ -402,6 +533,10 @@ impl Store {
         }
         usage
     }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::other("the disk cache is closed (unmounted)")
 }
 
 fn read_pins(path: &Path) -> HashSet<FileId> {

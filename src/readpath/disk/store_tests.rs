@@ -1,4 +1,6 @@
+use super::super::test_hold::Hold;
 use super::*;
+use std::time::Duration;
 
 const F: FileId = FileId([1; 20]);
 const G: FileId = FileId([2; 20]);
@@ -137,6 +139,8 @@ fn pinned_files_outlast_the_bound_and_survive_a_restart() {
     let store = Store::open(dir.path(), 3 * PIECE, Arc::default()).unwrap();
     assert!(store.is_pinned(F));
     assert!((0..4).all(|b| store.contains(F, b)));
+    // Once the scan is in (the mount's tidy), an unpin evicts at once.
+    store.tidy();
     store.unpin(&[F]).unwrap();
     assert!(store.usage().bytes <= 3 * PIECE);
     drop(store);
@@ -228,7 +232,141 @@ fn a_reopened_store_reads_at_once_and_settles_to_the_stored_sizes() {
     // Listed from the names alone: every piece is there and reads, scan or no scan.
     assert!((0..3).all(|b| store.contains(F, b)));
     assert_eq!(&store.read(F, 1).unwrap().0[..], &data(1)[..]);
-    // Its size is known once it is read.
+    // Its size is known once it is read; the others' once the scan is in.
+    store.tidy();
     assert!(store.usage().bytes == 3 * PIECE);
     assert_eq!(store.usage().files.get(&F), Some(&3000));
+}
+
+/// Runs `f` on a thread of its own; fails (rather than hangs) if it blocks on the disk.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("blocked on a hung disk")
+}
+
+fn stored(dir: &Path, bound: u64, blocks: u64) {
+    let store = Store::open(dir, bound, Arc::default()).unwrap();
+    for block in 0..blocks {
+        store.write(F, block, 10_000, &data(block as u8));
+    }
+}
+
+/// A store whose opening scan hangs (like one on a hung disk) until `gate` opens.
+fn open_hung_scan(dir: &Path, bound: u64) -> (Arc<Store>, Arc<Hold>) {
+    let gate = Arc::new(Hold::default());
+    gate.set(true);
+    let waiting = gate.clone();
+    let store = Store::open_gated(dir, bound, Arc::default(), move || waiting.pass()).unwrap();
+    gate.await_waiting(1);
+    (Arc::new(store), gate)
+}
+
+#[test]
+fn usage_never_waits_for_the_opening_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    stored(dir.path(), 1 << 20, 3);
+    let (store, gate) = open_hung_scan(dir.path(), 1 << 20);
+    // The mount's tidy waits for the scan; `trackfs cache` must not.
+    let tidying = store.clone();
+    let tidy = std::thread::spawn(move || tidying.tidy());
+    let asking = store.clone();
+    let usage = within(move || asking.usage());
+    assert!(usage.measuring);
+    assert_eq!(usage.bytes, 3 * scan::WHOLE, "upper bounds until measured");
+    assert_eq!(usage.files.get(&F), Some(&(3 * BLOCK_SIZE)));
+    gate.set(false);
+    tidy.join().unwrap();
+    let usage = store.usage();
+    assert!(!usage.measuring);
+    assert_eq!((usage.bytes, usage.files.get(&F)), (3 * PIECE, Some(&3000)));
+}
+
+#[test]
+fn a_pin_on_a_hung_disk_holds_no_read_up_and_pins_are_written_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    store.write(F, 0, 1000, &data(1));
+    store.pins_hold.set(true);
+    let pinning = store.clone();
+    let pin = std::thread::spawn(move || pinning.pin(&[F]));
+    store.pins_hold.await_waiting(1);
+    let asking = store.clone();
+    let (has, pinned, usage) =
+        within(move || (asking.contains(F, 0), asking.is_pinned(F), asking.usage()));
+    assert!(has && pinned);
+    assert_eq!(usage.pinned, vec![F]);
+    // An unpin meanwhile waits its turn, and its file is written last.
+    let unpinning = store.clone();
+    let unpin = std::thread::spawn(move || unpinning.unpin(&[F]));
+    store.pins_hold.set(false);
+    pin.join().unwrap().unwrap();
+    unpin.join().unwrap().unwrap();
+    store.close();
+    let again = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    assert!(!again.is_pinned(F));
+}
+
+#[test]
+fn a_piece_shorter_than_a_header_is_dropped_by_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    stored(dir.path(), 1 << 20, 2);
+    // A power cut: a renamed piece left shorter than its header.
+    let torn = piece_path(dir.path(), F, 1);
+    std::fs::write(&torn, [7u8; 10]).unwrap();
+    let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    store.tidy();
+    let usage = store.usage();
+    assert_eq!((usage.bytes, usage.files.get(&F)), (PIECE, Some(&1000)));
+    assert!(!store.contains(F, 1) && !torn.exists());
+    assert_eq!(&store.read(F, 0).unwrap().0[..], &data(0)[..]);
+}
+
+#[test]
+fn a_writer_stuck_at_close_places_nothing_and_leaves_the_next_mount_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    old.write_hold.set(true);
+    let writing = old.clone();
+    let writer = std::thread::spawn(move || writing.write(F, 0, 1000, &data(1)));
+    old.write_hold.await_waiting(1);
+    old.close();
+    // The next mount, in this same process: its writer hangs too, its temporary written.
+    let new = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    new.write_hold.set(true);
+    let writing = new.clone();
+    let new_writer = std::thread::spawn(move || writing.write(G, 0, 1000, &data(2)));
+    new.write_hold.await_waiting(1);
+    // The old disk answers: it writes nothing, and moves nothing of the new mount's.
+    old.write_hold.set(false);
+    writer.join().unwrap();
+    new.write_hold.set(false);
+    new_writer.join().unwrap();
+    assert!(!piece_path(dir.path(), F, 0).exists(), "placed after close");
+    assert_eq!(old.stats.disk_bytes_written.get(), 0);
+    assert!(new.is_writable());
+    assert_eq!(&new.read(G, 0).unwrap().0[..], &data(2)[..]);
+}
+
+#[test]
+fn a_store_closed_while_its_scan_hangs_evicts_nothing_once_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    stored(dir.path(), 10 * PIECE, 4);
+    // Opened with a lowered bound: its tidy would evict two pieces once the scan is in.
+    let (old, gate) = open_hung_scan(dir.path(), 2 * PIECE);
+    let tidying = old.clone();
+    let tidy = std::thread::spawn(move || tidying.tidy());
+    old.close();
+    // The next mount lists the four pieces and pins them.
+    let new = Store::open(dir.path(), 10 * PIECE, Arc::default()).unwrap();
+    new.pin(&[F]).unwrap();
+    gate.set(false);
+    tidy.join().unwrap();
+    assert_eq!(old.stats.disk_evictions.get(), 0);
+    assert!((0..4).all(|b| piece_path(dir.path(), F, b).exists()));
+    assert!((0..4).all(|b| new.read(F, b).is_some()));
+    assert!(old.pin(&[G]).is_err(), "a closed store writes no pins");
 }

@@ -143,6 +143,10 @@ pub struct DiskTier {
     /// Tests close it to stall the writers like a hung disk.
     #[cfg(test)]
     hold: Arc<super::test_hold::Hold>,
+    /// The writers' and the tidy thread's handles, which tests join (a close never does:
+    /// they may be stuck on a hung disk).
+    #[cfg(test)]
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Ciphertext copied off the pieces of an answer as they pass, in order from `from`: a piece
@@ -171,6 +175,8 @@ impl DiskTier {
     pub fn new(store: Arc<Store>, lower: Arc<dyn RangeSource>, reach: Arc<Reachability>) -> Self {
         let mut senders = Vec::with_capacity(WRITERS);
         #[cfg(test)]
+        let mut threads = Vec::new();
+        #[cfg(test)]
         let hold = Arc::new(super::test_hold::Hold::default());
         for n in 0..WRITERS {
             let (tx, rx) = mpsc::channel::<Job>();
@@ -196,7 +202,11 @@ impl DiskTier {
                     }
                 });
             match spawned {
-                Ok(_) => senders.push(tx),
+                Ok(_handle) => {
+                    #[cfg(test)]
+                    threads.push(_handle);
+                    senders.push(tx)
+                }
                 Err(e) => {
                     tracing::warn!(
                         "disk cache: no writer thread ({e}); nothing new will be stored"
@@ -210,9 +220,12 @@ impl DiskTier {
         // Settles the store's opening scan (and evicts) off the mount's way.
         let tidying = store.clone();
         let tidy = std::thread::Builder::new().name("trackfs-tidy".into());
-        if let Err(e) = tidy.spawn(move || tidying.tidy()) {
+        let tidied = tidy.spawn(move || tidying.tidy());
+        if let Err(e) = &tidied {
             tracing::debug!("disk cache: no thread to settle the scan ({e}); the first write will");
         }
+        #[cfg(test)]
+        threads.extend(tidied.ok());
         let limits = Limits::default();
         DiskTier {
             store,
@@ -228,7 +241,16 @@ impl DiskTier {
             buffers: None,
             #[cfg(test)]
             hold,
+            #[cfg(test)]
+            threads: Mutex::new(threads),
         }
+    }
+
+    /// Waits until the writers (closed) and the tidy thread have ended.
+    #[cfg(test)]
+    pub(crate) fn join_threads(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        threads.into_iter().for_each(|t| t.join().unwrap());
     }
 
     /// The same with other bounds (before any fetch).
@@ -370,8 +392,9 @@ impl DiskTier {
     }
 
     /// Writes what is queued (within the flush's bound), stops the writers and lets go of the
-    /// directory's lock, so the next mount (maybe in this same process) can open it. Writers
-    /// still stuck on a hung disk write nothing more once it answers (writing is off).
+    /// directory's lock, so the next mount (maybe in this same process) can open it. Threads
+    /// still stuck on a hung disk touch the directory no more once it answers (the store is
+    /// closed: no piece placed, nothing evicted).
     pub fn close(&self) {
         self.flush();
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -197,6 +197,7 @@ async fn closing_writes_what_is_queued_and_frees_the_directory() {
     get(&r.tier, 0, 3 * BLOCK_SIZE).await;
     r.tier.close();
     let again = Store::open(&root, 1 << 30, Arc::default()).unwrap();
+    again.tidy();
     assert_eq!(
         again.usage().bytes,
         content().len() as u64 + 3 * super::super::block::HEADER_LEN as u64
@@ -428,6 +429,10 @@ async fn closing_on_a_hung_disk_gives_up_on_the_queue_and_frees_the_directory() 
     // The next mount opens the directory; the pieces that were queued are not there.
     let again = Store::open(&root, 1 << 30, Arc::default()).unwrap();
     assert_eq!(again.usage().bytes, 0);
-    // The stuck writers may end (writing nothing: writing is off once closed).
+    // The disk comes back: the stuck writers end, writing nothing (the store is closed).
     tier.hold.set(false);
+    tier.join_threads();
+    assert!(super::super::scan::list(&root.join("data")).is_empty());
+    assert_eq!(tier.store().stats.disk_bytes_written.get(), 0);
+    drop(again);
 }
