@@ -7,7 +7,13 @@
 //! do not try the disk at all: a hung disk costs one read the bound (per read in flight when
 //! it hung), not every read, and ties up no more threads. The disk is tried again as soon as
 //! every abandoned read has returned. Why: docs/design.md, "Disk cache", "A disk that hangs".
+//!
+//! Offline it is the other way round: the network cannot answer, so giving up on the disk
+//! would turn stored bytes into EIO (issue 15: every cached byte reads exactly as online). A
+//! read past the bound is then waited for (a spun-down disk takes seconds to wake), the
+//! origin being tried again at each bound, and a slow disk is not skipped.
 
+use super::offline::Reachability;
 use super::store::{Store, BLOCK_SIZE};
 use crate::client::seams::RangeRequest;
 use crate::client::stats::Stats;
@@ -19,6 +25,9 @@ use std::time::Duration;
 /// The longest a read waits for the stored pieces of one range (up to 8 MiB: a fraction of a
 /// second even on a slow USB disk); past it the range comes from below.
 pub(crate) const READ_WAIT: Duration = Duration::from_secs(2);
+/// The stored bytes one `READ_WAIT` is for: a range with more stored (only a `--max-request`
+/// above 8 MiB makes one) waits one bound per this much, so a slow but healthy disk keeps up.
+pub(crate) const READ_WAIT_PER: u64 = 8 << 20;
 
 /// A read's fate, settled once by whichever side gets there first.
 const RUNNING: u8 = 0;
@@ -31,6 +40,11 @@ pub(crate) struct ReadGuard {
     /// Reads given up on whose threads have not returned yet: while any, the disk is skipped.
     abandoned: Arc<AtomicU64>,
     warned: AtomicBool,
+    /// The warning that offline, reads wait for a slow disk (once a mount).
+    warned_offline: AtomicBool,
+    /// Bounds passed while offline (reads waited on): tests watch it.
+    #[cfg(test)]
+    pub(crate) waited_offline: AtomicU64,
 }
 
 impl ReadGuard {
@@ -39,7 +53,17 @@ impl ReadGuard {
             wait,
             abandoned: Arc::default(),
             warned: AtomicBool::new(false),
+            warned_offline: AtomicBool::new(false),
+            #[cfg(test)]
+            waited_offline: AtomicU64::new(0),
         }
+    }
+
+    /// The bound for a read of `bytes` stored bytes: one `wait` per `READ_WAIT_PER`.
+    fn bound(&self, bytes: u64) -> Duration {
+        let times = bytes.div_ceil(READ_WAIT_PER).max(1);
+        self.wait
+            .saturating_mul(u32::try_from(times).unwrap_or(u32::MAX))
     }
 
     /// Whether an earlier read was given up on and has not returned: then skip the disk.
@@ -55,6 +79,29 @@ impl ReadGuard {
         stats: &Stats,
         read: impl FnOnce(&dyn Fn() -> bool) -> T + Send + 'static,
     ) -> Option<T> {
+        self.run_inner(stats, None, 0, read).await
+    }
+
+    /// The same for a read of at most `bytes` stored bytes (one bound per `READ_WAIT_PER`),
+    /// given up on only while the origin can be reached: offline it is waited for, the
+    /// origin being tried again at each bound.
+    pub(crate) async fn run_or_wait_offline<T: Send + 'static>(
+        &self,
+        stats: &Stats,
+        reach: &Reachability,
+        bytes: u64,
+        read: impl FnOnce(&dyn Fn() -> bool) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.run_inner(stats, Some(reach), bytes, read).await
+    }
+
+    async fn run_inner<T: Send + 'static>(
+        &self,
+        stats: &Stats,
+        reach: Option<&Reachability>,
+        bytes: u64,
+        read: impl FnOnce(&dyn Fn() -> bool) -> T + Send + 'static,
+    ) -> Option<T> {
         let fate = Arc::new(AtomicU8::new(RUNNING));
         let (theirs, abandoned) = (fate.clone(), self.abandoned.clone());
         let mut task = tokio::task::spawn_blocking(move || {
@@ -67,8 +114,26 @@ impl ReadGuard {
             }
             out
         });
-        if let Ok(joined) = tokio::time::timeout(self.wait, &mut task).await {
-            return joined.ok();
+        let wait = self.bound(bytes);
+        loop {
+            if let Ok(joined) = tokio::time::timeout(wait, &mut task).await {
+                return joined.ok();
+            }
+            // Online (or back), the range comes from below. Offline the network cannot answer:
+            // the disk is the only way, so it is waited for.
+            let Some(reach) = reach else { break };
+            if reach.check().await.is_ok() {
+                break;
+            }
+            #[cfg(test)]
+            self.waited_offline.fetch_add(1, Ordering::AcqRel);
+            if !self.warned_offline.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "disk cache: the disk did not answer a read within {} s (a spun-down or \
+                     hung disk?); offline, reads wait for it",
+                    wait.as_secs_f32()
+                );
+            }
         }
         // Counted before it is settled, so the thread's decrement always comes after.
         self.abandoned.fetch_add(1, Ordering::AcqRel);
@@ -85,12 +150,16 @@ impl ReadGuard {
                 "disk cache: the disk did not answer a read within {} s (a spun-down or hung \
                  disk?); reads go on from the network, and the disk is tried again once it \
                  answers (disk_reads_timed_out in the stats)",
-                self.wait.as_secs_f32()
+                wait.as_secs_f32()
             );
         }
         None
     }
 }
+
+/// The stored pieces at a range's start, read: their ciphertext, the file's total size
+/// (`None`: nothing stored), and how many pieces (hits, counted by the caller once served).
+pub(crate) type Prefix = (BytesMut, Option<u64>, u64);
 
 /// The stored ciphertext from `request.first`'s block on, appended to `out` as far as the
 /// pieces follow each other and agree on the file's size, and that size (`None`: nothing
@@ -100,8 +169,9 @@ pub(crate) fn stored_prefix(
     request: RangeRequest,
     mut out: BytesMut,
     given_up: &dyn Fn() -> bool,
-) -> (BytesMut, Option<u64>) {
+) -> Prefix {
     let mut found = None;
+    let mut pieces = 0;
     for block in request.first / BLOCK_SIZE..=request.last / BLOCK_SIZE {
         if given_up() {
             break;
@@ -111,7 +181,7 @@ pub(crate) fn stored_prefix(
             break;
         }
         let before = out.len();
-        let Some(total) = store.read_into(request.file, block, &mut out) else {
+        let Some(total) = store.read_uncounted(request.file, block, &mut out) else {
             break;
         };
         let start = block * BLOCK_SIZE;
@@ -124,9 +194,25 @@ pub(crate) fn stored_prefix(
             break;
         }
         found = Some(total);
+        pieces += 1;
         if start + BLOCK_SIZE >= total {
             break;
         }
     }
-    (out, found)
+    (out, found, pieces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_grows_with_what_is_stored_beyond_8_mib() {
+        let guard = ReadGuard::new(Duration::from_secs(2));
+        assert_eq!(guard.bound(0), Duration::from_secs(2));
+        assert_eq!(guard.bound(READ_WAIT_PER), Duration::from_secs(2));
+        assert_eq!(guard.bound(READ_WAIT_PER + 1), Duration::from_secs(4));
+        assert_eq!(guard.bound(8 * READ_WAIT_PER), Duration::from_secs(16));
+        assert!(guard.bound(u64::MAX) >= Duration::from_secs(1 << 30));
+    }
 }

@@ -254,6 +254,26 @@ impl Store {
     /// no copy) and gives its file's total size; `None`, with `out` as it was, when it is not
     /// stored or fails its checks (then it is dropped, counted and logged).
     pub fn read_into(&self, file: FileId, block: u64, out: &mut BytesMut) -> Option<u64> {
+        let start = out.len();
+        let total = self.read_uncounted(file, block, out)?;
+        self.count_hits(1, (out.len() - start) as u64);
+        Some(total)
+    }
+
+    /// Counts `pieces` read from disk, `bytes` of ciphertext, as served.
+    pub(crate) fn count_hits(&self, pieces: u64, bytes: u64) {
+        self.stats.disk_hits.add(pieces);
+        self.stats.disk_bytes_read.add(bytes);
+    }
+
+    /// [`Store::read_into`] without counting the hit: the caller counts it once the bytes
+    /// are served (a read given up on serves none).
+    pub(crate) fn read_uncounted(
+        &self,
+        file: FileId,
+        block: u64,
+        out: &mut BytesMut,
+    ) -> Option<u64> {
         #[cfg(test)]
         self.read_hold.pass();
         let key = (file, block);
@@ -296,8 +316,6 @@ impl Store {
                 {
                     state.bytes = state.bytes - was + len;
                 }
-                self.stats.disk_hits.incr();
-                self.stats.disk_bytes_read.add(piece.len as u64);
                 Some(piece.total)
             }
             Err(why) => {

@@ -406,11 +406,10 @@ impl DiskTier {
     /// disk itself), or nothing when the disk does not answer within the bound ([`read`]).
     /// Read into one buffer, from the pool when there is one.
     async fn stored_prefix(&self, request: RangeRequest) -> (BytesMut, Option<u64>) {
-        if self.reads.is_slow()
-            || !self
-                .store
-                .contains(request.file, request.first / BLOCK_SIZE)
-        {
+        let first = request.first / BLOCK_SIZE;
+        // Offline a slow disk is still tried: the network cannot answer instead ([`read`]).
+        let skip = self.reads.is_slow() && !self.reach.is_offline();
+        if skip || !self.store.contains(request.file, first) {
             self.store.stats.disk_misses.incr();
             return (BytesMut::new(), None);
         }
@@ -419,7 +418,11 @@ impl DiskTier {
             Some(total) => request.last.min(total.saturating_sub(1)),
             None => request.last,
         };
-        let blocks = (last / BLOCK_SIZE).saturating_sub(request.first / BLOCK_SIZE) + 1;
+        let blocks = (last / BLOCK_SIZE).saturating_sub(first) + 1;
+        // What the read's bound is for: the pieces stored from the first on, in a row.
+        let stored = (first..first.saturating_add(blocks))
+            .take_while(|b| self.store.contains(request.file, *b))
+            .count() as u64;
         let len = blocks.saturating_mul(BLOCK_SIZE).min(PREFIX_HINT) as usize;
         let out = match &self.buffers {
             Some(pool) => pool.aligned(len),
@@ -428,7 +431,15 @@ impl DiskTier {
         let read =
             move |given_up: &dyn Fn() -> bool| read::stored_prefix(&store, request, out, given_up);
         let stats = &self.store.stats;
-        self.reads.run(stats, read).await.unwrap_or_default()
+        let bytes = stored.saturating_mul(BLOCK_SIZE);
+        let done = self
+            .reads
+            .run_or_wait_offline(stats, &self.reach, bytes, read)
+            .await;
+        // A read given up on served nothing: its pieces are not hits, however it ends.
+        let (data, total, pieces) = done.unwrap_or_default();
+        self.store.count_hits(pieces, data.len() as u64);
+        (data, total)
     }
 
     async fn fetch_inner(

@@ -436,3 +436,64 @@ async fn closing_on_a_hung_disk_gives_up_on_the_queue_and_frees_the_directory() 
     assert_eq!(tier.store().stats.disk_bytes_written.get(), 0);
     drop(again);
 }
+
+#[tokio::test]
+async fn offline_a_stored_range_waits_for_a_slow_disk_rather_than_fail() {
+    let r = rig();
+    let limits = Limits {
+        read_wait: std::time::Duration::from_millis(20),
+        ..Limits::default()
+    };
+    let tier = Arc::new(r.tier.with_limits(limits));
+    let end = content().len() as u64;
+    get(&tier, 0, end - 1).await;
+    assert!(tier.flush());
+    let stats = tier.store().stats.clone();
+    // Online, a read of a hung disk is given up on (from the CDN), and the disk is slow.
+    tier.store().read_hold.set(true);
+    // Should an assertion fail, the runtime's end must not wait on the held reads for ever.
+    let _open = Opens(tier.clone());
+    let first = bounded(get(&tier, 0, BLOCK_SIZE - 1)).await;
+    assert_eq!(first, expected(0, BLOCK_SIZE - 1));
+    assert!(tier.reads.is_slow());
+    assert_eq!(
+        (r.cdn.request_count(), stats.disk_reads_timed_out.get()),
+        (2, 1)
+    );
+    // Offline: the disk is still tried, and waited for past the bound (a spun-down disk
+    // waking up), since the network cannot answer instead.
+    tier.reach.set_offline();
+    let reading = tier.clone();
+    let read = tokio::spawn(async move { get(&reading, BLOCK_SIZE, end - 1).await });
+    bounded(async {
+        while tier.reads.waited_offline.load(Ordering::Acquire) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    tier.store().read_hold.set(false);
+    let rest = bounded(read).await.expect("offline, a stored range reads");
+    assert_eq!(rest, expected(BLOCK_SIZE, end - 1));
+    assert_eq!(
+        (r.cdn.request_count(), stats.disk_reads_timed_out.get()),
+        (2, 1)
+    );
+    // The read given up on ends too, and its piece (served by the CDN) is no hit.
+    bounded(async {
+        while tier.reads.is_slow() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(stats.disk_hits.get(), 2);
+    assert_eq!(stats.disk_bytes_read.get(), end - BLOCK_SIZE);
+}
+
+/// Opens the disk's read hold when dropped.
+struct Opens(Arc<DiskTier>);
+
+impl Drop for Opens {
+    fn drop(&mut self) {
+        self.0.store().read_hold.set(false);
+    }
+}
