@@ -175,6 +175,10 @@ pub(crate) async fn report(disk: &Disk, tree: &Tree) -> Result<String, String> {
         stats.disk_hits.get(),
         stats.disk_misses.get()
     );
+    if usage.measuring {
+        out += "(what earlier mounts stored is still being measured: the figures are upper \
+                bounds)\n\n";
+    }
     let reader = disk.parts().map(|(_, reader, _)| reader);
     for (artist, album, files) in albums(tree) {
         let (mut have, mut size, mut pinned) = (0, 0, true);
