@@ -376,7 +376,8 @@ fn build_core(
         None => (api, cdn),
     };
     let keys = KeyStore::new(config.keys.clone(), control.clone());
-    let keys = Arc::new(keys.with_disk(disk.and_then(|d| d.keys.clone()), stats.clone()));
+    let keys = keys.with_disk(disk.and_then(|d| d.keys.clone()), stats.clone());
+    let keys = Arc::new(keys.with_reachability(disk.map(|d| d.reach.clone())));
     let reader_keys = keys.clone();
     let heads = HeadStore::new(control, budget.heads);
     let reader_config = budget.fit(&config.reader);

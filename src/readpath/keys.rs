@@ -4,7 +4,8 @@
 //!
 //! The disk is never waited on for long: a key is looked up there on a blocking thread for at
 //! most `READ_WAIT` (past it, and while that lookup has not returned, keys come from the
-//! origin as if none were stored), and kept there in the background, a few at a time
+//! origin as if none were stored; offline, where the origin cannot answer, the disk is waited
+//! for instead), and kept there in the background, a few at a time
 //! (`background`). Why: docs/design.md, "Disk cache", "Nothing outside the tier waits on the
 //! disk either".
 
@@ -16,6 +17,7 @@ use crate::protocol::keyfile::Keys;
 use crate::protocol::model::FileId;
 use crate::readpath::background::Writes;
 use crate::readpath::disk::keys::WrappedKeys;
+use crate::readpath::disk::offline::Reachability;
 use crate::readpath::disk::read::{ReadGuard, READ_WAIT};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ pub struct KeyStore {
     /// Lookups on disk: bounded, and skipped while the disk does not answer.
     disk_reads: ReadGuard,
     disk_writes: Writes,
+    /// Offline the origin cannot give a key: a slow disk is then waited for, not skipped.
+    reach: Option<Arc<Reachability>>,
     stats: Arc<Stats>,
 }
 
@@ -44,8 +48,16 @@ impl KeyStore {
             disk: None,
             disk_reads: ReadGuard::new(READ_WAIT),
             disk_writes: Writes::new(KEY_WRITES),
+            reach: None,
             stats: Arc::default(),
         }
+    }
+
+    /// Whether the origin is known to be unreachable (the disk cache's gate): then a key kept
+    /// on a slow disk is waited for, since `/audiokey` cannot answer instead.
+    pub fn with_reachability(mut self, reach: Option<Arc<Reachability>>) -> Self {
+        self.reach = reach;
+        self
     }
 
     /// Keys are also looked for in, and kept in, `disk`; lookups that time out are counted
@@ -65,14 +77,25 @@ impl KeyStore {
         Ok(key)
     }
 
-    /// The key kept on disk, if the disk answers within the bound.
+    /// The key kept on disk, if the disk answers within the bound; offline, whenever it
+    /// answers (as the tier does for stored audio: a pinned track must play offline even
+    /// from a disk that takes seconds to spin up).
     async fn stored_key(&self, file: FileId) -> Option<AudioKey> {
         let disk = self.disk.clone()?;
-        if self.disk_reads.is_slow() {
+        let offline = self.reach.as_ref().is_some_and(|r| r.is_offline());
+        if self.disk_reads.is_slow() && !offline {
             return None;
         }
         let read = move |_: &dyn Fn() -> bool| disk.get(file);
-        self.disk_reads.run(&self.stats, read).await.flatten()
+        match &self.reach {
+            Some(reach) => {
+                let waited = self
+                    .disk_reads
+                    .run_or_wait_offline(&self.stats, reach, 0, read);
+                waited.await.flatten()
+            }
+            None => self.disk_reads.run(&self.stats, read).await.flatten(),
+        }
     }
 
     /// Keeps `key` on disk in the background (not while the disk does not answer, nor when
@@ -234,5 +257,50 @@ mod tests {
             "the disk is skipped while the lookup is out, and nothing written"
         );
         assert_eq!(stats.disk_reads_timed_out.get(), 1);
+    }
+
+    #[test]
+    fn offline_a_key_on_a_slow_disk_is_waited_for_not_skipped() {
+        let (control, file) = control_with_one_file();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = wrapped(dir.path());
+        disk.put(file, &control.key(file).unwrap()).unwrap();
+        // A named pipe in its place: the lookup hangs until a writer comes, as a disk that
+        // spins up.
+        let path = dir.path().join("keys").join(file.to_hex());
+        let stored = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        crate::readpath::background::hung_file(&path);
+        // Offline: an origin nobody listens on, known to be unreachable.
+        let reach = Arc::new(Reachability::new("http://127.0.0.1:9"));
+        reach.set_offline();
+        let (done, answer) = std::sync::mpsc::channel();
+        let asking = control.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut keys = KeyStore::new(Keys::new(), asking)
+                .with_disk(Some(disk), Arc::default())
+                .with_reachability(Some(reach));
+            keys.disk_reads = ReadGuard::new(std::time::Duration::from_millis(20));
+            let got = runtime.block_on(keys.get(file));
+            let _ = done.send(got);
+        });
+        // Well past several bounds, the disk answers: the pipe's writer gives the stored key.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut pipe| std::io::Write::write_all(&mut pipe, &stored))
+            .unwrap();
+        // Hang guard only.
+        let got = answer
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the key lookup hung");
+        assert_eq!(got.unwrap(), control.key(file).unwrap());
+        assert_eq!(control.calls.audio_key.load(Ordering::Relaxed), 0);
     }
 }
