@@ -97,6 +97,8 @@ pub(crate) struct Limits {
     pub(crate) room_wait: Duration,
     pub(crate) read_wait: Duration,
     pub(crate) flush_wait: Duration,
+    /// Offline, the longest a read waits for a slow disk in all ([`read::OFFLINE_WAIT`]).
+    pub(crate) offline_wait: Duration,
 }
 
 impl Default for Limits {
@@ -106,6 +108,7 @@ impl Default for Limits {
             room_wait: ROOM_WAIT,
             read_wait: READ_WAIT,
             flush_wait: FLUSH_WAIT,
+            offline_wait: read::OFFLINE_WAIT,
         }
     }
 }
@@ -237,7 +240,7 @@ impl DiskTier {
             limits,
             stalled: AtomicBool::new(false),
             warned: AtomicBool::new(false),
-            reads: ReadGuard::new(limits.read_wait),
+            reads: ReadGuard::new(limits.read_wait).with_offline_wait(limits.offline_wait),
             buffers: None,
             #[cfg(test)]
             hold,
@@ -257,7 +260,7 @@ impl DiskTier {
     #[cfg(test)]
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.room = Arc::new(Semaphore::new(limits.room as usize));
-        self.reads = ReadGuard::new(limits.read_wait);
+        self.reads = ReadGuard::new(limits.read_wait).with_offline_wait(limits.offline_wait);
         self.limits = limits;
         self
     }

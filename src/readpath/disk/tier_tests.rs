@@ -489,6 +489,62 @@ async fn offline_a_stored_range_waits_for_a_slow_disk_rather_than_fail() {
     assert_eq!(stats.disk_bytes_read.get(), end - BLOCK_SIZE);
 }
 
+#[tokio::test]
+async fn offline_a_hung_disk_fails_reads_after_the_cap_and_ties_up_one_thread() {
+    let r = rig();
+    let limits = Limits {
+        read_wait: std::time::Duration::from_millis(20),
+        offline_wait: std::time::Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let tier = Arc::new(r.tier.with_limits(limits));
+    let end = content().len() as u64;
+    get(&tier, 0, end - 1).await;
+    assert!(tier.flush());
+    let stats = tier.store().stats.clone();
+    tier.reach.set_offline();
+    tier.store().read_hold.set(true);
+    let _open = Opens(tier.clone());
+    // A stored range offline, the disk hung: one read goes out and is waited for.
+    let reading = tier.clone();
+    let first = tokio::spawn(async move { reading.fetch(request(0, end - 1), None).await });
+    bounded(async {
+        while !tier.reads.is_slow() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // Later reads start no thread of their own: they wait for that one, as long.
+    let later: Vec<_> = (0..3)
+        .map(|_| {
+            let reading = tier.clone();
+            tokio::spawn(async move { reading.fetch(request(0, BLOCK_SIZE - 1), None).await })
+        })
+        .collect();
+    // Past the cap, every read fails (EIO, as an uncached range offline), none hangs.
+    let first = bounded(first).await.unwrap();
+    assert!(
+        matches!(first, Err(FetchError::Connect { .. })),
+        "{first:?}"
+    );
+    for read in later {
+        let read = bounded(read).await.unwrap();
+        assert!(matches!(read, Err(FetchError::Connect { .. })), "{read:?}");
+    }
+    assert_eq!(tier.reads.spawned.load(Ordering::Acquire), 1);
+    assert_eq!(stats.disk_reads_timed_out.get(), 1);
+    assert_eq!(r.cdn.request_count(), 1);
+    // The disk answers again: its read returns, and stored ranges read offline once more.
+    tier.store().read_hold.set(false);
+    bounded(async {
+        while tier.reads.is_slow() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(get(&tier, 0, end - 1).await, expected(0, end - 1));
+}
+
 /// Opens the disk's read hold when dropped.
 struct Opens(Arc<DiskTier>);
 
