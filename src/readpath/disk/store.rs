@@ -515,13 +515,17 @@ impl Store {
         };
         #[cfg(test)]
         self.pins_hold.pass();
-        // One name (changes are one at a time); a store closed meanwhile renames nothing.
-        let temp = self.root.join("tmp").join("pins");
-        std::fs::write(&temp, text)?;
-        if self.is_closed() {
-            return Err(closed());
+        // A name of this store's own: a store stuck on a hung disk until the next mount owns
+        // the directory never writes over that mount's temporary, and renames nothing.
+        let temp = self.temp_path();
+        let written = std::fs::write(&temp, text).and_then(|()| match self.is_closed() {
+            true => Err(closed()),
+            false => std::fs::rename(&temp, self.root.join("pins")),
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
         }
-        std::fs::rename(&temp, self.root.join("pins"))
+        written
     }
 
     pub fn is_pinned(&self, file: FileId) -> bool {

@@ -311,6 +311,34 @@ fn a_pin_on_a_hung_disk_holds_no_read_up_and_pins_are_written_in_order() {
 }
 
 #[test]
+fn a_pin_stuck_at_close_leaves_nothing_in_the_next_mounts_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    old.pins_hold.set(true);
+    let pinning = old.clone();
+    let pin = std::thread::spawn(move || pinning.pin(&[G]));
+    old.pins_hold.await_waiting(1);
+    old.close();
+    // The next mount pins F; then the old disk answers.
+    let new = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    new.pin(&[F]).unwrap();
+    old.pins_hold.set(false);
+    assert!(
+        pin.join().unwrap().is_err(),
+        "a closed store writes no pins"
+    );
+    // Nothing of the old store's is left where the new mount's temporaries go.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    new.close();
+    let again = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    assert!(again.is_pinned(F) && !again.is_pinned(G));
+}
+
+#[test]
 fn a_piece_shorter_than_a_header_is_dropped_by_the_scan() {
     let dir = tempfile::tempdir().unwrap();
     stored(dir.path(), 1 << 20, 2);
