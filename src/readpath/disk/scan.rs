@@ -64,10 +64,12 @@ pub(crate) fn list(data: &Path) -> Vec<Key> {
     found
 }
 
-/// The size and last use of each of `keys`. Those gone meanwhile are left out, and so are
-/// those shorter than a header (a power cut can leave a renamed piece empty or torn), which
-/// are removed. One that cannot be `stat`ed for another reason stays, as a whole piece used
-/// least recently: left out, it would stay on disk uncounted and never evicted.
+/// The size and last use of each of `keys`. Those gone meanwhile are left out. Those shorter
+/// than a header (a power cut can leave a renamed piece empty or torn) are reported with their
+/// size, never removed here: the scan may end after its store was closed and the next mount
+/// owns the folder, so the store removes them ([`split_short`], [`remove_if_short`]). One that
+/// cannot be `stat`ed for another reason stays, as a whole piece used least recently: left
+/// out, it would stay on disk uncounted and never evicted.
 pub(crate) fn sizes(root: &Path, keys: Vec<Key>) -> Vec<Found> {
     keys.into_iter()
         .filter_map(|key| {
@@ -77,14 +79,27 @@ pub(crate) fn sizes(root: &Path, keys: Vec<Key>) -> Vec<Found> {
                 Err(e) if e.kind() == ErrorKind::NotFound => return None,
                 Err(_) => return Some((key, WHOLE, SystemTime::UNIX_EPOCH)),
             };
-            if meta.len() < HEADER_LEN as u64 {
-                let _ = std::fs::remove_file(&path);
-                return None;
-            }
             let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             Some((key, meta.len(), modified))
         })
         .collect()
+}
+
+/// The pieces found shorter than a header, apart from the rest: torn, never to be indexed.
+pub(crate) fn split_short(found: Vec<Found>) -> (Vec<Found>, Vec<Key>) {
+    let (short, whole): (Vec<Found>, Vec<Found>) = found
+        .into_iter()
+        .partition(|(_, len, _)| *len < HEADER_LEN as u64);
+    (whole, short.into_iter().map(|(key, _, _)| key).collect())
+}
+
+/// Removes a piece found torn, if it still is (a writer may have renamed a whole one into
+/// its place since the scan looked).
+pub(crate) fn remove_if_short(root: &Path, key: Key) {
+    let path = piece_path(root, key);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() < HEADER_LEN as u64) {
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 /// The index once the scan is in: the pieces still indexed, least recently used first by
@@ -168,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn a_piece_shorter_than_a_header_is_removed_and_one_that_cannot_be_statted_is_kept() {
+    fn a_piece_shorter_than_a_header_is_reported_and_one_that_cannot_be_statted_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let torn = piece_path(dir.path(), key(7));
         std::fs::create_dir_all(torn.parent().unwrap()).unwrap();
@@ -177,8 +192,12 @@ mod tests {
         let odd = piece_path(dir.path(), key(9));
         std::fs::write(odd.parent().unwrap(), b"in the way").unwrap();
         let sized = sizes(dir.path(), vec![key(7), key(9)]);
-        assert!(!torn.exists(), "a torn piece is removed");
-        let kept: Vec<(Key, u64)> = sized.iter().map(|(k, l, _)| (*k, *l)).collect();
+        assert!(torn.exists(), "the scan removes nothing");
+        let (whole, short) = split_short(sized);
+        assert_eq!(short, vec![key(7)]);
+        let kept: Vec<(Key, u64)> = whole.iter().map(|(k, l, _)| (*k, *l)).collect();
         assert_eq!(kept, vec![(key(9), WHOLE)]);
+        remove_if_short(dir.path(), key(7));
+        assert!(!torn.exists());
     }
 }

@@ -141,6 +141,10 @@ impl Store {
             // No thread to spare: the scan is done here.
             Err(_) => {
                 let found = scan::sizes(root, lru.iter().map(|(k, _)| *k).collect());
+                let (found, short) = scan::split_short(found);
+                short
+                    .into_iter()
+                    .for_each(|k| scan::remove_if_short(root, k));
                 (lru, bytes) = scan::settled(&lru, found, &HashSet::new());
                 (None, None)
             }
@@ -214,14 +218,27 @@ impl Store {
         }
     }
 
-    /// Rebuilds the index from the scan's findings (called with `scanning` held).
+    /// Rebuilds the index from the scan's findings (called with `scanning` held), and removes
+    /// the torn pieces it found, unless written since or the store is closed (the folder may
+    /// be the next mount's by then). Not under the index's lock: a hung disk holds no read up.
     fn settle_from(&self, handle: JoinHandle<Vec<Found>>) {
         // A scan that panicked found nothing: every listed piece stays counted as whole.
-        let found = handle.join().ok();
-        let mut state = self.lock();
-        let touched = state.touched.take().unwrap_or_default();
-        if let Some(found) = found {
+        let Ok(found) = handle.join() else {
+            self.lock().touched = None;
+            return;
+        };
+        let (found, short) = scan::split_short(found);
+        let touched = {
+            let mut state = self.lock();
+            let touched = state.touched.take().unwrap_or_default();
             (state.lru, state.bytes) = scan::settled(&state.lru, found, &touched);
+            touched
+        };
+        for key in short.into_iter().filter(|k| !touched.contains(k)) {
+            if self.is_closed() {
+                return;
+            }
+            scan::remove_if_short(&self.root, key);
         }
     }
 

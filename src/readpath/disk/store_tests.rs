@@ -354,6 +354,27 @@ fn a_piece_shorter_than_a_header_is_dropped_by_the_scan() {
 }
 
 #[test]
+fn a_scan_that_ends_after_close_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    stored(dir.path(), 1 << 20, 2);
+    let torn = piece_path(dir.path(), F, 1);
+    std::fs::write(&torn, [7u8; 10]).unwrap();
+    let (old, gate) = open_hung_scan(dir.path(), 1 << 20);
+    let tidying = old.clone();
+    let tidy = std::thread::spawn(move || tidying.tidy());
+    // Closed (the folder may be the next mount's now), then the hung disk answers.
+    old.close();
+    gate.set(false);
+    tidy.join().unwrap();
+    assert!(torn.exists(), "removed by a closed store's scan");
+    // The next mount's own scan sees to it.
+    let new = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+    new.tidy();
+    assert!(!torn.exists() && !new.contains(F, 1));
+    assert_eq!(&new.read(F, 0).unwrap().0[..], &data(0)[..]);
+}
+
+#[test]
 fn a_writer_stuck_at_close_places_nothing_and_leaves_the_next_mount_alone() {
     let dir = tempfile::tempdir().unwrap();
     let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
