@@ -81,6 +81,9 @@ pub struct Store {
     /// Held while the pins change and their file is replaced: one change at a time, written
     /// in order, and never under the index's lock (a pin on a hung disk holds no read up).
     pins_file: Mutex<()>,
+    /// Held by a writer from its rename to its piece's entry in the index, and by the evictor
+    /// while it removes a piece: an evicted piece written again meanwhile is not removed.
+    placing: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
     lock: Mutex<Option<DirLock>>,
@@ -95,6 +98,9 @@ pub struct Store {
     /// Tests close it to hang the writing of the pins file.
     #[cfg(test)]
     pub(crate) pins_hold: super::test_hold::Hold,
+    /// Tests close it to hang an eviction between choosing its victims and removing them.
+    #[cfg(test)]
+    pub(crate) evict_hold: super::test_hold::Hold,
 }
 
 impl Store {
@@ -168,6 +174,7 @@ impl Store {
             ),
             next_temp: AtomicU64::new(0),
             pins_file: Mutex::new(()),
+            placing: Mutex::new(()),
             stats,
             lock: Mutex::new(Some(lock)),
             scanning: Mutex::new(scanning),
@@ -177,6 +184,8 @@ impl Store {
             write_hold: Default::default(),
             #[cfg(test)]
             pins_hold: Default::default(),
+            #[cfg(test)]
+            evict_hold: Default::default(),
         };
         // The bound may have been lowered since the last mount (with a scan running,
         // `DiskTier::new` has it seen to, by `tidy`).
@@ -386,7 +395,7 @@ impl Store {
         let key = (file, block);
         match self.write_piece(key, total, data) {
             Ok(None) => return,
-            Ok(Some(len)) => {
+            Ok(Some((len, _placing))) => {
                 self.stats.disk_bytes_written.add(data.len() as u64);
                 let mut state = self.lock();
                 state.touch(key);
@@ -408,9 +417,15 @@ impl Store {
         self.evict();
     }
 
-    /// Writes a piece under a temporary name and renames it into place: its stored size, or
-    /// `None` when the store was closed meanwhile (then nothing is placed).
-    fn write_piece(&self, key: Key, total: u64, data: &[u8]) -> std::io::Result<Option<u64>> {
+    /// Writes a piece under a temporary name and renames it into place: its stored size and
+    /// the `placing` lock (held until it is in the index), or `None` when the store was
+    /// closed meanwhile (then nothing is placed).
+    fn write_piece(
+        &self,
+        key: Key,
+        total: u64,
+        data: &[u8],
+    ) -> std::io::Result<Option<(u64, MutexGuard<'_, ()>)>> {
         let temp = self.temp_path();
         let header = block::header(key.0, key.1 * BLOCK_SIZE, total, data);
         let written = std::fs::File::create(&temp).and_then(|mut f| {
@@ -429,6 +444,7 @@ impl Store {
             return Ok(None);
         }
         let target = self.path(key);
+        let placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
         let placed = written.and_then(|()| match std::fs::rename(&temp, &target) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let parent = target.parent().unwrap_or(&self.root);
@@ -440,7 +456,7 @@ impl Store {
         if placed.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
-        placed.map(|()| Some((HEADER_LEN + data.len()) as u64))
+        placed.map(|()| Some(((HEADER_LEN + data.len()) as u64, placing)))
     }
 
     /// A temporary name of this store's own.
@@ -488,9 +504,16 @@ impl Store {
             }
             chosen.into_iter().map(|(k, _)| k).collect()
         };
+        #[cfg(test)]
+        self.evict_hold.pass();
         for key in victims {
+            let _placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
             if self.is_closed() {
                 return;
+            }
+            // Written again since it was chosen (a pin's fetch, a read): it stays.
+            if self.contains(key.0, key.1) {
+                continue;
             }
             let _ = std::fs::remove_file(self.path(key));
             self.stats.disk_evictions.incr();

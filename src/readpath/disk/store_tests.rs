@@ -375,6 +375,32 @@ fn a_scan_that_ends_after_close_removes_nothing() {
 }
 
 #[test]
+fn a_piece_written_again_while_it_is_evicted_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 2 * PIECE, Arc::default()).unwrap());
+    store.tidy();
+    store.write(G, 0, 1000, &data(1));
+    store.write(F, 0, 10_000, &data(2));
+    // A write past the bound chooses G's piece and hangs before removing it.
+    store.evict_hold.set(true);
+    let evicting = store.clone();
+    let evictor = std::thread::spawn(move || evicting.write(F, 1, 10_000, &data(3)));
+    store.evict_hold.await_waiting(1);
+    assert!(!store.contains(G, 0));
+    // Meanwhile G is pinned and its piece fetched and written again.
+    store.pin(&[G]).unwrap();
+    let writing = store.clone();
+    let writer = std::thread::spawn(move || writing.write(G, 0, 1000, &data(1)));
+    store.evict_hold.await_waiting(2);
+    store.evict_hold.set(false);
+    evictor.join().unwrap();
+    writer.join().unwrap();
+    // The pinned piece is stored as the index says, not removed by the first eviction.
+    assert!(store.contains(G, 0));
+    assert_eq!(&store.read(G, 0).unwrap().0[..], &data(1)[..]);
+}
+
+#[test]
 fn a_writer_stuck_at_close_places_nothing_and_leaves_the_next_mount_alone() {
     let dir = tempfile::tempdir().unwrap();
     let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
