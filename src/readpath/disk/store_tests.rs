@@ -401,7 +401,29 @@ fn a_piece_written_again_while_it_is_evicted_stays() {
 }
 
 #[test]
-fn a_writer_stuck_at_close_places_nothing_and_leaves_the_next_mount_alone() {
+fn a_writer_stuck_at_close_places_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    old.write_hold.set(true);
+    let writing = old.clone();
+    let writer = std::thread::spawn(move || writing.write(F, 0, 1000, &data(1)));
+    old.write_hold.await_waiting(1);
+    // Closed with no next mount (which would wipe tmp/ itself), then the disk answers.
+    old.close();
+    old.write_hold.set(false);
+    writer.join().unwrap();
+    assert!(!piece_path(dir.path(), F, 0).exists(), "placed after close");
+    assert!(!old.contains(F, 0));
+    assert_eq!(old.stats.disk_bytes_written.get(), 0);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_writer_stuck_at_close_leaves_the_next_mount_alone() {
     let dir = tempfile::tempdir().unwrap();
     let old = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
     old.write_hold.set(true);
