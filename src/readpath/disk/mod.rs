@@ -7,7 +7,8 @@
 //! - `scan`: reading back what earlier mounts stored, in the background.
 //! - `keys`: audio keys, stored only wrapped under the credentials.
 //! - `read`: the tier's reads from the store, bounded in time so a hung disk hangs no read.
-//! - `tier`: the store as a `RangeSource` over the CDN, writing on a thread of its own.
+//! - `tier`: the store as a `RangeSource` over the CDN, writing on threads of its own.
+//! - `writers`: those threads, and the backlog that tells the tier whether the disk keeps up.
 //! - `offline`: knowing the origin is unreachable, so uncached reads fail at once.
 
 pub(crate) mod block;
@@ -20,3 +21,4 @@ pub mod store;
 #[cfg(test)]
 pub(crate) mod test_hold;
 pub mod tier;
+pub(crate) mod writers;

@@ -22,6 +22,7 @@
 use super::offline::Reachability;
 use super::read::{self, ReadGuard, READ_WAIT};
 use super::store::{Store, BLOCK_SIZE};
+use super::writers::{self, Job, Queued};
 use crate::client::error::FetchError;
 use crate::client::seams::{BoxFuture, Fetched, RangeRequest, RangeSource, Transform};
 use crate::protocol::model::FileId;
@@ -47,48 +48,10 @@ const MAX_CAPTURE: u64 = 8 << 20;
 /// At most this much is allocated up front for the stored pieces of one range (a range's
 /// `last` may be far past the file's end); the buffer grows if more is found.
 const PREFIX_HINT: u64 = MAX_CAPTURE;
-/// Writer threads. Storing a piece is mostly waiting (creating an inode, journaling a
-/// rename), not CPU: two overlap those waits, so the disk keeps up with the CDN.
-const WRITERS: usize = 2;
 /// The longest a flush (at unmount, or between a pin's chunks) waits for the writers: a hung
 /// disk must not hang an unmount. Far above what writing the whole room (8 MiB) takes on a
 /// slow disk.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
-
-enum Job {
-    Write {
-        file: FileId,
-        block: u64,
-        total: u64,
-        data: Bytes,
-        /// Its room and its share of the backlog, given back once written.
-        _room: OwnedSemaphorePermit,
-        _queued: Queued,
-    },
-    Flush(mpsc::Sender<()>),
-}
-
-/// Bytes queued for the writers and not yet stored: whether the disk keeps up.
-struct Queued {
-    backlog: Arc<AtomicU64>,
-    bytes: u64,
-}
-
-impl Queued {
-    fn new(backlog: &Arc<AtomicU64>, bytes: u64) -> Queued {
-        backlog.fetch_add(bytes, Ordering::Relaxed);
-        Queued {
-            backlog: backlog.clone(),
-            bytes,
-        }
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.backlog.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
 
 /// The bounds above, smaller in tests.
 #[derive(Debug, Clone, Copy)]
@@ -176,49 +139,15 @@ impl Capture {
 
 impl DiskTier {
     pub fn new(store: Arc<Store>, lower: Arc<dyn RangeSource>, reach: Arc<Reachability>) -> Self {
-        let mut senders = Vec::with_capacity(WRITERS);
-        #[cfg(test)]
-        let mut threads = Vec::new();
         #[cfg(test)]
         let hold = Arc::new(super::test_hold::Hold::default());
-        for n in 0..WRITERS {
-            let (tx, rx) = mpsc::channel::<Job>();
-            let writer_store = store.clone();
+        let (senders, _writer_threads) = writers::spawn(
+            &store,
             #[cfg(test)]
-            let writer_hold = hold.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("trackfs-disk{n}"))
-                .spawn(move || {
-                    for job in rx {
-                        #[cfg(test)]
-                        writer_hold.pass();
-                        match job {
-                            Job::Write {
-                                file,
-                                block,
-                                total,
-                                data,
-                                ..
-                            } => writer_store.write(file, block, total, &data),
-                            Job::Flush(done) => drop(done.send(())),
-                        }
-                    }
-                });
-            match spawned {
-                Ok(_handle) => {
-                    #[cfg(test)]
-                    threads.push(_handle);
-                    senders.push(tx)
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "disk cache: no writer thread ({e}); nothing new will be stored"
-                    );
-                    senders.clear();
-                    break;
-                }
-            }
-        }
+            &hold,
+        );
+        #[cfg(test)]
+        let mut threads = _writer_threads;
         let jobs = (!senders.is_empty()).then_some(senders);
         // Settles the store's opening scan (and evicts) off the mount's way.
         let tidying = store.clone();
