@@ -146,6 +146,11 @@ impl Streams {
         if stream.sequential_reads > 0 && stream.starved {
             stream.window = (stream.window * 2).min(config.max_window);
             stream.starved = false;
+            tracing::debug!(
+                at = stream.next,
+                window = stream.window,
+                "read-ahead window grew"
+            );
         }
         stream.ahead_to = to;
         (from < to).then_some(from..to)
