@@ -93,11 +93,16 @@ pub(crate) fn split_short(found: Vec<Found>) -> (Vec<Found>, Vec<Key>) {
     (whole, short.into_iter().map(|(key, _, _)| key).collect())
 }
 
-/// Removes a piece found torn, if it still is (a writer may have renamed a whole one into
-/// its place since the scan looked).
+/// Whether the piece at `path` is there and shorter than a header (torn).
+pub(crate) fn is_short(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() < HEADER_LEN as u64)
+}
+
+/// Removes a piece found torn, if it still is. Only while no writer can run (a store being
+/// opened): a store's own removals keep writers out meanwhile (`Store::remove_torn`).
 pub(crate) fn remove_if_short(root: &Path, key: Key) {
     let path = piece_path(root, key);
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() < HEADER_LEN as u64) {
+    if is_short(&path) {
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -81,8 +81,9 @@ pub struct Store {
     /// Held while the pins change and their file is replaced: one change at a time, written
     /// in order, and never under the index's lock (a pin on a hung disk holds no read up).
     pins_file: Mutex<()>,
-    /// Held by a writer from its rename to its piece's entry in the index, and by the evictor
-    /// while it removes a piece: an evicted piece written again meanwhile is not removed.
+    /// Held by a writer from its rename to its piece's entry in the index, and by whatever
+    /// removes a piece (the evictor, the removal of a torn one) from its look to the removal:
+    /// a piece written again meanwhile is not removed.
     placing: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
@@ -101,6 +102,12 @@ pub struct Store {
     /// Tests close it to hang an eviction between choosing its victims and removing them.
     #[cfg(test)]
     pub(crate) evict_hold: super::test_hold::Hold,
+    /// Tests close it to hang the removal of a torn piece between its check and its removal.
+    #[cfg(test)]
+    pub(crate) torn_hold: super::test_hold::Hold,
+    /// Fired each time a thread finds `placing` taken and waits for it.
+    #[cfg(test)]
+    pub(crate) placing_waited: super::test_hold::Signal,
 }
 
 impl Store {
@@ -186,6 +193,10 @@ impl Store {
             pins_hold: Default::default(),
             #[cfg(test)]
             evict_hold: Default::default(),
+            #[cfg(test)]
+            torn_hold: Default::default(),
+            #[cfg(test)]
+            placing_waited: Default::default(),
         };
         // The bound may have been lowered since the last mount (with a scan running,
         // `DiskTier::new` has it seen to, by `tidy`).
@@ -197,6 +208,17 @@ impl Store {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `placing` (before the index's lock, never after).
+    fn lock_placing(&self) -> MutexGuard<'_, ()> {
+        #[cfg(test)]
+        match self.placing.try_lock() {
+            Ok(placing) => return placing,
+            Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(TryLockError::WouldBlock) => self.placing_waited.fire(),
+        }
+        self.placing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn path(&self, key: Key) -> PathBuf {
@@ -247,7 +269,23 @@ impl Store {
             if self.is_closed() {
                 return;
             }
-            scan::remove_if_short(&self.root, key);
+            self.remove_torn(key);
+        }
+    }
+
+    /// Removes a piece the scan found torn, if it still is: under `placing`, so a whole one
+    /// a writer renames into its place meanwhile (a read's or a pin's fetch) is neither
+    /// removed between the look and the removal nor, once indexed, removed at all.
+    fn remove_torn(&self, key: Key) {
+        let _placing = self.lock_placing();
+        if self.is_closed() || self.contains(key.0, key.1) {
+            return;
+        }
+        let path = self.path(key);
+        if scan::is_short(&path) {
+            #[cfg(test)]
+            self.torn_hold.pass();
+            let _ = std::fs::remove_file(&path);
         }
     }
 
@@ -444,7 +482,7 @@ impl Store {
             return Ok(None);
         }
         let target = self.path(key);
-        let placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
+        let placing = self.lock_placing();
         let placed = written.and_then(|()| match std::fs::rename(&temp, &target) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let parent = target.parent().unwrap_or(&self.root);
@@ -507,7 +545,7 @@ impl Store {
         #[cfg(test)]
         self.evict_hold.pass();
         for key in victims {
-            let _placing = self.placing.lock().unwrap_or_else(|p| p.into_inner());
+            let _placing = self.lock_placing();
             if self.is_closed() {
                 return;
             }

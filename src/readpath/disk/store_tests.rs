@@ -467,3 +467,33 @@ fn a_store_closed_while_its_scan_hangs_evicts_nothing_once_it_ends() {
     assert!((0..4).all(|b| new.read(F, b).is_some()));
     assert!(old.pin(&[G]).is_err(), "a closed store writes no pins");
 }
+
+#[test]
+fn a_torn_piece_written_again_while_it_is_removed_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    stored(dir.path(), 1 << 20, 2);
+    let torn = piece_path(dir.path(), F, 1);
+    std::fs::write(&torn, [7u8; 10]).unwrap();
+    // The opening scan ends: the tidy finds the torn piece, and hangs before removing it.
+    let (store, gate) = open_hung_scan(dir.path(), 1 << 20);
+    store.torn_hold.set(true);
+    let tidying = store.clone();
+    let tidy = std::thread::spawn(move || tidying.tidy());
+    gate.set(false);
+    store.torn_hold.await_waiting(1);
+    assert!(!store.contains(F, 1));
+    // Meanwhile a read's fetch writes it again: its writer waits for the removal (or, were
+    // nothing to keep it out, is done at once).
+    let writing = store.clone();
+    let writer = std::thread::spawn(move || {
+        writing.write(F, 1, 10_000, &data(1));
+        writing.placing_waited.fire();
+    });
+    store.placing_waited.await_fired(1);
+    store.torn_hold.set(false);
+    tidy.join().unwrap();
+    writer.join().unwrap();
+    // The whole piece is stored as the index says, not removed as the torn one.
+    assert!(store.contains(F, 1));
+    assert_eq!(&store.read(F, 1).unwrap().0[..], &data(1)[..]);
+}

@@ -46,3 +46,28 @@ impl Hold {
         }
     }
 }
+
+/// A count tests wait on: something happened (a thread found a lock taken, a step ended).
+#[derive(Default)]
+pub(crate) struct Signal {
+    fired: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Signal {
+    pub(crate) fn fire(&self) {
+        *self.fired.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Returns once it has fired `n` times; panics (a test's hang guard) after 30 s.
+    pub(crate) fn await_fired(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut fired = self.fired.lock().unwrap_or_else(|p| p.into_inner());
+        while *fired < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "it never fired");
+            fired = self.changed.wait_timeout(fired, left).unwrap().0;
+        }
+    }
+}
