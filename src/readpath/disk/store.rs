@@ -19,10 +19,9 @@ use super::dir::{self, DirError, DirLock};
 use super::scan::{self, Found, Key};
 use crate::client::stats::Stats;
 use crate::protocol::model::FileId;
-use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -306,107 +305,6 @@ impl Store {
         self.lock().lru.contains(&(file, block))
     }
 
-    /// A stored block's ciphertext and its file's total size, checked; `None` when it is not
-    /// stored or fails its checks (then it is dropped, counted and logged).
-    pub fn read(&self, file: FileId, block: u64) -> Option<(Bytes, u64)> {
-        let mut out = BytesMut::new();
-        let total = self.read_into(file, block, &mut out)?;
-        Some((out.freeze(), total))
-    }
-
-    /// Appends a stored block's ciphertext to `out` (read straight into it: a reader's buffer,
-    /// no copy) and gives its file's total size; `None`, with `out` as it was, when it is not
-    /// stored or fails its checks (then it is dropped, counted and logged).
-    pub fn read_into(&self, file: FileId, block: u64, out: &mut BytesMut) -> Option<u64> {
-        let start = out.len();
-        let total = self.read_uncounted(file, block, out)?;
-        self.count_hits(1, (out.len() - start) as u64);
-        Some(total)
-    }
-
-    /// Counts `pieces` read from disk, `bytes` of ciphertext, as served.
-    pub(crate) fn count_hits(&self, pieces: u64, bytes: u64) {
-        self.stats.disk_hits.add(pieces);
-        self.stats.disk_bytes_read.add(bytes);
-    }
-
-    /// [`Store::read_into`] without counting the hit: the caller counts it once the bytes
-    /// are served (a read given up on serves none).
-    pub(crate) fn read_uncounted(
-        &self,
-        file: FileId,
-        block: u64,
-        out: &mut BytesMut,
-    ) -> Option<u64> {
-        #[cfg(test)]
-        self.read_hold.pass();
-        let key = (file, block);
-        let path = self.path(key);
-        let start = out.len();
-        let mut header = [0u8; HEADER_LEN];
-        let found = std::fs::File::open(&path).and_then(|mut f| {
-            let len = f.metadata()?.len();
-            // Any other length is a damaged piece: read what fits, and `verify` says so.
-            let data = len.saturating_sub(HEADER_LEN as u64).min(BLOCK_SIZE + 1) as usize;
-            let head = (len as usize).min(HEADER_LEN);
-            f.read_exact(&mut header[..head])?;
-            out.resize(start + data, 0);
-            f.read_exact(&mut out[start..])?;
-            Ok((f, head, len))
-        });
-        let (f, head, len) = match found {
-            Ok(found) => found,
-            Err(e) => {
-                out.truncate(start);
-                if e.kind() != ErrorKind::NotFound {
-                    tracing::debug!("disk cache: cannot read {}: {e}", path.display());
-                }
-                self.forget(key);
-                self.stats.disk_misses.incr();
-                return None;
-            }
-        };
-        match block::verify_parts(&header[..head], &out[start..], file, block * BLOCK_SIZE) {
-            Ok(piece) => {
-                // Recency lives in the file's time, so it survives a restart.
-                let _ = f.set_modified(SystemTime::now());
-                let mut state = self.lock();
-                state.touch(key);
-                // Its size is known now (until the opening scan is in, it was a guess).
-                if let Some(was) = state
-                    .lru
-                    .get_mut(&key)
-                    .map(|was| std::mem::replace(was, len))
-                {
-                    state.bytes = state.bytes - was + len;
-                }
-                Some(piece.total)
-            }
-            Err(why) => {
-                out.truncate(start);
-                tracing::warn!(
-                    "disk cache: dropping {} ({why}); it will be fetched again",
-                    path.display()
-                );
-                self.stats.disk_checksum_failures.incr();
-                // (Once closed, the next mount may have replaced it meanwhile.)
-                if !self.is_closed() {
-                    let _ = std::fs::remove_file(&path);
-                }
-                self.forget(key);
-                self.stats.disk_misses.incr();
-                None
-            }
-        }
-    }
-
-    fn forget(&self, key: Key) {
-        let mut state = self.lock();
-        if let Some(len) = state.lru.pop(&key) {
-            state.bytes -= len;
-        }
-    }
-
     /// Stops writing and lets go of the directory's lock: from now on nothing of this store
     /// touches the directory (it may be the next mount's).
     pub fn close(&self) {
@@ -586,6 +484,9 @@ impl Store {
 #[path = "store_pins.rs"]
 mod pins;
 use pins::read_pins;
+
+#[path = "store_read.rs"]
+mod read;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -1,5 +1,6 @@
 use super::super::test_hold::Hold;
 use super::*;
+use bytes::BytesMut;
 use std::time::Duration;
 
 const F: FileId = FileId([1; 20]);
