@@ -81,8 +81,8 @@ pub struct Store {
     /// in order, and never under the index's lock (a pin on a hung disk holds no read up).
     pins_file: Mutex<()>,
     /// Held by a writer from its rename to its piece's entry in the index, and by whatever
-    /// removes a piece (the evictor, the removal of a torn one) from its look to the removal:
-    /// a piece written again meanwhile is not removed.
+    /// removes or drops a piece (the evictor, the removal of a torn one, a read that failed)
+    /// from its look to the removal: a piece written again meanwhile is not removed.
     placing: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.
@@ -95,6 +95,9 @@ pub struct Store {
     /// Tests close it to hang a writer between its temporary and the rename.
     #[cfg(test)]
     pub(crate) write_hold: super::test_hold::Hold,
+    /// Tests close it to hang a read's dropping of a piece it found missing or damaged.
+    #[cfg(test)]
+    pub(crate) drop_hold: super::test_hold::Hold,
     /// Tests close it to hang the writing of the pins file.
     #[cfg(test)]
     pub(crate) pins_hold: super::test_hold::Hold,
@@ -188,6 +191,8 @@ impl Store {
             read_hold: Default::default(),
             #[cfg(test)]
             write_hold: Default::default(),
+            #[cfg(test)]
+            drop_hold: Default::default(),
             #[cfg(test)]
             pins_hold: Default::default(),
             #[cfg(test)]

@@ -1,12 +1,24 @@
 //! The store's reads: a stored piece read back and checked, and one found missing or damaged
-//! dropped. Apart from `store.rs` for its size only.
+//! dropped, unless a writer has placed a new piece under its name meanwhile (a read's or a
+//! pin's fetch). Apart from `store.rs` for its size only.
 
 use super::block::{self, HEADER_LEN};
 use super::{Key, Store, BLOCK_SIZE};
 use crate::protocol::model::FileId;
 use bytes::{Bytes, BytesMut};
 use std::io::{ErrorKind, Read};
+use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
+
+/// What a read found wrong with a piece.
+enum Failed<'a> {
+    /// Not there (evicted, or removed by hand, since it was indexed).
+    Missing,
+    /// There, but it could not be read.
+    Unreadable,
+    /// Read, and damaged: the file read (still open, so its inode is not reused meanwhile).
+    Damaged(&'a std::fs::File),
+}
 
 impl Store {
     /// A stored block's ciphertext and its file's total size, checked; `None` when it is not
@@ -61,10 +73,13 @@ impl Store {
             Ok(found) => found,
             Err(e) => {
                 out.truncate(start);
-                if e.kind() != ErrorKind::NotFound {
+                let failed = if e.kind() == ErrorKind::NotFound {
+                    Failed::Missing
+                } else {
                     tracing::debug!("disk cache: cannot read {}: {e}", path.display());
-                }
-                self.forget(key);
+                    Failed::Unreadable
+                };
+                self.drop_failed(key, failed);
                 self.stats.disk_misses.incr();
                 return None;
             }
@@ -92,15 +107,40 @@ impl Store {
                     path.display()
                 );
                 self.stats.disk_checksum_failures.incr();
-                // (Once closed, the next mount may have replaced it meanwhile.)
-                if !self.is_closed() {
-                    let _ = std::fs::remove_file(&path);
-                }
-                self.forget(key);
+                self.drop_failed(key, Failed::Damaged(&f));
                 self.stats.disk_misses.incr();
                 None
             }
         }
+    }
+
+    /// Drops a piece a read found missing, unreadable or damaged (removing a damaged one):
+    /// under `placing`, and not when a writer has placed a new piece under its name since the
+    /// read (it is indexed as the writer's): two reads of one damaged piece, a writer storing
+    /// it again in between, leave the new one; nor does a read that found it evicted drop the
+    /// entry of the one stored again since.
+    fn drop_failed(&self, key: Key, failed: Failed<'_>) {
+        #[cfg(test)]
+        self.drop_hold.pass();
+        let path = self.path(key);
+        let _placing = self.lock_placing();
+        match (failed, std::fs::metadata(&path)) {
+            (Failed::Missing, Ok(_)) => return,
+            (Failed::Damaged(read), Ok(now)) => {
+                let same = read
+                    .metadata()
+                    .is_ok_and(|read| (read.dev(), read.ino()) == (now.dev(), now.ino()));
+                if !same {
+                    return;
+                }
+                // (Once closed, the next mount may have replaced it meanwhile.)
+                if !self.is_closed() {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            _ => {}
+        }
+        self.forget(key);
     }
 
     pub(super) fn forget(&self, key: Key) {

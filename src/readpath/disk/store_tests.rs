@@ -498,3 +498,52 @@ fn a_torn_piece_written_again_while_it_is_removed_stays() {
     assert!(store.contains(F, 1));
     assert_eq!(&store.read(F, 1).unwrap().0[..], &data(1)[..]);
 }
+
+#[test]
+fn a_piece_stored_again_while_a_read_finds_it_evicted_stays_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 2 * PIECE, Arc::default()).unwrap());
+    store.tidy();
+    store.write(G, 0, 1000, &data(1));
+    store.write(F, 0, 10_000, &data(2));
+    // A read of G's piece finds it gone (evicted just before), and hangs before dropping it.
+    store.write(F, 1, 10_000, &data(3));
+    assert!(!piece_path(dir.path(), G, 0).exists());
+    store.drop_hold.set(true);
+    let reading = store.clone();
+    let reader = std::thread::spawn(move || reading.read(G, 0));
+    store.drop_hold.await_waiting(1);
+    // Meanwhile it is fetched and stored again.
+    store.write(G, 0, 1000, &data(1));
+    store.drop_hold.set(false);
+    assert!(reader.join().unwrap().is_none());
+    // The new piece stays indexed and counted (within the bound), and reads.
+    assert!(store.contains(G, 0));
+    assert_eq!(store.usage().bytes, 2 * PIECE);
+    assert_eq!(&store.read(G, 0).unwrap().0[..], &data(1)[..]);
+}
+
+#[test]
+fn a_damaged_piece_stored_again_while_a_second_read_drops_it_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    store.write(F, 0, 1000, &data(1));
+    let path = piece_path(dir.path(), F, 0);
+    let mut damaged = std::fs::read(&path).unwrap();
+    damaged[HEADER_LEN + 500] ^= 0x40;
+    std::fs::write(&path, &damaged).unwrap();
+    // Two reads find it damaged; the second hangs before dropping it.
+    store.drop_hold.set(true);
+    let reading = store.clone();
+    let second = std::thread::spawn(move || reading.read(F, 0));
+    store.drop_hold.await_waiting(1);
+    // The first dropped it (as a read does), then it was fetched and stored again.
+    std::fs::remove_file(&path).unwrap();
+    store.forget((F, 0));
+    store.write(F, 0, 1000, &data(1));
+    store.drop_hold.set(false);
+    assert!(second.join().unwrap().is_none());
+    // The second read leaves the good piece alone.
+    assert!(store.contains(F, 0));
+    assert_eq!(&store.read(F, 0).unwrap().0[..], &data(1)[..]);
+}
