@@ -193,8 +193,10 @@ impl ReadGuard {
             .compare_exchange(RUNNING, LATE, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            // It finished just now: its answer is as good as any.
+            // It finished just now: its answer is as good as any. A read offline that saw
+            // it counted meanwhile waits for it to return: told so, it waits no bound.
             self.late.fetch_sub(1, Ordering::AcqRel);
+            self.returned.notify_waiters();
             return task.await.ok();
         }
         // Online (or back), the range comes from below. Offline the network cannot answer:
