@@ -77,9 +77,9 @@ impl KeyStore {
         Ok(key)
     }
 
-    /// The key kept on disk, if the disk answers within the bound; offline, whenever it
-    /// answers (as the tier does for stored audio: a pinned track must play offline even
-    /// from a disk that takes seconds to spin up).
+    /// The key kept on disk, if the disk answers within the bound; offline, if it answers
+    /// within 30 s in all (`disk::read::OFFLINE_WAIT`, as the tier waits for stored audio: a
+    /// pinned track must play offline even from a disk that takes seconds to spin up).
     async fn stored_key(&self, file: FileId) -> Option<AudioKey> {
         let disk = self.disk.clone()?;
         let offline = self.reach.as_ref().is_some_and(|r| r.is_offline());

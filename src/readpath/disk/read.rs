@@ -116,7 +116,8 @@ impl ReadGuard {
     /// given up on at once only while the origin can be reached: offline it is waited for
     /// (the origin being tried again at each bound) up to `OFFLINE_WAIT` in all, and while
     /// an earlier read is out past its bound, that one is waited for instead of starting
-    /// another (`None` if it does not return in time).
+    /// another (`None` if it does not return in time, counted in `disk_misses`: for a key
+    /// lookup too, though elsewhere the count is of pieces).
     pub(crate) async fn run_or_wait_offline<T: Send + 'static>(
         &self,
         stats: &Stats,
