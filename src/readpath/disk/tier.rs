@@ -8,11 +8,9 @@
 //! disk never holds a read up for long:
 //! - A fetch takes room for its copy before it starts when there is some. When there is none
 //!   but the writers are not behind (less than half the room queued), it starts anyway and
-//!   takes room once its bytes have arrived, as long as such early starts hold less than
-//!   another room's worth: copies in flight stay within twice the room (16 MiB, the reader's
-//!   whole window of 2 MiB runs, so the CDN still gets its full parallelism, 7-8 GETs on a
-//!   slow path, docs/design.md "Parallel ranges"; unbounded, a grown window let peak RSS
-//!   rise 35 MiB over a mount without the tier). When the writers are behind (the disk
+//!   takes room once its bytes have arrived: then the copies in flight are bounded by the
+//!   reader's own in-flight budget, and the CDN gets the reader's full parallelism (7-8 GETs
+//!   on a slow path, docs/design.md "Parallel ranges"). When the writers are behind (the disk
 //!   is slower than the CDN), it waits for room before it starts: the read goes at the disk's
 //!   pace, every piece is stored (offline nothing could complete a track; docs/benchmarks.md,
 //!   row 8) and memory stays within the room.
@@ -82,8 +80,8 @@ impl Default for Limits {
 enum Copy {
     /// Copied with its room taken.
     Room(OwnedSemaphorePermit),
-    /// Copied; room is taken once the bytes are in. Holds its share of `late` meanwhile.
-    Later(OwnedSemaphorePermit),
+    /// Copied; room is taken once the bytes are in.
+    Later,
     /// Not copied: nothing is stored.
     Skip,
 }
@@ -96,9 +94,6 @@ pub struct DiskTier {
     jobs: Mutex<Option<Vec<mpsc::Sender<Job>>>>,
     /// Room for copies, in bytes (`Limits::room`).
     room: Arc<Semaphore>,
-    /// Copies started before their room, in bytes: another room's worth at most, so that
-    /// copies in flight never exceed twice the room however wide the reader's window.
-    late: Arc<Semaphore>,
     /// Bytes queued for the writers, not yet stored.
     backlog: Arc<AtomicU64>,
     limits: Limits,
@@ -170,7 +165,6 @@ impl DiskTier {
             reach,
             jobs: Mutex::new(jobs),
             room: Arc::new(Semaphore::new(limits.room as usize)),
-            late: Arc::new(Semaphore::new(limits.room as usize)),
             backlog: Arc::default(),
             limits,
             stalled: AtomicBool::new(false),
@@ -195,7 +189,6 @@ impl DiskTier {
     #[cfg(test)]
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.room = Arc::new(Semaphore::new(limits.room as usize));
-        self.late = Arc::new(Semaphore::new(limits.room as usize));
         self.reads = ReadGuard::new(limits.read_wait).with_offline_wait(limits.offline_wait);
         self.limits = limits;
         self
@@ -261,9 +254,7 @@ impl DiskTier {
         }
         let backlog = self.backlog.load(Ordering::Relaxed);
         if backlog < u64::from(self.limits.room / 2) {
-            if let Ok(late) = self.late.clone().try_acquire_many_owned(len) {
-                return Copy::Later(late);
-            }
+            return Copy::Later;
         }
         match self.room_within_bound(len).await {
             Some(room) => Copy::Room(room),
@@ -426,11 +417,10 @@ impl DiskTier {
             true => self.copy_before(len).await,
             false => Copy::Skip,
         };
-        // `_late` is held until the copy has its room (or is dropped) in `keep_blocks`.
-        let (capture, room, _late) = match copy {
-            Copy::Skip => (false, None, None),
-            Copy::Later(late) => (true, None, Some(late)),
-            Copy::Room(room) => (true, Some(room), None),
+        let (capture, room) = match copy {
+            Copy::Skip => (false, None),
+            Copy::Later => (true, None),
+            Copy::Room(room) => (true, Some(room)),
         };
         let capture = capture.then(|| {
             let limit = len as usize;

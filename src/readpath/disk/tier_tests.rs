@@ -296,52 +296,6 @@ async fn fetches_start_at_once_whatever_the_disk_is_doing() {
 }
 
 #[tokio::test]
-async fn copies_in_flight_stay_within_twice_the_room() {
-    // Eight 2 MiB runs at once with room for two and writers that keep up: two start with
-    // room, two more before their room (another room's worth), and the other four are
-    // passed on unstored rather than copied beyond that.
-    let r = rig();
-    let run = 2 << 20;
-    let big: Bytes = (0..8 * run)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<_>>()
-        .into();
-    r.cdn.add_file(F, big.clone());
-    r.cdn.always(Step::Hold);
-    let tier = Arc::new(r.tier.with_limits(small_limits(2 * run)));
-    let mut reads = tokio::task::JoinSet::new();
-    for n in 0..8 {
-        let tier = tier.clone();
-        reads.spawn(async move {
-            let fetched = tier.fetch(request(n * run, (n + 1) * run - 1), None).await;
-            (n, fetched.unwrap().unwrap().data)
-        });
-    }
-    bounded(async {
-        while r.cdn.request_count() < 8 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-    r.cdn.release();
-    while let Some(done) = bounded(reads.join_next()).await {
-        let (n, data) = done.unwrap();
-        assert_eq!(
-            &data[..],
-            &big[(n * run) as usize..((n + 1) * run) as usize]
-        );
-    }
-    tier.flush();
-    let per_run = run / BLOCK_SIZE;
-    assert!(tier.store().stats.disk_pieces_skipped.get() >= 4 * per_run);
-    let stored = tier.store().usage().files.get(&F).copied().unwrap_or(0);
-    assert!(
-        (2 * run..=4 * run).contains(&stored),
-        "{stored} bytes stored"
-    );
-}
-
-#[tokio::test]
 async fn a_hung_disk_costs_one_bounded_wait_and_reads_go_on() {
     let r = rig();
     // Room for two pieces; the writers hang.
