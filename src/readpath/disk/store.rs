@@ -82,7 +82,8 @@ pub struct Store {
     pins_file: Mutex<()>,
     /// Held by a writer from its rename to its piece's entry in the index, and by whatever
     /// removes or drops a piece (the evictor, the removal of a torn one, a read that failed)
-    /// from its look to the removal: a piece written again meanwhile is not removed.
+    /// from its look to the removal: a piece written again meanwhile is not removed. A read
+    /// only tries it, never waits for it (a writer's rename may hang on the disk).
     placing: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
     /// Held until [`Store::close`]: then the next mount may open the directory.

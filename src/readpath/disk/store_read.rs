@@ -8,6 +8,7 @@ use crate::protocol::model::FileId;
 use bytes::{Bytes, BytesMut};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
+use std::sync::TryLockError;
 use std::time::SystemTime;
 
 /// What a read found wrong with a piece.
@@ -119,11 +120,25 @@ impl Store {
     /// read (it is indexed as the writer's): two reads of one damaged piece, a writer storing
     /// it again in between, leave the new one; nor does a read that found it evicted drop the
     /// entry of the one stored again since.
+    ///
+    /// A read never waits for `placing`: a writer holds it across its rename, which on a hung
+    /// disk may not return, and a read's thread stuck behind it would count as late and turn
+    /// the whole tier off the disk. So a piece missing and not indexed (a read of pieces not
+    /// looked up first, or evicted since) returns at once, and with `placing` taken the entry
+    /// stays as it is: the next read, or the evictor, sees to it.
     fn drop_failed(&self, key: Key, failed: Failed<'_>) {
         #[cfg(test)]
         self.drop_hold.pass();
+        if matches!(failed, Failed::Missing) && !self.contains(key.0, key.1) {
+            return;
+        }
+        let _placing = match self.placing.try_lock() {
+            Ok(placing) => placing,
+            // Taken all the same, as `lock_placing` does.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         let path = self.path(key);
-        let _placing = self.lock_placing();
         match (failed, std::fs::metadata(&path)) {
             (Failed::Missing, Ok(_)) => return,
             (Failed::Damaged(read), Ok(now)) => {

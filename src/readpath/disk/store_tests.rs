@@ -547,3 +547,45 @@ fn a_damaged_piece_stored_again_while_a_second_read_drops_it_stays() {
     assert!(store.contains(F, 0));
     assert_eq!(&store.read(F, 0).unwrap().0[..], &data(1)[..]);
 }
+
+#[test]
+fn a_read_of_a_missing_or_damaged_piece_never_waits_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    store.write(F, 0, 10_000, &data(0));
+    store.write(F, 1, 10_000, &data(1));
+    // Piece 0 removed by hand (indexed, missing); piece 1 damaged.
+    let (gone, damaged) = (piece_path(dir.path(), F, 0), piece_path(dir.path(), F, 1));
+    std::fs::remove_file(&gone).unwrap();
+    let mut bad = std::fs::read(&damaged).unwrap();
+    bad[HEADER_LEN + 500] ^= 0x40;
+    std::fs::write(&damaged, &bad).unwrap();
+    // A writer holds `placing`, stuck in its rename on a hung disk.
+    let placing = store.placing.lock().unwrap();
+    let reading = store.clone();
+    let read = within(move || [2, 0, 1].map(|block| reading.read(F, block).is_none()));
+    assert_eq!(read, [true; 3]);
+    // Nothing dropped meanwhile; once the writer is done, the next reads see to it.
+    assert!(store.contains(F, 0) && store.contains(F, 1) && damaged.exists());
+    drop(placing);
+    assert!(store.read(F, 0).is_none() && store.read(F, 1).is_none());
+    assert!(!store.contains(F, 0) && !store.contains(F, 1) && !damaged.exists());
+    assert_eq!(store.usage().bytes, 0);
+}
+
+#[test]
+fn a_read_drops_a_damaged_piece_though_a_writer_panicked_holding_placing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+    store.write(F, 0, 1000, &data(1));
+    let path = piece_path(dir.path(), F, 0);
+    std::fs::write(&path, [7u8; 10]).unwrap();
+    let panicking = store.clone();
+    let panicked = std::thread::spawn(move || {
+        let _placing = panicking.placing.lock().unwrap();
+        panic!("a writer panics holding `placing`");
+    });
+    assert!(panicked.join().is_err() && store.placing.is_poisoned());
+    assert!(store.read(F, 0).is_none());
+    assert!(!store.contains(F, 0) && !path.exists());
+}
