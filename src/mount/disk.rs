@@ -8,6 +8,8 @@
 //! Snapshots are written by one thread of their own, the latest asked for winning, and waited
 //! for at most [`SAVE_WAIT`]: a hung disk never hangs an unmount or the refresh task
 //! (docs/design.md, "Disk cache", "Nothing outside the tier waits on the disk either").
+//! Opening the folder and loading the snapshot run on threads of their own too, waited for at
+//! most [`OPEN_WAIT`]: a hung disk never hangs `trackfs mount` either; it mounts without.
 
 use super::{MountConfig, MountError};
 use crate::catalogue::library::Extras;
@@ -35,6 +37,66 @@ use std::time::{Duration, Instant};
 /// it is a small file written once and synced, a fraction of a second on any disk that
 /// answers. Past it the save goes on alone and the snapshot saved before stays valid.
 const SAVE_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest mount start waits for the disk cache: opening its folder (made, locked,
+/// listed) and then loading the catalogue snapshot, each. Milliseconds on a disk that
+/// answers, a few seconds for a spun-down one to wake; past it the disk is taken for hung (an
+/// NFS home gone away) and the mount goes on from the network with one warning, rather than
+/// hanging before anything is mounted and with no word.
+pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a call on a thread of its own gave no answer.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error("did not answer within {} s (a hung disk?)", .0.as_secs_f32())]
+    Late(Duration),
+    #[error("could not be opened (no thread: {0})")]
+    NoThread(#[source] std::io::Error),
+    #[error("could not be opened (its thread ended with no answer)")]
+    Ended,
+}
+
+/// Spawns `work` on a thread named `name`, which sends its answer on `send` (when nobody
+/// waits any more, the answer drops there: a store opened late releases its lock).
+fn spawn_answering<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+    send: impl FnOnce(T) + Send + 'static,
+) -> Result<(), Unanswered> {
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || send(work()));
+    spawned.map(drop).map_err(Unanswered::NoThread)
+}
+
+/// `work` on a thread of its own, waited for at most `wait`; past it the thread goes on alone.
+fn within<T: Send + 'static>(
+    name: &str,
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Unanswered> {
+    let (send, answer) = std::sync::mpsc::channel();
+    spawn_answering(name, work, move |done| drop(send.send(done)))?;
+    answer.recv_timeout(wait).map_err(|e| match e {
+        std::sync::mpsc::RecvTimeoutError::Timeout => Unanswered::Late(wait),
+        std::sync::mpsc::RecvTimeoutError::Disconnected => Unanswered::Ended,
+    })
+}
+
+/// The same, waited for without holding a runtime thread.
+async fn within_async<T: Send + 'static>(
+    name: &str,
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Unanswered> {
+    let (send, answer) = tokio::sync::oneshot::channel();
+    spawn_answering(name, work, move |done| drop(send.send(done)))?;
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(_)) => Err(Unanswered::Ended),
+        Err(_) => Err(Unanswered::Late(wait)),
+    }
+}
 
 /// What a mount starts from.
 pub(crate) struct Start {
@@ -69,6 +131,8 @@ pub(crate) struct Disk {
     saves: Arc<Saves>,
     /// How long a save is waited for (`SAVE_WAIT`; shorter in tests).
     save_wait: Duration,
+    /// How long the snapshot's load is waited for (`OPEN_WAIT`; shorter in tests).
+    open_wait: Duration,
     /// The control socket's calls into the store, bounded in time.
     pub(crate) calls: super::pins::Calls,
     /// The number of the change feed's last line (`Snapshot::last_change`): the snapshot's
@@ -79,23 +143,48 @@ pub(crate) struct Disk {
 }
 
 /// Opens the origin's folder under `config.disk_cache`. `None` when the cache is off or
-/// cannot be used (one warning; the mount goes on from the network); an error only when
-/// another mount holds it.
+/// cannot be used (one warning; the mount goes on from the network), or does not answer
+/// within [`OPEN_WAIT`]; an error only when another mount holds it.
 pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Disk>, MountError> {
+    open_within(config, stats, OPEN_WAIT)
+}
+
+/// The same, waiting for the disk at most `wait` (tests wait less).
+pub(crate) fn open_within(
+    config: &MountConfig,
+    stats: Arc<Stats>,
+    wait: Duration,
+) -> Result<Option<Disk>, MountError> {
     let Some(root) = &config.disk_cache else {
         return Ok(None);
     };
     let origin = dir::origin_folder(&config.origin, &config.credentials.user);
     let folder = root.join(&origin);
-    let store = match Store::open(&folder, config.disk_cache_size, stats) {
-        Ok(store) => Arc::new(store),
-        Err(e @ DirError::Locked { .. }) => return Err(MountError::Setup(e.to_string())),
-        Err(e) => {
+    let (at, bound, credentials) = (
+        folder.clone(),
+        config.disk_cache_size,
+        config.credentials.clone(),
+    );
+    let opening = move || {
+        let store = Store::open(&at, bound, stats)?;
+        Ok::<_, DirError>((store, WrappedKeys::open(&at, &origin, &credentials)))
+    };
+    let (store, keys) = match within("trackfs-open", wait, opening) {
+        Ok(Ok((store, keys))) => (Arc::new(store), keys),
+        Ok(Err(e @ DirError::Locked { .. })) => return Err(MountError::Setup(e.to_string())),
+        Ok(Err(e)) => {
             tracing::warn!("{e}; going on without a disk cache");
             return Ok(None);
         }
+        Err(e) => {
+            tracing::warn!(
+                "disk cache {} {e}; going on without a disk cache",
+                folder.display()
+            );
+            return Ok(None);
+        }
     };
-    let keys = match WrappedKeys::open(&folder, &origin, &config.credentials) {
+    let keys = match keys {
         Ok(keys) => Some(Arc::new(keys)),
         Err(e) => {
             tracing::warn!("disk cache: audio keys will not be kept ({e})");
@@ -111,6 +200,7 @@ pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Dis
         saved: Mutex::default(),
         saves: Arc::default(),
         save_wait: SAVE_WAIT,
+        open_wait: wait,
         calls: super::pins::Calls::new(super::pins::ANSWER_WAIT),
         last_change: AtomicU64::new(0),
         reader: Mutex::new(None),
@@ -131,20 +221,32 @@ impl Disk {
         online: impl std::future::Future<Output = Result<Catalogue, FetchError>>,
     ) -> Result<Start, MountError> {
         let folder = self.folder.clone();
-        let saved = tokio::task::spawn_blocking(move || {
+        let loading = move || {
             let saved_at = std::fs::metadata(folder.join(snapshot::FILE_NAME))
                 .and_then(|m| m.modified())
                 .ok();
             snapshot::load(&folder).map(|s| (s, saved_at))
-        })
-        .await
-        .map_err(|e| MountError::Setup(e.to_string()))?;
-        let saved = saved
-            .inspect_err(|e| match e {
-                snapshot::SnapshotError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {}
-                e => tracing::warn!("{e}; it will be replaced"),
-            })
-            .ok();
+        };
+        let saved = match within_async("trackfs-load", self.open_wait, loading).await {
+            Ok(Ok(saved)) => Some(saved),
+            Ok(Err(snapshot::SnapshotError::Io(io)))
+                if io.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("{e}; it will be replaced");
+                None
+            }
+            // Offline, the origin's own error then says why the mount cannot start.
+            Err(e) => {
+                tracing::warn!(
+                    "disk cache: the catalogue snapshot in {} {e}; starting from the origin",
+                    self.folder.display()
+                );
+                None
+            }
+        };
         if let Some((saved, saved_at)) = saved {
             if !self.reach.probe().await {
                 tracing::warn!(
@@ -424,3 +526,7 @@ impl Saves {
 #[cfg(test)]
 #[path = "disk_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "disk_open_tests.rs"]
+mod open_tests;
