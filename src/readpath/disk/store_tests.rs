@@ -3,15 +3,15 @@ use super::*;
 use bytes::BytesMut;
 use std::time::Duration;
 
-const F: FileId = FileId([1; 20]);
-const G: FileId = FileId([2; 20]);
-const PIECE: u64 = HEADER_LEN as u64 + 1000;
+pub(super) const F: FileId = FileId([1; 20]);
+pub(super) const G: FileId = FileId([2; 20]);
+pub(super) const PIECE: u64 = HEADER_LEN as u64 + 1000;
 
-fn data(seed: u8) -> Vec<u8> {
+pub(super) fn data(seed: u8) -> Vec<u8> {
     (0..1000u32).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
-fn piece_path(dir: &Path, file: FileId, block: u64) -> PathBuf {
+pub(super) fn piece_path(dir: &Path, file: FileId, block: u64) -> PathBuf {
     let hex = file.to_string();
     dir.join("data")
         .join(&hex[..2])
@@ -240,7 +240,7 @@ fn a_reopened_store_reads_at_once_and_settles_to_the_stored_sizes() {
 }
 
 /// Runs `f` on a thread of its own; fails (rather than hangs) if it blocks on the disk.
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -497,95 +497,4 @@ fn a_torn_piece_written_again_while_it_is_removed_stays() {
     // The whole piece is stored as the index says, not removed as the torn one.
     assert!(store.contains(F, 1));
     assert_eq!(&store.read(F, 1).unwrap().0[..], &data(1)[..]);
-}
-
-#[test]
-fn a_piece_stored_again_while_a_read_finds_it_evicted_stays_indexed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), 2 * PIECE, Arc::default()).unwrap());
-    store.tidy();
-    store.write(G, 0, 1000, &data(1));
-    store.write(F, 0, 10_000, &data(2));
-    // A read of G's piece finds it gone (evicted just before), and hangs before dropping it.
-    store.write(F, 1, 10_000, &data(3));
-    assert!(!piece_path(dir.path(), G, 0).exists());
-    store.drop_hold.set(true);
-    let reading = store.clone();
-    let reader = std::thread::spawn(move || reading.read(G, 0));
-    store.drop_hold.await_waiting(1);
-    // Meanwhile it is fetched and stored again.
-    store.write(G, 0, 1000, &data(1));
-    store.drop_hold.set(false);
-    assert!(reader.join().unwrap().is_none());
-    // The new piece stays indexed and counted (within the bound), and reads.
-    assert!(store.contains(G, 0));
-    assert_eq!(store.usage().bytes, 2 * PIECE);
-    assert_eq!(&store.read(G, 0).unwrap().0[..], &data(1)[..]);
-}
-
-#[test]
-fn a_damaged_piece_stored_again_while_a_second_read_drops_it_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
-    store.write(F, 0, 1000, &data(1));
-    let path = piece_path(dir.path(), F, 0);
-    let mut damaged = std::fs::read(&path).unwrap();
-    damaged[HEADER_LEN + 500] ^= 0x40;
-    std::fs::write(&path, &damaged).unwrap();
-    // Two reads find it damaged; the second hangs before dropping it.
-    store.drop_hold.set(true);
-    let reading = store.clone();
-    let second = std::thread::spawn(move || reading.read(F, 0));
-    store.drop_hold.await_waiting(1);
-    // The first dropped it (as a read does), then it was fetched and stored again.
-    std::fs::remove_file(&path).unwrap();
-    store.forget((F, 0));
-    store.write(F, 0, 1000, &data(1));
-    store.drop_hold.set(false);
-    assert!(second.join().unwrap().is_none());
-    // The second read leaves the good piece alone.
-    assert!(store.contains(F, 0));
-    assert_eq!(&store.read(F, 0).unwrap().0[..], &data(1)[..]);
-}
-
-#[test]
-fn a_read_of_a_missing_or_damaged_piece_never_waits_for_a_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
-    store.write(F, 0, 10_000, &data(0));
-    store.write(F, 1, 10_000, &data(1));
-    // Piece 0 removed by hand (indexed, missing); piece 1 damaged.
-    let (gone, damaged) = (piece_path(dir.path(), F, 0), piece_path(dir.path(), F, 1));
-    std::fs::remove_file(&gone).unwrap();
-    let mut bad = std::fs::read(&damaged).unwrap();
-    bad[HEADER_LEN + 500] ^= 0x40;
-    std::fs::write(&damaged, &bad).unwrap();
-    // A writer holds `placing`, stuck in its rename on a hung disk.
-    let placing = store.placing.lock().unwrap();
-    let reading = store.clone();
-    let read = within(move || [2, 0, 1].map(|block| reading.read(F, block).is_none()));
-    assert_eq!(read, [true; 3]);
-    // Nothing dropped meanwhile; once the writer is done, the next reads see to it.
-    assert!(store.contains(F, 0) && store.contains(F, 1) && damaged.exists());
-    drop(placing);
-    assert!(store.read(F, 0).is_none() && store.read(F, 1).is_none());
-    assert!(!store.contains(F, 0) && !store.contains(F, 1) && !damaged.exists());
-    assert_eq!(store.usage().bytes, 0);
-}
-
-#[test]
-fn a_read_drops_a_damaged_piece_though_a_writer_panicked_holding_placing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
-    store.write(F, 0, 1000, &data(1));
-    let path = piece_path(dir.path(), F, 0);
-    std::fs::write(&path, [7u8; 10]).unwrap();
-    let panicking = store.clone();
-    let panicked = std::thread::spawn(move || {
-        let _placing = panicking.placing.lock().unwrap();
-        panic!("a writer panics holding `placing`");
-    });
-    assert!(panicked.join().is_err() && store.placing.is_poisoned());
-    assert!(store.read(F, 0).is_none());
-    assert!(!store.contains(F, 0) && !path.exists());
 }
