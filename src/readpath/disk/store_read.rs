@@ -1,4 +1,4 @@
-//! The store's reads: a stored piece read back and checked, and one found missing or damaged
+//! The store's reads: a stored piece read back and checked, and one found wrong
 //! dropped, unless a writer has placed a new piece under its name meanwhile (a read's or a
 //! pin's fetch). Apart from `store.rs` for its size only; the tests of reads' cleanup with it.
 
@@ -15,8 +15,10 @@ use std::time::SystemTime;
 enum Failed<'a> {
     /// Not there (evicted, or removed by hand, since it was indexed).
     Missing,
-    /// There, but it could not be read.
-    Unreadable,
+    /// There, but it could not be opened (other than not found).
+    Unopenable,
+    /// Opened, but it could not be read: the file opened (still open, as for `Damaged`).
+    Unreadable(&'a std::fs::File),
     /// Read, and damaged: the file read (still open, so its inode is not reused meanwhile).
     Damaged(&'a std::fs::File),
 }
@@ -60,27 +62,26 @@ impl Store {
         let path = self.path(key);
         let start = out.len();
         let mut header = [0u8; HEADER_LEN];
-        let found = std::fs::File::open(&path).and_then(|mut f| {
-            let len = f.metadata()?.len();
-            // Any other length is a damaged piece: read what fits, and `verify` says so.
-            let data = len.saturating_sub(HEADER_LEN as u64).min(BLOCK_SIZE + 1) as usize;
-            let head = (len as usize).min(HEADER_LEN);
-            f.read_exact(&mut header[..head])?;
-            out.resize(start + data, 0);
-            f.read_exact(&mut out[start..])?;
-            Ok((f, head, len))
-        });
-        let (f, head, len) = match found {
-            Ok(found) => found,
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) => {
-                out.truncate(start);
                 let failed = if e.kind() == ErrorKind::NotFound {
                     Failed::Missing
                 } else {
-                    tracing::debug!("disk cache: cannot read {}: {e}", path.display());
-                    Failed::Unreadable
+                    tracing::debug!("disk cache: cannot open {}: {e}", path.display());
+                    Failed::Unopenable
                 };
                 self.drop_failed(key, failed);
+                self.stats.disk_misses.incr();
+                return None;
+            }
+        };
+        let (head, len) = match read_piece(&mut f, &mut header, out) {
+            Ok(read) => read,
+            Err(e) => {
+                out.truncate(start);
+                tracing::debug!("disk cache: cannot read {}: {e}", path.display());
+                self.drop_failed(key, Failed::Unreadable(&f));
                 self.stats.disk_misses.incr();
                 return None;
             }
@@ -115,11 +116,15 @@ impl Store {
         }
     }
 
-    /// Drops a piece a read found missing, unreadable or damaged (removing a damaged one):
-    /// under `placing`, and not when a writer has placed a new piece under its name since the
-    /// read (it is indexed as the writer's): two reads of one damaged piece, a writer storing
-    /// it again in between, leave the new one; nor does a read that found it evicted drop the
-    /// entry of the one stored again since.
+    /// Drops a piece a read found missing, unopenable, unreadable or damaged (removing an
+    /// unreadable or damaged one): under `placing`, and not when a writer has placed a new
+    /// piece under its name since the read (it is indexed as the writer's). So a file read
+    /// (unreadable or damaged) goes only if the path still names it (same device and inode):
+    /// two reads of one damaged piece, a writer storing it again in between, leave the new
+    /// one. A missing piece is forgotten only if the path still names nothing, and one that
+    /// did not open only if it still does not (with no inode to compare, what the path names
+    /// under `placing` is what the index counts): forgotten, not removed, as its failure may
+    /// pass (too many open files).
     ///
     /// A read never waits for `placing`: a writer holds it across its rename, which on a hung
     /// disk may not return, and a read's thread stuck behind it would count as late and turn
@@ -139,21 +144,24 @@ impl Store {
             Err(TryLockError::WouldBlock) => return,
         };
         let path = self.path(key);
-        match (failed, std::fs::metadata(&path)) {
-            (Failed::Missing, Ok(_)) => return,
-            (Failed::Damaged(read), Ok(now)) => {
-                let same = read
-                    .metadata()
-                    .is_ok_and(|read| (read.dev(), read.ino()) == (now.dev(), now.ino()));
-                if !same {
-                    return;
-                }
-                // (Once closed, the next mount may have replaced it meanwhile.)
-                if !self.is_closed() {
-                    let _ = std::fs::remove_file(&path);
+        match failed {
+            Failed::Missing if std::fs::metadata(&path).is_ok() => return,
+            Failed::Unopenable if std::fs::File::open(&path).is_ok() => return,
+            Failed::Unreadable(read) | Failed::Damaged(read) => {
+                if let Ok(now) = std::fs::metadata(&path) {
+                    let same = read
+                        .metadata()
+                        .is_ok_and(|read| (read.dev(), read.ino()) == (now.dev(), now.ino()));
+                    if !same {
+                        return;
+                    }
+                    // (Once closed, the next mount may have replaced it meanwhile.)
+                    if !self.is_closed() {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
             }
-            _ => {}
+            Failed::Missing | Failed::Unopenable => {}
         }
         self.forget(key);
     }
@@ -164,6 +172,25 @@ impl Store {
             state.bytes -= len;
         }
     }
+}
+
+/// Reads an opened piece: its header into `header` and its data appended to `out` (`out`
+/// grown by what is read, to be truncated by the caller on an error); gives the header's
+/// length read and the file's length. Any length but a whole piece's is a damaged piece:
+/// what fits is read, and `verify` says so.
+fn read_piece(
+    f: &mut std::fs::File,
+    header: &mut [u8; HEADER_LEN],
+    out: &mut BytesMut,
+) -> std::io::Result<(usize, u64)> {
+    let start = out.len();
+    let len = f.metadata()?.len();
+    let data = len.saturating_sub(HEADER_LEN as u64).min(BLOCK_SIZE + 1) as usize;
+    let head = (len as usize).min(HEADER_LEN);
+    f.read_exact(&mut header[..head])?;
+    out.resize(start + data, 0);
+    f.read_exact(&mut out[start..])?;
+    Ok((head, len))
 }
 
 #[cfg(test)]
@@ -261,5 +288,55 @@ mod tests {
         assert!(panicked.join().is_err() && store.placing.is_poisoned());
         assert!(store.read(F, 0).is_none());
         assert!(!store.contains(F, 0) && !path.exists());
+    }
+
+    /// Puts what opens but does not read (a directory: EISDIR) in block `first`'s place, and
+    /// what does not open (a symbolic link to itself: ELOOP) in the next one's.
+    fn unreadable_and_unopenable(dir: &std::path::Path, first: u64) -> [std::path::PathBuf; 2] {
+        let paths = [0, 1].map(|b| piece_path(dir, F, first + b));
+        paths.iter().for_each(|p| std::fs::remove_file(p).unwrap());
+        std::fs::create_dir(&paths[0]).unwrap();
+        std::os::unix::fs::symlink(&paths[1], &paths[1]).unwrap();
+        paths
+    }
+
+    #[test]
+    fn a_piece_stored_again_while_a_read_finds_it_unreadable_stays_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
+        for block in 0..4 {
+            store.write(F, block, 10_000, &data(1));
+        }
+        let [unreadable, _] = unreadable_and_unopenable(dir.path(), 0);
+        // A read fails, and hangs before dropping its piece (one read at a time: a second
+        // would find `placing` taken by the first, and drop nothing).
+        for block in [0, 1] {
+            store.drop_hold.set(true);
+            let reading = store.clone();
+            let reader = std::thread::spawn(move || reading.read(F, block));
+            store.drop_hold.await_waiting(1);
+            // Meanwhile it is dropped (as another read does) and stored again, whole: the
+            // writer's rename replaces the link, not the directory.
+            if block == 0 {
+                std::fs::remove_dir(&unreadable).unwrap();
+            }
+            store.forget((F, block));
+            store.write(F, block, 10_000, &data(2));
+            store.drop_hold.set(false);
+            assert!(reader.join().unwrap().is_none());
+        }
+        // The new pieces stay indexed and counted, and read.
+        assert!(store.contains(F, 0) && store.contains(F, 1));
+        assert_eq!(store.usage().bytes, 4 * PIECE);
+        for block in [0, 1] {
+            assert_eq!(&store.read(F, block).unwrap().0[..], &data(2)[..]);
+        }
+        // With nothing stored again, such reads drop their entries as before.
+        unreadable_and_unopenable(dir.path(), 2);
+        assert!(store.read(F, 2).is_none() && store.read(F, 3).is_none());
+        assert!(!store.contains(F, 2) && !store.contains(F, 3));
+        assert_eq!(store.usage().bytes, 2 * PIECE);
+        // Unreadable, not damaged: nothing was counted as a checksum failure.
+        assert_eq!(store.stats.disk_checksum_failures.get(), 0);
     }
 }
