@@ -9,12 +9,14 @@
 #      up (rclone cannot start without its remote); the requests its re-reads made are counted
 #      in the shared nginx's access log.
 #   b. the cold read of the big track with a fresh disk cache writing vs `--disk-cache off`,
-#      alternating, REPEAT_ROW8 each: medians.
+#      alternating, REPEAT_ROW8_COLD each: medians (five: a cold read here swings between
+#      ~500 and ~1,100 MB/s for either setup, and three pairs let one swing decide the ratio).
 #   c. peak RSS (VmHWM) of the mounts of b: the highest with the disk tier and without.
 # shellcheck shell=bash
 # shellcheck disable=SC2016,SC2034,SC2154
 
 REPEAT_ROW8=3
+REPEAT_ROW8_COLD=5
 
 # The access log of a nginx started by nginx-cdn.sh: its prefix is on its command line.
 nginx_access_log() { # PID
@@ -98,7 +100,7 @@ row8_relisten_rclone() {
 # b and c: cold reads, alternating so that load from elsewhere hits both alike.
 row8_cold() {
   local dc f on=() off=() rss_on=() rss_off=() written=()
-  for i in $(seq "$REPEAT_ROW8"); do
+  for i in $(seq "$REPEAT_ROW8_COLD"); do
     drop_caches
     mount_trackfs "$PORT_FAST" "nodisk$i" "$W/lib" --disk-cache off
     f=$(tfs_path "$MNT" "$BIG_BYTES")
