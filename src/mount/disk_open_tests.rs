@@ -113,10 +113,11 @@ fn a_cache_folder_that_hangs_is_left_and_its_lock_released_once_it_answers() {
 fn a_folder_another_mount_holds_still_fails_the_mount() {
     let root = tempfile::tempdir().unwrap();
     let config = config(root.path());
-    let first = open_within(&config, Arc::default(), WAIT)
+    // Both opens answer (the second with "locked"): only the hung cases are given `WAIT`.
+    let first = open_within(&config, Arc::default(), GUARD)
         .unwrap()
         .expect("a disk cache");
-    let second = open_within(&config, Arc::default(), WAIT);
+    let second = open_within(&config, Arc::default(), GUARD);
     assert!(
         matches!(second, Err(MountError::Setup(_))),
         "{:?}",
@@ -142,9 +143,9 @@ fn start(
     })
 }
 
-/// A disk cache whose snapshot hangs, waited for `WAIT`.
+/// A disk cache whose snapshot hangs, waited for `WAIT` (the open itself answers: `GUARD`).
 fn disk_with_hung_snapshot(root: &Path) -> Arc<Disk> {
-    let mut disk = open_within(&config(root), Arc::default(), WAIT)
+    let mut disk = open_within(&config(root), Arc::default(), GUARD)
         .unwrap()
         .expect("a disk cache");
     // A snapshot to start from, then one that hangs in its place.
