@@ -291,11 +291,14 @@ mod tests {
     }
 
     /// Puts what opens but does not read (a directory: EISDIR) in block `first`'s place, and
-    /// what does not open (a symbolic link to itself: ELOOP) in the next one's.
+    /// what does not open (a symbolic link to itself: ELOOP) in the next one's. The directory
+    /// holds a file: an empty one has size 0 on some filesystems (btrfs), and a read of 0
+    /// bytes succeeds, making it a damaged piece rather than an unreadable one.
     fn unreadable_and_unopenable(dir: &std::path::Path, first: u64) -> [std::path::PathBuf; 2] {
         let paths = [0, 1].map(|b| piece_path(dir, F, first + b));
         paths.iter().for_each(|p| std::fs::remove_file(p).unwrap());
         std::fs::create_dir(&paths[0]).unwrap();
+        std::fs::write(paths[0].join("entry"), b"x").unwrap();
         std::os::unix::fs::symlink(&paths[1], &paths[1]).unwrap();
         paths
     }
@@ -318,7 +321,7 @@ mod tests {
             // Meanwhile it is dropped (as another read does) and stored again, whole: the
             // writer's rename replaces the link, not the directory.
             if block == 0 {
-                std::fs::remove_dir(&unreadable).unwrap();
+                std::fs::remove_dir_all(&unreadable).unwrap();
             }
             store.forget((F, block));
             store.write(F, block, 10_000, &data(2));
