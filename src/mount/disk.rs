@@ -8,8 +8,9 @@
 //! Snapshots are written by one thread of their own, the latest asked for winning, and waited
 //! for at most [`SAVE_WAIT`]: a hung disk never hangs an unmount or the refresh task
 //! (docs/design.md, "Disk cache", "Nothing outside the tier waits on the disk either").
-//! Opening the folder and loading the snapshot run on threads of their own too, waited for at
-//! most [`OPEN_WAIT`]: a hung disk never hangs `trackfs mount` either; it mounts without.
+//! Opening the folder and loading the snapshot run on threads of their own too, waited for
+//! while the disk answers (the open) or at most [`OPEN_WAIT`] (the load): a hung disk never
+//! hangs `trackfs mount` either; it mounts without.
 
 use super::{MountConfig, MountError};
 use crate::catalogue::library::Extras;
@@ -38,12 +39,17 @@ use std::time::{Duration, Instant};
 /// answers. Past it the save goes on alone and the snapshot saved before stays valid.
 const SAVE_WAIT: Duration = Duration::from_secs(10);
 
-/// The longest mount start waits for the disk cache: opening its folder (made, locked,
-/// listed) and then loading the catalogue snapshot, each. Milliseconds on a disk that
-/// answers, a few seconds for a spun-down one to wake; past it the disk is taken for hung (an
-/// NFS home gone away) and the mount goes on from the network with one warning, rather than
-/// hanging before anything is mounted and with no word.
+/// The longest mount start waits for the disk cache with no sign of it going on: opening its
+/// folder (made, locked, listed; each step and each entry listed is a sign, so a large cache
+/// on a slow disk is waited for as long as it keeps answering), and loading the catalogue
+/// snapshot (one small file: this long at most). Milliseconds on a disk that answers, a few
+/// seconds for a spun-down one to wake; past it the disk is taken for hung (an NFS home gone
+/// away) and the mount goes on from the network with one warning, rather than hanging before
+/// anything is mounted and with no word.
 pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// How many times per `OPEN_WAIT` the open's progress is looked at.
+const LOOKS: u32 = 10;
 
 /// Why a call on a thread of its own gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +75,38 @@ fn spawn_answering<T: Send + 'static>(
     spawned.map(drop).map_err(Unanswered::NoThread)
 }
 
-/// `work` on a thread of its own, waited for at most `wait`; past it the thread goes on alone.
-fn within<T: Send + 'static>(
+/// `work` on a thread of its own, which counts its steps in the counter it is given: waited
+/// for as long as `seen` (looking at that counter) finds it moved within `wait`; past a
+/// `wait` with no step the thread goes on alone.
+fn while_moving<T: Send + 'static>(
     name: &str,
     wait: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
+    mut seen: impl FnMut(&AtomicU64) -> u64,
+    work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
 ) -> Result<T, Unanswered> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let steps = Arc::new(AtomicU64::new(0));
     let (send, answer) = std::sync::mpsc::channel();
-    spawn_answering(name, work, move |done| drop(send.send(done)))?;
-    answer.recv_timeout(wait).map_err(|e| match e {
-        std::sync::mpsc::RecvTimeoutError::Timeout => Unanswered::Late(wait),
-        std::sync::mpsc::RecvTimeoutError::Disconnected => Unanswered::Ended,
-    })
+    let counted = steps.clone();
+    spawn_answering(
+        name,
+        move || work(&counted),
+        move |done| drop(send.send(done)),
+    )?;
+    let (mut last, mut moved) = (seen(&steps), Instant::now());
+    loop {
+        match answer.recv_timeout(wait / LOOKS) {
+            Ok(done) => return Ok(done),
+            Err(RecvTimeoutError::Disconnected) => return Err(Unanswered::Ended),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = seen(&steps);
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        } else if moved.elapsed() >= wait {
+            return Err(Unanswered::Late(wait));
+        }
+    }
 }
 
 /// The same, waited for without holding a runtime thread.
@@ -143,17 +169,27 @@ pub(crate) struct Disk {
 }
 
 /// Opens the origin's folder under `config.disk_cache`. `None` when the cache is off or
-/// cannot be used (one warning; the mount goes on from the network), or does not answer
-/// within [`OPEN_WAIT`]; an error only when another mount holds it.
+/// cannot be used (one warning; the mount goes on from the network), or goes [`OPEN_WAIT`]
+/// with no step done; an error only when another mount holds it.
 pub(crate) fn open(config: &MountConfig, stats: Arc<Stats>) -> Result<Option<Disk>, MountError> {
     open_within(config, stats, OPEN_WAIT)
 }
 
-/// The same, waiting for the disk at most `wait` (tests wait less).
+/// The same, giving the disk `wait` per step (tests wait less).
 pub(crate) fn open_within(
     config: &MountConfig,
     stats: Arc<Stats>,
     wait: Duration,
+) -> Result<Option<Disk>, MountError> {
+    open_watched(config, stats, wait, |steps| steps.load(Ordering::Relaxed))
+}
+
+/// The same, `seen` looking at the count of the open's steps (tests count steps of their own).
+fn open_watched(
+    config: &MountConfig,
+    stats: Arc<Stats>,
+    wait: Duration,
+    seen: impl FnMut(&AtomicU64) -> u64,
 ) -> Result<Option<Disk>, MountError> {
     let Some(root) = &config.disk_cache else {
         return Ok(None);
@@ -165,11 +201,12 @@ pub(crate) fn open_within(
         config.disk_cache_size,
         config.credentials.clone(),
     );
-    let opening = move || {
-        let store = Store::open(&at, bound, stats)?;
+    let opening = move |steps: &AtomicU64| {
+        let store = Store::open_counting(&at, bound, stats, steps)?;
+        steps.fetch_add(1, Ordering::Relaxed);
         Ok::<_, DirError>((store, WrappedKeys::open(&at, &origin, &credentials)))
     };
-    let (store, keys) = match within("trackfs-open", wait, opening) {
+    let (store, keys) = match while_moving("trackfs-open", wait, seen, opening) {
         Ok(Ok((store, keys))) => (Arc::new(store), keys),
         Ok(Err(e @ DirError::Locked { .. })) => return Err(MountError::Setup(e.to_string())),
         Ok(Err(e)) => {

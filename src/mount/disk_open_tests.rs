@@ -6,6 +6,7 @@
 use super::*;
 use crate::client::api::Credentials;
 use crate::readpath::background::hung_file;
+use crate::readpath::disk::test_hold::Signal;
 use std::sync::mpsc;
 
 /// Hang guards only: far above anything these tests wait for.
@@ -106,6 +107,40 @@ fn a_cache_folder_that_hangs_is_left_and_its_lock_released_once_it_answers() {
             ),
         }
     };
+    disk.close();
+}
+
+#[test]
+fn a_cache_folder_that_goes_on_answering_is_waited_for_past_the_bound() {
+    let root = tempfile::tempdir().unwrap();
+    let config = config(root.path());
+    let folder = folder_of(&config);
+    dir::make_private(&folder).unwrap();
+    hung_file(&folder.join("pins"));
+
+    // Each look at the open's progress finds a step more, as when a slow disk lists a large
+    // cache: the open is waited for while it is held for many times `WAIT`, until it answers.
+    let looks = Arc::new(Signal::default());
+    let looked = looks.clone();
+    let asked = config.clone();
+    let (send, opened) = mpsc::channel();
+    std::thread::spawn(move || {
+        let seen = move |steps: &AtomicU64| {
+            looked.fire();
+            steps.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        let opened = warnings_of(|| open_watched(&asked, Arc::default(), WAIT, seen));
+        drop(send.send(opened));
+    });
+    // Looks come `WAIT / LOOKS` apart at the least: this is four `WAIT`s.
+    looks.await_fired(4 * LOOKS as usize + 1);
+    assert!(opened.try_recv().is_err(), "given up while it went on");
+    let_go(&folder.join("pins"));
+    let (opened, warnings) = opened.recv_timeout(GUARD).expect("hung on the disk");
+    let disk = opened
+        .unwrap()
+        .expect("the disk cache, opened once it answered");
+    assert!(warnings.is_empty(), "{warnings:?}");
     disk.close();
 }
 

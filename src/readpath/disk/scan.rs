@@ -14,6 +14,7 @@ use lru::LruCache;
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// (file, block index).
@@ -38,19 +39,28 @@ pub(crate) fn piece_path(root: &Path, (file, block): Key) -> PathBuf {
         .join(format!("{hex}.{block}"))
 }
 
+/// [`list_counting`], its progress counted nowhere.
+#[cfg(test)]
+pub(crate) fn list(data: &Path) -> Vec<Key> {
+    list_counting(data, &AtomicU64::new(0))
+}
+
 /// Every stored piece's key under `data`, from the directories' entries alone (their types
 /// come with them on Linux file systems). Names that are not pieces (left by something else,
-/// or by an older version) are removed.
-pub(crate) fn list(data: &Path) -> Vec<Key> {
+/// or by an older version) are removed. Each entry listed adds one to `steps`: millions of
+/// pieces on a slow disk take a while, and whoever waits for the open sees it goes on.
+pub(crate) fn list_counting(data: &Path, steps: &AtomicU64) -> Vec<Key> {
     let mut found = Vec::new();
     let Ok(prefixes) = std::fs::read_dir(data) else {
         return found;
     };
     for prefix in prefixes.flatten() {
+        steps.fetch_add(1, Ordering::Relaxed);
         let Ok(entries) = std::fs::read_dir(prefix.path()) else {
             continue;
         };
         for entry in entries.flatten() {
+            steps.fetch_add(1, Ordering::Relaxed);
             let name = entry.file_name();
             let key = name.to_str().and_then(parse_name);
             match (key, entry.file_type()) {
@@ -180,8 +190,14 @@ mod tests {
         std::fs::write(&piece, [7u8; HEADER_LEN]).unwrap();
         let stray = piece.with_file_name("not-a-piece");
         std::fs::write(&stray, b"y").unwrap();
-        assert_eq!(list(&dir.path().join("data")), vec![key(7)]);
+        let steps = AtomicU64::new(0);
+        assert_eq!(
+            list_counting(&dir.path().join("data"), &steps),
+            vec![key(7)]
+        );
         assert!(!stray.exists());
+        // Its prefix folder and its two entries: each one a step.
+        assert_eq!(steps.load(Ordering::Relaxed), 3);
         let sized = sizes(dir.path(), vec![key(7), key(8)]);
         assert_eq!(sized.len(), 1);
         assert_eq!((sized[0].0, sized[0].1), (key(7), HEADER_LEN as u64));

@@ -118,28 +118,55 @@ impl Store {
     /// what a crash left half-written, and lists the stored pieces; their sizes and order
     /// are read back by a thread of its own ([`scan`]), settled by the first eviction.
     pub fn open(root: &Path, bound: u64, stats: Arc<Stats>) -> Result<Store, DirError> {
-        Store::open_gated(root, bound, stats, || ())
+        Store::open_counting(root, bound, stats, &AtomicU64::new(0))
+    }
+
+    /// The same, adding one to `steps` for each step done (each entry listed is one): who
+    /// waits for it tells a slow disk, that goes on answering, from a hung one.
+    pub(crate) fn open_counting(
+        root: &Path,
+        bound: u64,
+        stats: Arc<Stats>,
+        steps: &AtomicU64,
+    ) -> Result<Store, DirError> {
+        Store::open_with(root, bound, stats, steps, || ())
     }
 
     /// The same, the scan starting once `gate` returns (tests hold it like a hung disk).
+    #[cfg(test)]
     pub(crate) fn open_gated(
         root: &Path,
         bound: u64,
         stats: Arc<Stats>,
         gate: impl FnOnce() + Send + 'static,
     ) -> Result<Store, DirError> {
+        Store::open_with(root, bound, stats, &AtomicU64::new(0), gate)
+    }
+
+    fn open_with(
+        root: &Path,
+        bound: u64,
+        stats: Arc<Stats>,
+        steps: &AtomicU64,
+        gate: impl FnOnce() + Send + 'static,
+    ) -> Result<Store, DirError> {
         let io = |source| DirError::Io {
             dir: root.display().to_string(),
             source,
         };
+        let step = || steps.fetch_add(1, Ordering::Relaxed);
         dir::make_private(root).map_err(io)?;
+        step();
         let lock = dir::lock(root)?;
+        step();
         let temp = root.join("tmp");
         // Whatever is here was being written when a mount ended: never believed, so gone.
         let _ = std::fs::remove_dir_all(&temp);
+        step();
         std::fs::create_dir_all(&temp).map_err(io)?;
         std::fs::create_dir_all(root.join("data")).map_err(io)?;
-        let keys = scan::list(&root.join("data"));
+        step();
+        let keys = scan::list_counting(&root.join("data"), steps);
         let mut lru = LruCache::unbounded();
         for key in &keys {
             lru.put(*key, scan::WHOLE);
