@@ -57,7 +57,7 @@ enum Unanswered {
     #[error("did not answer within {} s (a hung disk?)", .0.as_secs_f32())]
     Late(Duration),
     #[error("could not be opened (no thread: {0})")]
-    NoThread(#[source] std::io::Error),
+    NoThread(std::io::Error),
     #[error("could not be opened (its thread ended with no answer)")]
     Ended,
 }

@@ -226,3 +226,16 @@ fn offline_with_a_snapshot_that_hangs_fails_with_the_origins_error() {
     let_go(&disk.folder.join(snapshot::FILE_NAME));
     disk.close();
 }
+
+#[test]
+fn no_thread_for_the_open_says_why_once() {
+    let why = std::io::Error::from_raw_os_error(11);
+    let e = Unanswered::NoThread(why);
+    let text = e.to_string();
+    assert!(
+        text.contains("no thread: Resource temporarily unavailable"),
+        "{text}"
+    );
+    // Not its source as well: an error chain would print it twice.
+    assert!(std::error::Error::source(&e).is_none());
+}
