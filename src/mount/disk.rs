@@ -84,7 +84,7 @@ fn while_moving<T: Send + 'static>(
     mut seen: impl FnMut(&AtomicU64) -> u64,
     work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
 ) -> Result<T, Unanswered> {
-    use std::sync::mpsc::RecvTimeoutError;
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let steps = Arc::new(AtomicU64::new(0));
     let (send, answer) = std::sync::mpsc::channel();
     let counted = steps.clone();
@@ -104,7 +104,12 @@ fn while_moving<T: Send + 'static>(
         if now != last {
             (last, moved) = (now, Instant::now());
         } else if moved.elapsed() >= wait {
-            return Err(Unanswered::Late(wait));
+            // An answer that came just now is still taken.
+            return match answer.try_recv() {
+                Ok(done) => Ok(done),
+                Err(TryRecvError::Disconnected) => Err(Unanswered::Ended),
+                Err(TryRecvError::Empty) => Err(Unanswered::Late(wait)),
+            };
         }
     }
 }
