@@ -16,4 +16,6 @@ pub mod protocol;
 pub mod readpath;
 pub(crate) mod redact;
 pub mod stdout;
+#[cfg(test)]
+pub(crate) mod test_logs;
 pub mod units;

@@ -32,27 +32,7 @@ fn folder_of(config: &MountConfig) -> PathBuf {
 
 /// What `f` logs at warning level, one line each.
 fn warnings_of<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, f);
-    let logs = String::from_utf8(lock(&sink.0).clone()).unwrap();
+    let (result, logs) = crate::test_logs::logs_of(tracing::Level::WARN, f);
     (result, logs.lines().map(str::to_owned).collect())
 }
 
