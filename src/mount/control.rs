@@ -59,6 +59,38 @@ fn runtime_dir() -> PathBuf {
     }
 }
 
+/// How old a socket nobody listens on must be before another mount removes it: far past the
+/// moment between a starting mount's `bind` and its `listen`, when it refuses connections too.
+const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the sockets in `dir` that refuse connections (their mounts were killed, so their
+/// own cleanup never ran) and are at least `age` old: else they pile up, one per killed
+/// mountpoint, until the runtime directory is cleared at logout or reboot.
+fn remove_dead_sockets(dir: &Path, age: std::time::Duration) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        let refused = || {
+            matches!(std::os::unix::net::UnixStream::connect(&path),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        };
+        if meta.file_type().is_socket() && old && refused() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// The socket file, removed on drop (with its folder, when nothing else is in it).
 pub(crate) struct Socket(PathBuf);
 
@@ -82,6 +114,7 @@ pub(crate) fn serve(
     crate::readpath::disk::dir::make_private(&runtime_dir())?;
     // A socket left by a mount that was killed: nobody listens on it any more.
     let _ = std::fs::remove_file(&path);
+    remove_dead_sockets(&runtime_dir(), DEAD_AFTER);
     let listener = UnixListener::bind(&path)?;
     let socket = Socket(path);
     tokio::spawn(async move {
@@ -220,4 +253,29 @@ pub fn locate(path: &Path) -> Result<(PathBuf, PathBuf), String> {
         .unwrap_or(Path::new(""))
         .to_path_buf();
     Ok((point, relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_nobody_listens_on_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dead, live, file) = (
+            dir.path().join("dead.sock"),
+            dir.path().join("live.sock"),
+            dir.path().join("note.sock"),
+        );
+        // A listener dropped without its cleanup leaves its socket behind, refusing.
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let _listening = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        std::fs::write(&file, b"not a socket").unwrap();
+        remove_dead_sockets(dir.path(), std::time::Duration::from_secs(3600));
+        assert!(dead.exists(), "too young to be taken for dead");
+        remove_dead_sockets(dir.path(), std::time::Duration::ZERO);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(file.exists());
+    }
 }
