@@ -4,7 +4,6 @@
 //! so no thread stays stuck.
 
 use super::*;
-use crate::client::api::Credentials;
 use crate::readpath::background::hung_file;
 use crate::readpath::disk::test_hold::Signal;
 use std::sync::mpsc;
@@ -14,16 +13,7 @@ const GUARD: Duration = Duration::from_secs(60);
 /// The bound the tests give the disk, in place of `OPEN_WAIT`.
 const WAIT: Duration = Duration::from_millis(200);
 
-fn config(root: &Path) -> MountConfig {
-    let credentials = Credentials {
-        user: "alice".into(),
-        password: "pw".into(),
-    };
-    // Nothing listens on port 9: the origin cannot be reached.
-    let mut config = MountConfig::new("http://127.0.0.1:9", Path::new("/unused"), credentials);
-    config.disk_cache = Some(root.to_path_buf());
-    config
-}
+use super::tests::config_in as config;
 
 fn folder_of(config: &MountConfig) -> PathBuf {
     let origin = dir::origin_folder(&config.origin, &config.credentials.user);

@@ -10,14 +10,20 @@ use std::sync::mpsc;
 const GUARD: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(100);
 
-fn disk_in(root: &Path) -> Disk {
+/// A mount's settings with its disk cache in `root`; nothing listens on port 9, so the origin
+/// cannot be reached.
+pub(super) fn config_in(root: &Path) -> MountConfig {
     let credentials = Credentials {
         user: "alice".into(),
         password: "pw".into(),
     };
     let mut config = MountConfig::new("http://127.0.0.1:9", Path::new("/unused"), credentials);
     config.disk_cache = Some(root.to_path_buf());
-    let mut disk = open(&config, Arc::default())
+    config
+}
+
+fn disk_in(root: &Path) -> Disk {
+    let mut disk = open(&config_in(root), Arc::default())
         .unwrap()
         .expect("a disk cache");
     disk.save_wait = SHORT;

@@ -195,7 +195,7 @@ fn read_piece(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{data, piece_path, within, F, G, PIECE};
+    use super::super::tests::{damage, data, piece_path, within, F, G, PIECE};
     use super::*;
     use std::sync::Arc;
 
@@ -229,9 +229,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path(), 1 << 20, Arc::default()).unwrap());
         store.write(F, 0, 1000, &data(1));
         let path = piece_path(dir.path(), F, 0);
-        let mut damaged = std::fs::read(&path).unwrap();
-        damaged[HEADER_LEN + 500] ^= 0x40;
-        std::fs::write(&path, &damaged).unwrap();
+        damage(&path);
         // Two reads find it damaged; the second hangs before dropping it.
         store.drop_hold.set(true);
         let reading = store.clone();
@@ -257,9 +255,7 @@ mod tests {
         // Piece 0 removed by hand (indexed, missing); piece 1 damaged.
         let (gone, damaged) = (piece_path(dir.path(), F, 0), piece_path(dir.path(), F, 1));
         std::fs::remove_file(&gone).unwrap();
-        let mut bad = std::fs::read(&damaged).unwrap();
-        bad[HEADER_LEN + 500] ^= 0x40;
-        std::fs::write(&damaged, &bad).unwrap();
+        damage(&damaged);
         // A writer holds `placing`, stuck in its rename on a hung disk.
         let placing = store.placing.lock().unwrap();
         let reading = store.clone();

@@ -18,6 +18,13 @@ pub(super) fn piece_path(dir: &Path, file: FileId, block: u64) -> PathBuf {
         .join(format!("{hex}.{block}"))
 }
 
+/// Flips one bit of a stored piece's data, past its header.
+pub(super) fn damage(path: &std::path::Path) {
+    let mut stored = std::fs::read(path).unwrap();
+    stored[HEADER_LEN + 500] ^= 0x40;
+    std::fs::write(path, &stored).unwrap();
+}
+
 #[test]
 fn a_block_reads_back_exactly_with_its_total() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,9 +50,7 @@ fn a_corrupted_block_is_a_miss_dropped_and_counted_once() {
     let store = Store::open(dir.path(), 1 << 20, Arc::default()).unwrap();
     store.write(F, 0, 1000, &data(1));
     let path = piece_path(dir.path(), F, 0);
-    let mut stored = std::fs::read(&path).unwrap();
-    stored[HEADER_LEN + 500] ^= 0x40;
-    std::fs::write(&path, &stored).unwrap();
+    damage(&path);
     assert!(store.read(F, 0).is_none());
     assert_eq!(store.stats.disk_checksum_failures.get(), 1);
     assert!(!path.exists(), "the bad piece is removed");
